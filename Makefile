@@ -1,0 +1,45 @@
+# The two commands: `make run` (whole local stack, offline, embedded defaults) and `make test`
+# (lint + the whole suite). Both set themselves up from nothing: venv, pip, a Redis server if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint format token redis clean
+
+# Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 1>&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 1>&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 1>&2
+	@touch $@
+
+install: $(STAMP)
+
+# A redis-server binary for the tests (each test session starts its own on a free port) and for
+# `make run` when REDIS_URL is unreachable. Installs Debian's package only when none is present.
+redis:
+	@bash infra/local/ensure-redis.sh 1>&2
+
+run: install redis
+	$(BIN)/python -m infra.local.run
+
+test: install redis lint
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Prints a dev JWT for the local stage: curl -H "Authorization: Bearer $(make -s token)" ...
+token: install
+	@$(BIN)/python -m infra.local.token
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

@@ -1,0 +1,103 @@
+"""JWT verification for every REST route and the WebSocket $connect.
+
+HS256 with a shared secret for local/dev; RS256 against a JWKS URL (Cognito-style user pools) for
+production. The accepted algorithm list holds exactly the configured algorithm, which is what defeats
+`alg: none` and HS/RS confusion (an HS256 token signed with the RSA public key as its secret).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from chalicelib.errors import ConfigurationError, ServiceUnavailable, Unauthorized
+from chalicelib.settings import JwtAlgorithm, Settings
+
+_REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+# Bearer tokens longer than this are not JWTs we issue; refuse before parsing.
+_MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    claims: dict[str, Any]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.claims.get("admin") is True
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or Unauthorized."""
+    if not authorization:
+        raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings, jwks_client: jwt.PyJWKClient | None = None) -> None:
+        self._algorithm = settings.jwt_algorithm
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+        self._secret = settings.effective_jwt_secret if self._algorithm is JwtAlgorithm.HS256 else None
+        self._jwks = jwks_client
+        if self._algorithm is JwtAlgorithm.RS256 and self._jwks is None:
+            if settings.jwt_jwks_url is None:  # Settings validation already refuses this
+                raise ConfigurationError("JWT_JWKS_URL is required when JWT_ALGORITHM=RS256")
+            # Keys are cached per container; an unknown `kid` refetches (key rotation).
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=3600, timeout=3)
+
+    def verify(self, token: str) -> Principal:
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise Unauthorized("token is too long")
+        try:
+            key = self._verification_key(token)
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[self._algorithm.value],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS, "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthorized("token is not valid yet (nbf/iat in the future)") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthorized("token audience is not accepted") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthorized("token issuer is not accepted") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"token lacks the required claim {exc.claim!r}") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise Unauthorized(f"token algorithm is not accepted (expected {self._algorithm.value})") from exc
+        except jwt.PyJWKClientConnectionError as exc:
+            raise ServiceUnavailable(
+                "cannot reach the identity provider's JWKS endpoint", retry_after_seconds=5
+            ) from exc
+        except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
+            raise Unauthorized("token is invalid") from exc
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise Unauthorized("token subject is empty")
+        return Principal(subject=subject, claims=claims)
+
+    def _verification_key(self, token: str) -> Any:
+        if self._algorithm is JwtAlgorithm.HS256:
+            return self._secret
+        if self._jwks is None:
+            raise ConfigurationError("RS256 verification without a JWKS client")
+        # The header's alg is checked again by decode(); refuse early so we never fetch keys for junk.
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != JwtAlgorithm.RS256.value:
+            raise jwt.InvalidAlgorithmError("unexpected alg")
+        return self._jwks.get_signing_key_from_jwt(token).key

@@ -1,0 +1,109 @@
+"""The AppError hierarchy and its one mapping onto HTTP.
+
+Adapters translate SDK and vendor failures into these once (``raise ... from exc``); services raise
+them for policy outcomes; app.py turns any of them into the standard error body. Nobody matches on
+message text: the class decides the status and the machine-readable ``code``.
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ConfigurationError(AppError):
+    """The environment is invalid; raised at cold start."""
+
+    status_code = 500
+    code = "configuration_error"
+
+
+class ValidationFailed(AppError):
+    status_code = 400
+    code = "validation_error"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class SymbolNotFound(NotFound):
+    code = "symbol_not_found"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(AppError):
+    """Nothing could serve the request: every source failed and no stale copy exists."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+# --- Provider-side failures: raised by adapters, consumed by the market-data service. ---
+
+
+class ProviderError(AppError):
+    """A provider could not answer. Subclasses say whether trying another provider makes sense."""
+
+    status_code = 502
+    code = "provider_error"
+
+    def __init__(self, provider: str, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(f"{provider}: {message}", retry_after_seconds=retry_after_seconds)
+        self.provider = provider
+
+
+class ProviderUnavailable(ProviderError):
+    """Network failure, 5xx, or no data for this request: try the next provider."""
+
+    code = "provider_unavailable"
+
+
+class ProviderTimeout(ProviderUnavailable):
+    code = "provider_timeout"
+
+
+class ProviderRateLimited(ProviderError):
+    code = "provider_rate_limited"
+
+
+class ProviderParseError(ProviderError):
+    """The provider answered with something that is not the documented payload."""
+
+    code = "provider_parse_error"
+
+
+class ProviderSymbolNotFound(ProviderError):
+    """The provider positively says the symbol does not exist."""
+
+    status_code = 404
+    code = "symbol_not_found"
+
+
+def http_status_for(error: AppError) -> int:
+    """The one place mapping an AppError onto an HTTP status."""
+    return error.status_code

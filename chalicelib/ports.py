@@ -1,0 +1,71 @@
+"""The boundaries between services and the outside world, one Protocol each.
+
+Services depend on these; adapters implement them; tests run fakes and real adapters through the
+same contract tests. Later issues add Quotas, ConnectionStore, JobRunStore and Broadcaster here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from chalicelib.models.market import Quote
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached value with its own freshness, so a stale copy can outlive its TTL (stale-if-error)."""
+
+    value: str
+    stored_at: float
+    fresh_until: float
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.fresh_until
+
+
+@dataclass(frozen=True)
+class KindCounters:
+    hits: int
+    misses: int
+
+
+class Cache(Protocol):
+    """A TTL cache shared by every Lambda (Redis in AWS). Never raises for an unreachable backend:
+    reads miss, writes are dropped, and ``available`` turns false, so the service degrades to uncached."""
+
+    @property
+    def available(self) -> bool: ...
+
+    def get(self, key: str) -> CacheEntry | None: ...
+
+    def set(self, key: str, value: str, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...
+
+    def acquire_lock(self, key: str, ttl_seconds: float) -> str | None:
+        """A token when the caller now holds the lock (or the backend is down: nothing to coordinate);
+        None when another caller holds it."""
+        ...
+
+    def release_lock(self, key: str, token: str) -> None: ...
+
+    def record_lookup(self, kind: str, *, hit: bool) -> None: ...
+
+    def lookup_counters(self) -> Mapping[str, KindCounters] | None:
+        """Hits and misses per data kind since the counters began; None when the backend is down."""
+        ...
+
+
+class QuoteProvider(Protocol):
+    """A market-data vendor able to serve quotes."""
+
+    @property
+    def name(self) -> str:
+        """The label every payload it serves carries in ``source`` (the vendor, or ``replay``)."""
+        ...
+
+    def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
+        """Quotes for the symbols the vendor knows, keyed by symbol; unknown symbols are absent.
+
+        Raises a ProviderError subclass when the vendor cannot answer at all."""
+        ...

@@ -1,0 +1,148 @@
+"""Environment → typed settings, validated once per container (cold start).
+
+Every variable the service reads is declared here and nowhere else. A bad value fails at cold start
+with a message naming the variable, instead of surfacing later as an obscure runtime error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from chalicelib.errors import ConfigurationError
+
+
+class Stage(StrEnum):
+    LOCAL = "local"
+    DEV = "dev"
+    PROD = "prod"
+
+
+class DataSource(StrEnum):
+    LIVE = "live"
+    REPLAY = "replay"
+
+
+class JwtAlgorithm(StrEnum):
+    HS256 = "HS256"
+    RS256 = "RS256"
+
+
+# Environment variable → field name. The spec's own variable names are kept verbatim.
+ENV_VARS: dict[str, str] = {
+    "STAGE": "stage",
+    "MARKET_DATA_SOURCE": "market_data_source",
+    "REDIS_URL": "redis_url",
+    "REDIS_SOCKET_TIMEOUT_SECONDS": "redis_socket_timeout_seconds",
+    "CACHE_KEY_PREFIX": "cache_key_prefix",
+    "CACHE_STALE_TTL_SECONDS": "cache_stale_ttl_seconds",
+    "CACHE_LOCK_TTL_SECONDS": "cache_lock_ttl_seconds",
+    "CACHE_LOCK_WAIT_SECONDS": "cache_lock_wait_seconds",
+    "JWT_ALGORITHM": "jwt_algorithm",
+    "JWT_SECRET": "jwt_secret",
+    "JWT_JWKS_URL": "jwt_jwks_url",
+    "JWT_ISSUER": "jwt_issuer",
+    "JWT_AUDIENCE": "jwt_audience",
+    "JWT_LEEWAY_SECONDS": "jwt_leeway_seconds",
+    "CONNECTIONS_TABLE": "connections_table",
+    "SUBSCRIPTIONS_TABLE": "subscriptions_table",
+    "JOB_RUNS_TABLE": "job_runs_table",
+    "AWS_ENDPOINT_URL": "aws_endpoint_url",
+    "AWS_REGION": "aws_region",
+    "ALPHA_VANTAGE_API_KEY": "alpha_vantage_api_key",
+    "FINANCIAL_MODELING_PREP_API_KEY": "financial_modeling_prep_api_key",
+    "TIINGO_API_KEY": "tiingo_api_key",
+    "PROVIDER_TIMEOUT_SECONDS": "provider_timeout_seconds",
+    "YFINANCE_CACHE_DIR": "yfinance_cache_dir",
+}
+_FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
+
+# The dev secret is public (it is in this file). It is accepted only in the local stage.
+LOCAL_DEV_JWT_SECRET = "local-dev-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: Stage = Stage.LOCAL
+    market_data_source: DataSource = DataSource.LIVE
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    redis_socket_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    cache_key_prefix: str = Field(default="mkt:", max_length=64, pattern=r"^[A-Za-z0-9:_\-.]*$")
+    cache_stale_ttl_seconds: int = Field(default=24 * 3600, ge=0)
+    cache_lock_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
+    cache_lock_wait_seconds: float = Field(default=2.0, ge=0, le=25)
+
+    jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = Field(default=None, pattern=r"^https?://")
+    jwt_issuer: str = "market-data-local"
+    jwt_audience: str = "market-data-dashboard"
+    jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+
+    connections_table: str = "market-data-local-connections"
+    subscriptions_table: str = "market-data-local-subscriptions"
+    job_runs_table: str = "market-data-local-job-runs"
+
+    aws_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    aws_region: str = "us-east-1"
+
+    alpha_vantage_api_key: SecretStr | None = None
+    financial_modeling_prep_api_key: SecretStr | None = None
+    tiingo_api_key: SecretStr | None = None
+
+    provider_timeout_seconds: float = Field(default=4.0, gt=0, le=25)
+    yfinance_cache_dir: str = Field(default="/tmp/yfinance-cache", pattern=r"^/")  # noqa: S108 - Lambda's only writable path
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.market_data_source is DataSource.REPLAY and self.stage is not Stage.LOCAL:
+            raise ValueError(
+                "MARKET_DATA_SOURCE=replay is refused outside the local stage "
+                f"(STAGE={self.stage.value}); a deployed stage must serve live data"
+            )
+        if self.jwt_algorithm is JwtAlgorithm.HS256:
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if self.stage is not Stage.LOCAL and (not secret or secret == LOCAL_DEV_JWT_SECRET):
+                raise ValueError("JWT_SECRET must be set to a private value outside the local stage")
+            if secret and len(secret) < 32:
+                raise ValueError("JWT_SECRET must be at least 32 characters (RFC 7518 §3.2 for HS256)")
+        elif not self.jwt_jwks_url:
+            raise ValueError("JWT_JWKS_URL is required when JWT_ALGORITHM=RS256")
+        return self
+
+    @property
+    def effective_jwt_secret(self) -> str:
+        """The HS256 secret: the configured one, or the public dev default in the local stage."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return LOCAL_DEV_JWT_SECRET
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the environment; raise ConfigurationError naming the bad variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for var, field in ENV_VARS.items():
+        value = env.get(var)
+        if value is not None and value.strip() != "":
+            raw[field] = value.strip()
+    # Lambda sets AWS_REGION; boto3 users often set AWS_DEFAULT_REGION only.
+    if "aws_region" not in raw and env.get("AWS_DEFAULT_REGION"):
+        raw["aws_region"] = env["AWS_DEFAULT_REGION"]
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err.get("loc") or ()
+            field = str(loc[0]) if loc else ""
+            name = _FIELD_TO_ENV.get(field)
+            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc

@@ -1,0 +1,25 @@
+"""The offline replay source: recorded genuine provider data served at the HTTP layer.
+
+Local-only (never shipped in the Lambda package). `install_if_configured()` runs in each local Lambda
+worker before the app is imported, and in tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+from infra.local.replay.transport import YahooReplayTransport
+
+
+def install() -> YahooReplayTransport:
+    from chalicelib import bootstrap
+
+    transport = YahooReplayTransport()
+    bootstrap.install_replay_transport(transport)
+    return transport
+
+
+def install_if_configured() -> YahooReplayTransport | None:
+    if os.environ.get("MARKET_DATA_SOURCE", "").strip().lower() == "replay":
+        return install()
+    return None
