@@ -96,7 +96,7 @@ class CachedQuote(MarketModel):
 
     quote: Quote
     source: str
-    retrieved_at: datetime
+    retrieved_at: AwareDatetime
 
 
 class CacheKindStats(MarketModel):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from chalicelib import observability
 from chalicelib.errors import ProviderError, ProviderSymbolNotFound, ServiceUnavailable, SymbolNotFound
 from chalicelib.models.market import CachedQuote, CacheKindStats, CacheStatsResponse, QuoteResponse
@@ -73,10 +75,10 @@ class MarketDataService:
         """One symbol's quote. ``symbol`` is already normalized; ``deadline`` is a monotonic time
         (the Lambda's remaining time) that bounds lock waits and provider timeouts."""
         key = f"quote:{symbol}"
-        entry = self._cache.get(key)
-        if entry is not None and entry.is_fresh(self._clock()):
+        found = self._read_cached_quote(key)
+        if found is not None and found[0].is_fresh(self._clock()):
             self._record_lookup("quote", hit=True)
-            return _quote_response(entry, cached=True, stale=False)
+            return _quote_response(found[1], cached=True, stale=False)
         self._record_lookup("quote", hit=False)
 
         token = self._cache.acquire_lock(key, self._timings.lock_ttl_seconds)
@@ -88,32 +90,37 @@ class MarketDataService:
             logger.info("lock holder did not fill the cache in time; fetching", extra={"key": key})
         try:
             try:
-                cached_quote = self._fetch_quote(symbol, deadline)
+                fetched = self._fetch_quote(symbol, deadline)
             except ProviderError as exc:
-                if entry is not None:
+                if found is not None:
                     logger.warning("serving stale copy", extra={"key": key, "error": exc.message})
                     observability.count("StaleServed", dimensions={"kind": "quote"})
-                    return _quote_response(entry, cached=True, stale=True)
+                    return _quote_response(found[1], cached=True, stale=True)
                 raise ServiceUnavailable(
                     f"no quote for {symbol} is available right now: every source failed ({exc.message})",
                     retry_after_seconds=30,
                 ) from exc
             self._cache.set(
                 key,
-                cached_quote.model_dump_json(by_alias=True),
+                fetched.model_dump_json(by_alias=True),
                 fresh_ttl_seconds=self._ttl.quote,
                 stale_ttl_seconds=self._timings.stale_ttl_seconds,
             )
-            return QuoteResponse(
-                **cached_quote.quote.model_dump(by_alias=True),
-                source=cached_quote.source,
-                retrieved_at=cached_quote.retrieved_at,
-                cached=False,
-                stale=False,
-            )
+            return _quote_response(fetched, cached=False, stale=False)
         finally:
             if token is not None:
                 self._cache.release_lock(key, token)
+
+    def _read_cached_quote(self, key: str) -> tuple[CacheEntry, CachedQuote] | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        try:
+            return entry, CachedQuote.model_validate_json(entry.value)
+        except ValidationError:
+            # Written by an incompatible version: a miss; the next write replaces it.
+            logger.warning("discarding unreadable cached quote", extra={"key": key})
+            return None
 
     def _fetch_quote(self, symbol: str, deadline: float | None) -> CachedQuote:
         """Ask the providers in order; the first that has the symbol wins.
@@ -159,15 +166,15 @@ class MarketDataService:
             raise ServiceUnavailable("request ran out of time before reaching a provider", retry_after_seconds=5)
         return min(self._provider_timeout, remaining)
 
-    def _wait_for_fresh(self, key: str, deadline: float | None) -> CacheEntry | None:
+    def _wait_for_fresh(self, key: str, deadline: float | None) -> CachedQuote | None:
         give_up = self._monotonic() + self._timings.lock_wait_seconds
         if deadline is not None:
             give_up = min(give_up, deadline - _DEADLINE_MARGIN_SECONDS - self._provider_timeout)
         while self._monotonic() < give_up:
             self._sleep(self._timings.lock_poll_seconds)
-            entry = self._cache.get(key)
-            if entry is not None and entry.is_fresh(self._clock()):
-                return entry
+            found = self._read_cached_quote(key)
+            if found is not None and found[0].is_fresh(self._clock()):
+                return found[1]
         return None
 
     # --- cache statistics -------------------------------------------------------------------------
@@ -191,8 +198,7 @@ class MarketDataService:
         return CacheStatsResponse(available=True, kinds=kinds)
 
 
-def _quote_response(entry: CacheEntry, *, cached: bool, stale: bool) -> QuoteResponse:
-    stored = CachedQuote.model_validate_json(entry.value)
+def _quote_response(stored: CachedQuote, *, cached: bool, stale: bool) -> QuoteResponse:
     return QuoteResponse(
         **stored.quote.model_dump(by_alias=True),
         source=stored.source,

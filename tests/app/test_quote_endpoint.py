@@ -1,0 +1,134 @@
+"""GET /api/v1/market/quote/{symbol} through the Chalice app, served offline from recorded data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from infra.local.replay.transport import YahooReplayTransport
+from tests.conftest import REPO_ROOT
+
+QUOTE = "/api/v1/market/quote/"
+
+
+def body_of(response: Any) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(response.body)
+    return parsed
+
+
+def assert_standard_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status
+    error = body_of(response)["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"]
+    assert response.headers["Content-Type"] == "application/json"
+    return dict(error)
+
+
+def test_quote_is_served_from_replay_and_labelled(client: Client, auth_headers: dict[str, str]) -> None:
+    response = client.http.get(QUOTE + "AAPL", headers=auth_headers)
+
+    assert response.status_code == 200
+    quote = body_of(response)
+    assert quote["symbol"] == "AAPL"
+    assert quote["source"] == "replay"
+    assert (quote["cached"], quote["stale"]) == (False, False)
+    # The spec's quote fields, with the recorded values.
+    assert (quote["price"], quote["change"], quote["changePercent"], quote["volume"]) == (
+        244.6,
+        3.0700073,
+        1.2710667,
+        40896227,
+    )
+    assert quote["as_of"].startswith("2025-02-14T21:00:00")  # regularMarketTime of the recording
+    assert "retrieved_at" in quote
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_second_call_is_a_cache_hit_visible_in_the_counters(client: Client, auth_headers: dict[str, str]) -> None:
+    client.http.get(QUOTE + "AAPL", headers=auth_headers)
+    second = body_of(client.http.get(QUOTE + "AAPL", headers=auth_headers))
+    stats = body_of(client.http.get("/api/v1/market/cache/stats", headers=auth_headers))
+
+    assert (second["cached"], second["source"]) == (True, "replay")
+    assert stats["available"] is True
+    assert stats["kinds"]["quote"] == {"hits": 1, "misses": 1, "hit_rate": 0.5}
+
+
+def test_lowercase_symbol_is_normalized(client: Client, auth_headers: dict[str, str]) -> None:
+    assert body_of(client.http.get(QUOTE + "aapl", headers=auth_headers))["symbol"] == "AAPL"
+
+
+def test_only_one_upstream_call_for_repeated_requests(
+    client: Client, auth_headers: dict[str, str], replay_transport: YahooReplayTransport
+) -> None:
+    for _ in range(5):
+        assert client.http.get(QUOTE + "MSFT", headers=auth_headers).status_code == 200
+    assert sum("/v7/finance/quote" in url for url in replay_transport.requests_seen) == 1
+
+
+@pytest.mark.parametrize(
+    "raw_symbol",
+    [
+        "..%2Fetc",
+        "..",
+        "A" * 40,
+        "%01AAPL",
+        "AAPL%00",
+        "AA%20PL",
+        "$AAPL",
+        "AAPL%3BDROP",
+        "%E2%82%AC",
+    ],
+)
+def test_garbage_symbols_are_a_clear_400(client: Client, auth_headers: dict[str, str], raw_symbol: str) -> None:
+    error = assert_standard_error(client.http.get(QUOTE + raw_symbol, headers=auth_headers), 400, "validation_error")
+    assert "symbol" in error["message"]
+
+
+def test_well_formed_unknown_symbol_is_a_helpful_404(client: Client, auth_headers: dict[str, str]) -> None:
+    error = assert_standard_error(client.http.get(QUOTE + "ZZZZZ", headers=auth_headers), 404, "symbol_not_found")
+    assert "ZZZZZ" in error["message"]
+    assert "/api/v1/market/search" in error["message"]
+
+
+def test_real_company_missing_from_replay_is_a_503_with_retry_after(
+    client: Client, auth_headers: dict[str, str]
+) -> None:
+    response = client.http.get(QUOTE + "JPM", headers=auth_headers)
+    error = assert_standard_error(response, 503, "service_unavailable")
+    assert "replay has no recorded data for JPM" in error["message"]
+    assert response.headers["Retry-After"] == "30"
+
+
+def test_wrong_method_gets_the_standard_error_body(client: Client, auth_headers: dict[str, str]) -> None:
+    assert_standard_error(client.http.post(QUOTE + "AAPL", headers=auth_headers), 405, "method_not_allowed")
+
+
+def test_cache_and_metrics_report_through_emf(
+    client: Client, auth_headers: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.http.get(QUOTE + "AAPL", headers=auth_headers)
+    client.http.get(QUOTE + "AAPL", headers=auth_headers)
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = [metric["Name"] for blob in emitted for d in blob["_aws"]["CloudWatchMetrics"] for metric in d["Metrics"]]
+    assert names.count("CacheMiss") == 1
+    assert names.count("CacheHit") == 1
+    assert names.count("ProviderCall") == 1
+    hit = next(blob for blob in emitted if "CacheHit" in blob)
+    assert hit["kind"] == "quote"
+
+
+def test_importing_the_app_does_not_load_yfinance_or_pandas() -> None:
+    """Cold start: a request that never reaches Yahoo must not pay for pandas."""
+    code = "import sys, app; heavy = [m for m in ('yfinance', 'pandas', 'numpy') if m in sys.modules]; print(heavy)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,167 @@
+"""RedisCache against a real Redis server (the suite's own, on a free port)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from chalicelib.adapters.redis_cache import RedisCache
+
+
+@pytest.fixture
+def cache(redis_client: redis.Redis) -> RedisCache:
+    return RedisCache(redis_client, key_prefix="t1:")
+
+
+def test_set_then_get_returns_value_with_its_freshness(cache: RedisCache) -> None:
+    before = time.time()
+    cache.set("quote:AAPL", '{"x":1}', fresh_ttl_seconds=60, stale_ttl_seconds=600)
+    entry = cache.get("quote:AAPL")
+    assert entry is not None
+    assert entry.value == '{"x":1}'
+    assert before <= entry.stored_at <= time.time()
+    assert entry.fresh_until == pytest.approx(entry.stored_at + 60)
+    assert entry.is_fresh(entry.stored_at + 59.9)
+    assert not entry.is_fresh(entry.stored_at + 60)
+
+
+def test_keys_use_the_spec_scheme_under_the_prefix(cache: RedisCache, redis_client: redis.Redis) -> None:
+    cache.set("quote:AAPL", "v", fresh_ttl_seconds=60, stale_ttl_seconds=600)
+    assert redis_client.exists("t1:quote:AAPL") == 1
+    assert redis_client.exists("quote:AAPL") == 0
+
+
+def test_redis_ttl_covers_freshness_plus_stale_window(cache: RedisCache, redis_client: redis.Redis) -> None:
+    cache.set("quote:AAPL", "v", fresh_ttl_seconds=60, stale_ttl_seconds=600)
+    ttl_ms = redis_client.pttl("t1:quote:AAPL")
+    assert 659_000 < ttl_ms <= 660_000
+
+
+def test_value_disappears_after_the_stale_window(cache: RedisCache) -> None:
+    cache.set("quote:AAPL", "v", fresh_ttl_seconds=0.05, stale_ttl_seconds=0.1)
+    assert cache.get("quote:AAPL") is not None
+    time.sleep(0.3)
+    assert cache.get("quote:AAPL") is None
+
+
+def test_missing_key_is_none(cache: RedisCache) -> None:
+    assert cache.get("quote:NOPE") is None
+
+
+def test_unreadable_entry_is_a_miss(cache: RedisCache, redis_client: redis.Redis) -> None:
+    redis_client.set("t1:quote:AAPL", b"\x00not json")
+    assert cache.get("quote:AAPL") is None
+
+
+def test_prefixes_isolate_tenants(redis_client: redis.Redis) -> None:
+    first, second = RedisCache(redis_client, key_prefix="a:"), RedisCache(redis_client, key_prefix="b:")
+    first.set("quote:AAPL", "from-a", fresh_ttl_seconds=60, stale_ttl_seconds=60)
+    assert second.get("quote:AAPL") is None
+
+
+def test_lock_is_exclusive_until_released(cache: RedisCache) -> None:
+    token = cache.acquire_lock("quote:AAPL", ttl_seconds=5)
+    assert token is not None
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is None
+    cache.release_lock("quote:AAPL", token)
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is not None
+
+
+def test_lock_expires_on_its_own(cache: RedisCache) -> None:
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=0.1) is not None
+    time.sleep(0.25)
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is not None
+
+
+def test_release_with_a_stale_token_leaves_the_new_holders_lock(cache: RedisCache) -> None:
+    old = cache.acquire_lock("quote:AAPL", ttl_seconds=0.1)
+    assert old is not None
+    time.sleep(0.25)
+    new = cache.acquire_lock("quote:AAPL", ttl_seconds=5)
+    assert new is not None
+    cache.release_lock("quote:AAPL", old)  # the slow first holder finishes late
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is None
+
+
+def test_only_one_of_many_concurrent_callers_gets_the_lock(redis_url: str, redis_client: redis.Redis) -> None:
+    winners: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def contend() -> None:
+        own = RedisCache(redis.Redis.from_url(redis_url), key_prefix="t1:")  # one client per "Lambda"
+        barrier.wait()
+        token = own.acquire_lock("quote:AAPL", ttl_seconds=5)
+        if token is not None:
+            winners.append(token)
+
+    threads = [threading.Thread(target=contend) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+
+
+def test_lookup_counters_per_kind(cache: RedisCache) -> None:
+    for hit in (True, True, False):
+        cache.record_lookup("quote", hit=hit)
+    cache.record_lookup("profile", hit=False)
+    counters = cache.lookup_counters()
+    assert counters is not None
+    assert (counters["quote"].hits, counters["quote"].misses) == (2, 1)
+    assert (counters["profile"].hits, counters["profile"].misses) == (0, 1)
+
+
+# --- Redis unreachable ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dead_redis_url() -> str:
+    """A port where nothing listens (bound, then closed), so connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+def blackhole_redis_url() -> Iterator[str]:
+    """A server that accepts connections and never answers: the socket timeout must fire."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+
+
+def test_unreachable_redis_degrades_every_operation(dead_redis_url: str) -> None:
+    cache = RedisCache.from_url(dead_redis_url, key_prefix="t1:", socket_timeout_seconds=0.2)
+    assert cache.get("quote:AAPL") is None
+    assert cache.available is False
+    cache.set("quote:AAPL", "v", fresh_ttl_seconds=60, stale_ttl_seconds=60)  # dropped, no exception
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is not None  # nothing to coordinate with
+    cache.record_lookup("quote", hit=False)
+    assert cache.lookup_counters() is None
+
+
+def test_hanging_redis_is_cut_off_by_the_socket_timeout_and_then_skipped(blackhole_redis_url: str) -> None:
+    cache = RedisCache.from_url(blackhole_redis_url, key_prefix="t1:", socket_timeout_seconds=0.2)
+    assert cache.get("quote:AAPL") is None  # returns (after one timeout) instead of hanging
+    assert cache.available is False
+    # While marked down, operations do not touch the socket at all.
+    assert cache.get("quote:AAPL") is None
+    assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is not None
+
+
+def test_cache_recovers_after_the_backoff(redis_url: str, redis_client: redis.Redis) -> None:
+    cache = RedisCache(redis_client, key_prefix="t1:", retry_after_failure_seconds=0.1)
+    cache._failed("get", ConnectionError("simulated outage"))  # as if the last call had failed
+    assert cache.available is False
+    time.sleep(0.15)
+    cache.set("quote:AAPL", "v", fresh_ttl_seconds=60, stale_ttl_seconds=60)
+    assert cache.get("quote:AAPL") is not None

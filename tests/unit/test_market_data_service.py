@@ -1,0 +1,218 @@
+"""MarketDataService.get_quote: read-through cache policy, against real Redis and the real Yahoo adapter
+(answered at the HTTP layer). Time is a controllable clock so expiry needs no sleeping."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from requests.adapters import BaseAdapter
+
+from chalicelib.adapters.redis_cache import RedisCache
+from chalicelib.errors import ServiceUnavailable, SymbolNotFound
+from chalicelib.services.market_data import CacheTimings, MarketDataService
+from infra.local.replay.transport import CannedResponse, CannedTransport
+from tests.fakes.yahoo_http import QUOTE_PREFIX, recorded, yahoo_provider, yahoo_transport
+
+SERVER_ERROR = CannedResponse(503, b"<html>Service Unavailable</html>", "text/html")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowTransport(BaseAdapter):
+    """Delays every answer, so concurrent callers overlap as they would across Lambdas."""
+
+    def __init__(self, inner: CannedTransport, delay_seconds: float) -> None:
+        super().__init__()
+        self._inner, self._delay = inner, delay_seconds
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        time.sleep(self._delay)
+        return self._inner.send(request, **kwargs)
+
+    def close(self) -> None:
+        return None
+
+
+def quote_calls(transport: CannedTransport) -> int:
+    return sum(1 for url in transport.requests_seen if url.startswith(QUOTE_PREFIX))
+
+
+MakeService = Callable[..., MarketDataService]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_service(redis_client: redis.Redis, clock: FakeClock, tmp_path: Path) -> MakeService:
+    def make(
+        transport: BaseAdapter,
+        *,
+        cache: RedisCache | None = None,
+        lock_wait_seconds: float = 2.0,
+    ) -> MarketDataService:
+        return MarketDataService(
+            cache=cache or RedisCache(redis_client, key_prefix="svc:", clock=clock),
+            quote_providers=[yahoo_provider(transport, tmp_path)],
+            timings=CacheTimings(stale_ttl_seconds=3600, lock_ttl_seconds=5, lock_wait_seconds=lock_wait_seconds),
+            provider_timeout_seconds=2,
+            clock=clock,
+        )
+
+    return make
+
+
+def test_miss_fetches_then_hit_serves_from_cache(make_service: MakeService, redis_client: redis.Redis) -> None:
+    transport = yahoo_transport([recorded("quote_AAPL")])
+    service = make_service(transport)
+
+    first = service.get_quote("AAPL")
+    second = service.get_quote("AAPL")
+
+    assert (first.cached, first.stale, first.source) == (False, False, "yahoo")
+    assert (second.cached, second.stale) == (True, False)
+    assert second.price == first.price == 244.6
+    assert quote_calls(transport) == 1
+    assert redis_client.exists("svc:quote:AAPL") == 1
+    stats = service.cache_stats().kinds["quote"]
+    assert (stats.hits, stats.misses, stats.hit_rate) == (1, 1, 0.5)
+
+
+def test_expired_quote_is_fetched_again(make_service: MakeService, clock: FakeClock) -> None:
+    transport = yahoo_transport([recorded("quote_AAPL")])
+    service = make_service(transport)
+    service.get_quote("AAPL")
+
+    clock.now += 59
+    assert service.get_quote("AAPL").cached is True
+    clock.now += 2  # 61 s after the fetch: past the spec's 60 s quote TTL
+    refreshed = service.get_quote("AAPL")
+
+    assert refreshed.cached is False
+    assert quote_calls(transport) == 2
+
+
+def test_stale_copy_is_served_when_every_provider_fails(make_service: MakeService, clock: FakeClock) -> None:
+    transport = yahoo_transport([recorded("quote_AAPL"), SERVER_ERROR])
+    service = make_service(transport)
+    service.get_quote("AAPL")
+    clock.now += 120
+
+    answer = service.get_quote("AAPL")
+
+    assert (answer.cached, answer.stale) == (True, True)
+    assert answer.price == 244.6
+    assert answer.source == "yahoo"  # who served it originally, not a made-up label
+
+
+def test_no_copy_and_failing_providers_is_a_clear_503(make_service: MakeService) -> None:
+    service = make_service(yahoo_transport([SERVER_ERROR]))
+    with pytest.raises(ServiceUnavailable) as caught:
+        service.get_quote("AAPL")
+    assert caught.value.retry_after_seconds == 30
+    assert "AAPL" in caught.value.message
+    assert "HTTP 503" in caught.value.message
+
+
+def test_unknown_symbol_is_symbol_not_found(make_service: MakeService) -> None:
+    service = make_service(yahoo_transport([recorded("quote_SIX_unknown_symbol_empty")]))
+    with pytest.raises(SymbolNotFound) as caught:
+        service.get_quote("SIX")
+    assert "search" in caught.value.message  # tells the user where to look the symbol up
+
+
+def test_concurrent_misses_make_one_upstream_call(redis_url: str, clock: FakeClock, tmp_path: Path) -> None:
+    inner = yahoo_transport([recorded("quote_AAPL")])
+    provider = yahoo_provider(SlowTransport(inner, delay_seconds=0.3), tmp_path)
+    callers = 30
+    barrier = threading.Barrier(callers)
+    results: list[float] = []
+    errors: list[BaseException] = []
+
+    def one_lambda() -> None:
+        service = MarketDataService(  # each "Lambda" has its own Redis connection
+            cache=RedisCache(redis.Redis.from_url(redis_url), key_prefix="svc:", clock=clock),
+            quote_providers=[provider],
+            timings=CacheTimings(stale_ttl_seconds=3600, lock_ttl_seconds=5, lock_wait_seconds=5),
+            provider_timeout_seconds=2,
+            clock=clock,
+        )
+        barrier.wait()
+        try:
+            results.append(service.get_quote("AAPL").price)
+        except BaseException as exc:
+            errors.append(exc)
+
+    redis.Redis.from_url(redis_url).flushdb()
+    threads = [threading.Thread(target=one_lambda) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert results == [244.6] * callers
+    assert quote_calls(inner) == 1
+
+
+def test_a_stuck_lock_holder_delays_but_does_not_block(make_service: MakeService, redis_client: redis.Redis) -> None:
+    transport = yahoo_transport([recorded("quote_AAPL")])
+    service = make_service(transport, lock_wait_seconds=0.2)
+    held = RedisCache(redis_client, key_prefix="svc:").acquire_lock("quote:AAPL", ttl_seconds=30)
+    assert held is not None  # another Lambda took the lock and died
+
+    answer = service.get_quote("AAPL")
+
+    assert answer.cached is False
+    assert quote_calls(transport) == 1
+
+
+def test_unreachable_redis_serves_uncached(make_service: MakeService, clock: FakeClock) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    dead = RedisCache.from_url(f"redis://127.0.0.1:{dead_port}/0", key_prefix="svc:", socket_timeout_seconds=0.2)
+    transport = yahoo_transport([recorded("quote_AAPL")])
+    service = make_service(transport, cache=dead)
+
+    first, second = service.get_quote("AAPL"), service.get_quote("AAPL")
+
+    assert (first.cached, second.cached) == (False, False)
+    assert first.price == 244.6
+    assert quote_calls(transport) == 2
+    assert service.cache_stats().available is False
+
+
+def test_unreadable_cached_value_is_a_miss(make_service: MakeService, redis_client: redis.Redis) -> None:
+    transport = yahoo_transport([recorded("quote_AAPL")])
+    service = make_service(transport)
+    RedisCache(redis_client, key_prefix="svc:").set(
+        "quote:AAPL", '{"not": "a quote"}', fresh_ttl_seconds=60, stale_ttl_seconds=60
+    )
+    assert service.get_quote("AAPL").cached is False
+    assert quote_calls(transport) == 1
+
+
+def test_exhausted_deadline_fails_fast_without_calling_upstream(make_service: MakeService) -> None:
+    transport = yahoo_transport([recorded("quote_AAPL")])
+    service = make_service(transport)
+    with pytest.raises(ServiceUnavailable, match="ran out of time"):
+        service.get_quote("AAPL", deadline=time.monotonic() + 0.2)
+    assert quote_calls(transport) == 0
