@@ -28,8 +28,9 @@ def normalize_symbol(raw: str) -> str:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
         raise ValidationFailed("symbol contains control characters")
     symbol = raw.strip().upper()
-    if len(symbol) > SYMBOL_MAX_LENGTH + 1:
-        raise ValidationFailed(f"symbol is too long ({len(symbol)} characters; at most {SYMBOL_MAX_LENGTH})")
+    body = symbol.removeprefix("^")
+    if len(body) > SYMBOL_MAX_LENGTH:
+        raise ValidationFailed(f"symbol is too long ({len(body)} characters; at most {SYMBOL_MAX_LENGTH})")
     if not _SYMBOL_RE.match(symbol):
         raise ValidationFailed(
             f"symbol {raw[: SYMBOL_MAX_LENGTH + 4]!r} is not a valid ticker: use letters, digits, '.', '-', '=' "
