@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from chalicelib.errors import ConfigurationError, ServiceUnavailable, Unauthorized
+from chalicelib.errors import ConfigurationError, MissingCredentials, ServiceUnavailable, Unauthorized
 from chalicelib.settings import JwtAlgorithm, Settings
 
 _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
@@ -33,7 +33,7 @@ class Principal:
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer <token>` header, or Unauthorized."""
     if not authorization:
-        raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+        raise MissingCredentials("missing Authorization header; send 'Authorization: Bearer <token>'")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'")
@@ -100,4 +100,31 @@ class TokenVerifier:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != JwtAlgorithm.RS256.value:
             raise jwt.InvalidAlgorithmError("unexpected alg")
-        return self._jwks.get_signing_key_from_jwt(token).key
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("token has no key id (kid)")
+        try:
+            # The key set itself first: whatever goes wrong there is the identity provider's fault
+            # (down, an HTML error page, no keys), so the caller gets 503, not a misleading 401.
+            self._jwks.get_signing_keys()
+            return self._jwks.get_signing_key(kid).key
+        except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, ValueError) as exc:
+            raise _jwks_unusable() from exc
+        except jwt.PyJWKClientError as exc:
+            if not self._has_usable_key_set():
+                raise _jwks_unusable() from exc
+            raise Unauthorized("token was signed with an unknown key") from exc
+
+    def _has_usable_key_set(self) -> bool:
+        if self._jwks is None:
+            return False
+        try:
+            return bool(self._jwks.get_signing_keys())
+        except (jwt.PyJWTError, ValueError):
+            return False
+
+
+def _jwks_unusable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "cannot get usable keys from the identity provider's JWKS endpoint", retry_after_seconds=5
+    )

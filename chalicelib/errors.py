@@ -37,6 +37,10 @@ class Unauthorized(AppError):
     code = "unauthorized"
 
 
+class MissingCredentials(Unauthorized):
+    """No token at all (RFC 6750 §3.1: the challenge then carries no error code)."""
+
+
 class Forbidden(AppError):
     status_code = 403
     code = "forbidden"

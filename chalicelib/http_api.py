@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from chalicelib import bootstrap, observability
 from chalicelib.auth import Principal, bearer_token
-from chalicelib.errors import AppError, ConfigurationError, http_status_for
+from chalicelib.errors import AppError, ConfigurationError, MissingCredentials, http_status_for
 from chalicelib.models.errors import ErrorBody, ErrorDetail
 
 logger = observability.logger
@@ -66,8 +66,10 @@ def error_response(error: AppError, request_id: str) -> Response:
     headers: dict[str, str] = {}
     if error.retry_after_seconds is not None:
         headers["Retry-After"] = str(error.retry_after_seconds)
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if isinstance(error, MissingCredentials):
+        headers["WWW-Authenticate"] = 'Bearer realm="market-data"'
+    elif status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="market-data", error="invalid_token"'
     body = ErrorBody(error=ErrorDetail(code=error.code, message=message, request_id=request_id))
     return json_response(body, status_code=status, headers=headers)
 

@@ -60,6 +60,11 @@ ENV_VARS: dict[str, str] = {
     "YFINANCE_CACHE_DIR": "yfinance_cache_dir",
 }
 _FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
+_TABLE_SUFFIXES = {
+    "connections_table": "connections",
+    "subscriptions_table": "subscriptions",
+    "job_runs_table": "job-runs",
+}
 
 # The dev secret is public (it is in this file). It is accepted only in the local stage.
 LOCAL_DEV_JWT_SECRET = "local-dev-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
@@ -85,9 +90,9 @@ class Settings(BaseModel):
     jwt_audience: str = "market-data-dashboard"
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
 
-    connections_table: str = "market-data-local-connections"
-    subscriptions_table: str = "market-data-local-subscriptions"
-    job_runs_table: str = "market-data-local-job-runs"
+    connections_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
+    subscriptions_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
+    job_runs_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
 
     aws_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
     aws_region: str = "us-east-1"
@@ -114,7 +119,19 @@ class Settings(BaseModel):
                 raise ValueError("JWT_SECRET must be at least 32 characters (RFC 7518 §3.2 for HS256)")
         elif not self.jwt_jwks_url:
             raise ValueError("JWT_JWKS_URL is required when JWT_ALGORITHM=RS256")
+        if self.jwt_jwks_url and self.stage is not Stage.LOCAL and not self.jwt_jwks_url.startswith("https://"):
+            raise ValueError("JWT_JWKS_URL must use https outside the local stage")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_table_names(cls, data: Any) -> Any:
+        """Table names follow infra/template.yaml's `market-data-<stage>-<table>` unless set explicitly."""
+        if isinstance(data, dict):
+            stage = str(data.get("stage", Stage.LOCAL.value))
+            for field, suffix in _TABLE_SUFFIXES.items():
+                data.setdefault(field, f"market-data-{stage}-{suffix}")
+        return data
 
     @property
     def effective_jwt_secret(self) -> str:
@@ -133,8 +150,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if value is not None and value.strip() != "":
             raw[field] = value.strip()
     # Lambda sets AWS_REGION; boto3 users often set AWS_DEFAULT_REGION only.
-    if "aws_region" not in raw and env.get("AWS_DEFAULT_REGION"):
-        raw["aws_region"] = env["AWS_DEFAULT_REGION"]
+    default_region = (env.get("AWS_DEFAULT_REGION") or "").strip()
+    if "aws_region" not in raw and default_region:
+        raw["aws_region"] = default_region
     try:
         return Settings(**raw)
     except ValidationError as exc:
@@ -145,4 +163,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             name = _FIELD_TO_ENV.get(field)
             message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
             problems.append(f"{name}: {message}" if name else message)
-        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc
+        # `from None`: pydantic's own error text repeats the raw input, API keys included.
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None

@@ -7,7 +7,6 @@ Field names on the wire follow the spec's quote example (`price`, `change`, `cha
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
