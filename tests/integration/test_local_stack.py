@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import localstack_client.session as localstack_session
 import pytest
 import redis
 import requests
@@ -26,7 +27,7 @@ from chalicelib.settings import ENV_VARS
 from infra.local.gateway import GatewayThread, build_app
 from infra.local.lambda_runtime import LambdaPool, route_table
 from infra.local.run import port_is_free
-from infra.local.tables import create_tables
+from infra.local.tables import create_tables, table_definitions
 from infra.local.token import issue_dev_token
 from tests.conftest import REPO_ROOT, free_port
 
@@ -188,7 +189,9 @@ class _OutputReader:
 
 
 @pytest.mark.timeout(120)
-def test_run_serves_the_api_and_stops_cleanly_on_sigint(redis_url: str, tmp_path: Path) -> None:
+def test_run_serves_the_api_and_stops_cleanly_on_sigint(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gateway_port, moto_port = free_port(), free_port()
     stderr_path = tmp_path / "run.stderr"
     with stderr_path.open("w") as stderr:
@@ -216,6 +219,15 @@ def test_run_serves_the_api_and_stops_cleanly_on_sigint(redis_url: str, tmp_path
         )
         assert response.status_code == 200, response.text
         assert response.json()["source"] == "replay"
+
+        # LocalStack-compatible: localstack-client, aimed at the edge port, sees the template's tables.
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # else localstack-client would use it as is
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        edge = localstack_session.Session(localstack_host=f"127.0.0.1:{moto_port}", region_name="us-east-1")
+        assert set(edge.client("dynamodb").list_tables()["TableNames"]) == {
+            definition.table_name for definition in table_definitions("local")
+        }
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 0
