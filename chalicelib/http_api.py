@@ -19,7 +19,7 @@ from chalice.app import Request, Response
 from pydantic import BaseModel
 
 from chalicelib import bootstrap, observability
-from chalicelib.auth import Principal, bearer_token
+from chalicelib.auth import bearer_token
 from chalicelib.errors import AppError, ConfigurationError, MissingCredentials, http_status_for
 from chalicelib.models.errors import ErrorBody, ErrorDetail
 
@@ -105,14 +105,6 @@ def api_view(
         return wrapper
 
     return decorate
-
-
-def principal_of(request: Request) -> Principal:
-    """The authenticated caller, as the middleware left it in the request context."""
-    principal = (request.context.get("authorizer") or {}).get("principal")
-    if not isinstance(principal, Principal):  # unreachable for non-public routes; guards misuse
-        raise ConfigurationError("principal_of() called on a public route")
-    return principal
 
 
 def remaining_deadline(lambda_context: Any) -> float | None:

@@ -20,14 +20,16 @@ tracer = Tracer(service=SERVICE_NAME)
 
 def count(name: str, *, dimensions: dict[str, str] | None = None, value: float = 1) -> None:
     """Emit one EMF count metric now, with its own dimensions (e.g. CacheHit by data kind)."""
-    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=METRICS_NAMESPACE) as metric:
-        metric.add_dimension(name="service", value=SERVICE_NAME)
-        for key, val in (dimensions or {}).items():
-            metric.add_dimension(name=key, value=val)
+    _emit(name, MetricUnit.Count, value, dimensions)
 
 
 def milliseconds(name: str, value: float, *, dimensions: dict[str, str] | None = None) -> None:
-    with single_metric(name=name, unit=MetricUnit.Milliseconds, value=value, namespace=METRICS_NAMESPACE) as metric:
+    _emit(name, MetricUnit.Milliseconds, value, dimensions)
+
+
+def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str] | None) -> None:
+    # single_metric flushes one EMF line on exit, so each metric keeps its own dimension set.
+    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE_NAME)
         for key, val in (dimensions or {}).items():
             metric.add_dimension(name=key, value=val)
