@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -66,6 +66,9 @@ _TABLE_SUFFIXES = {
     "job_runs_table": "job-runs",
 }
 
+# DynamoDB's own rule for table names.
+TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
 # The dev secret is public (it is in this file). It is accepted only in the local stage.
 LOCAL_DEV_JWT_SECRET = "local-dev-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
 
@@ -90,9 +93,9 @@ class Settings(BaseModel):
     jwt_audience: str = "market-data-dashboard"
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
 
-    connections_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
-    subscriptions_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
-    job_runs_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
+    connections_table: TableName
+    subscriptions_table: TableName
+    job_runs_table: TableName
 
     aws_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
     aws_region: str = "us-east-1"
@@ -128,6 +131,7 @@ class Settings(BaseModel):
     def _default_table_names(cls, data: Any) -> Any:
         """Table names follow infra/template.yaml's `market-data-<stage>-<table>` unless set explicitly."""
         if isinstance(data, dict):
+            data = dict(data)  # never change the caller's mapping
             stage = str(data.get("stage", Stage.LOCAL.value))
             for field, suffix in _TABLE_SUFFIXES.items():
                 data.setdefault(field, f"market-data-{stage}-{suffix}")

@@ -26,10 +26,10 @@ from moto.server import ThreadedMotoServer
 from chalicelib.settings import ENV_VARS
 from infra.local.gateway import GatewayThread, build_app
 from infra.local.lambda_runtime import LambdaPool, route_table
-from infra.local.run import port_is_free
+from infra.local.run import free_port, port_is_free
 from infra.local.tables import create_tables, table_definitions
 from infra.local.token import issue_dev_token
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
