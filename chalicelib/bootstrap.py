@@ -18,7 +18,7 @@ from chalicelib.adapters.providers.yahoo import YahooProvider
 from chalicelib.adapters.redis_cache import RedisCache
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
-from chalicelib.ports import Cache, QuoteProvider
+from chalicelib.ports import Cache, MarketDataProvider
 from chalicelib.services.market_data import CacheTimings, MarketDataService
 from chalicelib.settings import DataSource, Settings, load_settings
 
@@ -57,7 +57,7 @@ class Container:
         )
 
     @functools.cached_property
-    def quote_providers(self) -> list[QuoteProvider]:
+    def quote_providers(self) -> list[MarketDataProvider]:
         replay = self.settings.market_data_source is DataSource.REPLAY
         transport = self._replay_transport if replay else self._http_transport
         session = build_session(timeout_cap_seconds=self.settings.provider_timeout_seconds, transport=transport)

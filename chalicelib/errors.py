@@ -75,6 +75,10 @@ class ProviderError(AppError):
 
     status_code = 502
     code = "provider_error"
+    # Worth asking the same provider again after a short backoff (network blips, timeouts, 5xx).
+    retryable = False
+    # Counts towards opening the provider's circuit breaker.
+    counts_as_failure = True
 
     def __init__(self, provider: str, message: str, *, retry_after_seconds: int | None = None) -> None:
         super().__init__(f"{provider}: {message}", retry_after_seconds=retry_after_seconds)
@@ -82,9 +86,30 @@ class ProviderError(AppError):
 
 
 class ProviderUnavailable(ProviderError):
-    """Network failure, 5xx, or no data for this request: try the next provider."""
+    """Network failure or 5xx: retry with backoff, then try the next provider."""
 
     code = "provider_unavailable"
+    retryable = True
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused our key or plan (401/402/403): next provider; retrying cannot help."""
+
+    code = "provider_auth_error"
+
+
+class ProviderNoData(ProviderError):
+    """The provider answered but holds nothing for this request (e.g. no bars in the range): next provider."""
+
+    code = "provider_no_data"
+    counts_as_failure = False
+
+
+class ProviderUnsupported(ProviderError):
+    """The provider does not offer this request (an interval, a period): skipped, not a failure."""
+
+    code = "provider_unsupported"
+    counts_as_failure = False
 
 
 class ProviderTimeout(ProviderUnavailable):
@@ -106,6 +131,7 @@ class ProviderSymbolNotFound(ProviderError):
 
     status_code = 404
     code = "symbol_not_found"
+    counts_as_failure = False
 
 
 def http_status_for(error: AppError) -> int:

@@ -10,7 +10,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from chalicelib.models.market import Quote
+from chalicelib.models.market import (
+    CompanyProfile,
+    DataKind,
+    HistoricalData,
+    Interval,
+    MoverType,
+    NewsArticle,
+    Period,
+    Quote,
+    SearchResult,
+)
 
 
 @dataclass(frozen=True)
@@ -56,16 +66,43 @@ class Cache(Protocol):
         ...
 
 
-class QuoteProvider(Protocol):
-    """A market-data vendor able to serve quotes."""
+class MarketDataProvider(Protocol):
+    """A market-data vendor. Every method makes at most one upstream HTTP request (so the chain can take
+    exactly one unit of the vendor's quota per call) and raises a ProviderError subclass when the vendor
+    cannot answer; a method outside ``capabilities`` raises ProviderUnsupported."""
 
     @property
     def name(self) -> str:
         """The label every payload it serves carries in ``source`` (the vendor, or ``replay``)."""
         ...
 
-    def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
-        """Quotes for the symbols the vendor knows, keyed by symbol; unknown symbols are absent.
-
-        Raises a ProviderError subclass when the vendor cannot answer at all."""
+    @property
+    def vendor(self) -> str:
+        """The vendor this adapter talks to (yahoo, fmp, alpha_vantage, tiingo): keys its quota and breaker."""
         ...
+
+    @property
+    def capabilities(self) -> frozenset[DataKind]: ...
+
+    @property
+    def max_symbols_per_quote_call(self) -> int:
+        """How many symbols one quote request may carry (1 for vendors without a batch quote)."""
+        ...
+
+    def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
+        """Quotes for the symbols the vendor knows, keyed by symbol; unknown symbols are absent."""
+        ...
+
+    def get_historical(
+        self, symbol: str, period: Period, interval: Interval, *, timeout_seconds: float
+    ) -> HistoricalData:
+        """Bars oldest first. Unknown symbol: ProviderSymbolNotFound; nothing in range: ProviderNoData."""
+        ...
+
+    def get_profile(self, symbol: str, *, timeout_seconds: float) -> CompanyProfile: ...
+
+    def search(self, query: str, limit: int, *, timeout_seconds: float) -> list[SearchResult]: ...
+
+    def get_news(self, symbol: str, limit: int, *, timeout_seconds: float) -> list[NewsArticle]: ...
+
+    def get_movers(self, mover_type: MoverType, limit: int, *, timeout_seconds: float) -> list[Quote]: ...

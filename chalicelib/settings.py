@@ -7,11 +7,12 @@ with a message naming the variable, instead of surfacing later as an obscure run
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from chalicelib.errors import ConfigurationError
 
@@ -58,6 +59,21 @@ ENV_VARS: dict[str, str] = {
     "TIINGO_API_KEY": "tiingo_api_key",
     "PROVIDER_TIMEOUT_SECONDS": "provider_timeout_seconds",
     "YFINANCE_CACHE_DIR": "yfinance_cache_dir",
+    "YAHOO_QUOTA_PER_MINUTE": "yahoo_quota_per_minute",
+    "YAHOO_QUOTA_PER_DAY": "yahoo_quota_per_day",
+    "FMP_QUOTA_PER_MINUTE": "fmp_quota_per_minute",
+    "FMP_QUOTA_PER_DAY": "fmp_quota_per_day",
+    "ALPHA_VANTAGE_QUOTA_PER_MINUTE": "alpha_vantage_quota_per_minute",
+    "ALPHA_VANTAGE_QUOTA_PER_DAY": "alpha_vantage_quota_per_day",
+    "TIINGO_QUOTA_PER_MINUTE": "tiingo_quota_per_minute",
+    "TIINGO_QUOTA_PER_DAY": "tiingo_quota_per_day",
+    "PROVIDER_MAX_ATTEMPTS": "provider_max_attempts",
+    "PROVIDER_RETRY_BASE_SECONDS": "provider_retry_base_seconds",
+    "PROVIDER_RETRY_MAX_SECONDS": "provider_retry_max_seconds",
+    "BREAKER_FAILURE_THRESHOLD": "breaker_failure_threshold",
+    "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
+    "USER_RATE_LIMIT_PER_MINUTE": "user_rate_limit_per_minute",
+    "CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
 }
 _FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 _TABLE_SUFFIXES = {
@@ -65,6 +81,17 @@ _TABLE_SUFFIXES = {
     "subscriptions_table": "subscriptions",
     "job_runs_table": "job-runs",
 }
+
+
+def _split_origins(value: Any) -> Any:
+    if isinstance(value, str):
+        origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        for origin in origins:
+            if origin == "*" or not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://dashboard.example.com (no '*')")
+        return origins
+    return value
+
 
 # DynamoDB's own rule for table names.
 TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -106,6 +133,29 @@ class Settings(BaseModel):
 
     provider_timeout_seconds: float = Field(default=4.0, gt=0, le=25)
     yfinance_cache_dir: str = Field(default="/tmp/yfinance-cache", pattern=r"^/")  # noqa: S108 - Lambda's only writable path
+
+    # Shared quotas per provider (the spec's "Rate Limiting Configuration"); 0 disables that window.
+    yahoo_quota_per_minute: int = Field(default=2000, ge=0)
+    yahoo_quota_per_day: int = Field(default=100_000, ge=0)
+    fmp_quota_per_minute: int = Field(default=250, ge=0)
+    fmp_quota_per_day: int = Field(default=10_000, ge=0)
+    alpha_vantage_quota_per_minute: int = Field(default=5, ge=0)
+    alpha_vantage_quota_per_day: int = Field(default=500, ge=0)
+    tiingo_quota_per_minute: int = Field(default=1000, ge=0)
+    tiingo_quota_per_day: int = Field(default=50_000, ge=0)
+
+    provider_max_attempts: int = Field(default=3, ge=1, le=10)
+    provider_retry_base_seconds: float = Field(default=0.2, ge=0, le=10)
+    provider_retry_max_seconds: float = Field(default=2.0, ge=0, le=30)
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    user_rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    # Comma-separated origins allowed by CORS (the dashboard's); empty = no cross-origin access.
+    cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(_split_origins)] = (
+        "http://localhost:3000",
+        "http://localhost:5173",
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -7,6 +7,7 @@ Field names on the wire follow the spec's quote example (`price`, `change`, `cha
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -108,3 +109,111 @@ class CacheKindStats(MarketModel):
 class CacheStatsResponse(MarketModel):
     available: bool = Field(description="false when Redis could not be reached (the service runs uncached)")
     kinds: dict[str, CacheKindStats]
+
+
+# --- the other data kinds -------------------------------------------------------------------------
+
+
+class DataKind(StrEnum):
+    """What a provider can serve. ``indices`` means it can quote index symbols (^GSPC); ``sectors``
+    means the sector ETFs through its quotes (the service computes sector performance from them)."""
+
+    QUOTE = "quote"
+    HISTORICAL = "historical"
+    PROFILE = "profile"
+    SEARCH = "search"
+    NEWS = "news"
+    INDICES = "indices"
+    SECTORS = "sectors"
+    MOVERS = "movers"
+
+
+class MoverType(StrEnum):
+    GAINERS = "gainers"
+    LOSERS = "losers"
+    ACTIVES = "actives"
+
+
+class Period(StrEnum):
+    """History ranges, spelled as Yahoo and the spec's cache key (`historical:AAPL:1y:1d`) spell them."""
+
+    D1 = "1d"
+    D5 = "5d"
+    MO1 = "1mo"
+    MO3 = "3mo"
+    MO6 = "6mo"
+    Y1 = "1y"
+    Y2 = "2y"
+    Y5 = "5y"
+    Y10 = "10y"
+    YTD = "ytd"
+    MAX = "max"
+
+
+class Interval(StrEnum):
+    M1 = "1m"
+    M5 = "5m"
+    M15 = "15m"
+    M30 = "30m"
+    H1 = "1h"
+    D1 = "1d"
+    WK1 = "1wk"
+    MO1 = "1mo"
+
+
+class PriceBar(MarketModel):
+    """One OHLCV bar. ``timestamp`` is the bar's open in UTC (daily bars: the session's open)."""
+
+    timestamp: AwareDatetime
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float
+    adj_close: float | None = Field(default=None, alias="adjClose")
+    volume: int | None = Field(default=None, ge=0)
+
+
+class HistoricalData(MarketModel):
+    """A provider's answer for one symbol's history, oldest bar first."""
+
+    symbol: Symbol
+    period: Period
+    interval: Interval
+    currency: str | None = None
+    bars: list[PriceBar]
+    as_of: AwareDatetime = Field(description="the newest bar's time")
+
+
+class CompanyProfile(MarketModel):
+    symbol: Symbol
+    name: str | None = None
+    exchange: str | None = None
+    currency: str | None = None
+    sector: str | None = None
+    industry: str | None = None
+    country: str | None = None
+    website: str | None = None
+    description: str | None = Field(default=None, description="provider text, served as JSON only")
+    employees: int | None = Field(default=None, ge=0)
+    market_cap: int | None = Field(default=None, alias="marketCap")
+    as_of: AwareDatetime
+
+
+class SearchResult(MarketModel):
+    symbol: str = Field(description="as the provider spells it (may not be a US ticker)")
+    name: str | None = None
+    exchange: str | None = None
+    asset_type: str | None = Field(default=None, alias="assetType", description="equity, etf, index, ...")
+    sector: str | None = None
+
+
+class NewsArticle(MarketModel):
+    title: str
+    url: str
+    publisher: str | None = None
+    published_at: AwareDatetime = Field(alias="publishedAt")
+    summary: str | None = None
+    symbols: list[str] = Field(default_factory=list)
+    sentiment_score: float | None = Field(
+        default=None, alias="sentimentScore", description="provider's sentiment, -1 (bearish) to 1 (bullish)"
+    )

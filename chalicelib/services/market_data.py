@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from chalicelib import observability
 from chalicelib.errors import ProviderError, ProviderSymbolNotFound, ServiceUnavailable, SymbolNotFound
 from chalicelib.models.market import CachedQuote, CacheKindStats, CacheStatsResponse, QuoteResponse
-from chalicelib.ports import Cache, CacheEntry, QuoteProvider
+from chalicelib.ports import Cache, CacheEntry, MarketDataProvider
 
 logger = observability.logger
 
@@ -52,7 +52,7 @@ class MarketDataService:
         self,
         *,
         cache: Cache,
-        quote_providers: Sequence[QuoteProvider],
+        quote_providers: Sequence[MarketDataProvider],
         timings: CacheTimings,
         provider_timeout_seconds: float,
         ttl: CacheTtl = CacheTtl(),

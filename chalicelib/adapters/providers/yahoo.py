@@ -24,6 +24,7 @@ from typing import Any
 import requests
 from pydantic import ValidationError
 
+from chalicelib.adapters.providers.base import BaseProvider
 from chalicelib.errors import (
     ProviderError,
     ProviderParseError,
@@ -31,7 +32,7 @@ from chalicelib.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from chalicelib.models.market import Quote
+from chalicelib.models.market import DataKind, Quote
 
 QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
 # Yahoo answers long symbol lists, but URLs past ~8 KB get refused by intermediaries.
@@ -131,17 +132,16 @@ def parse_quote_response(payload: object, provider: str) -> dict[str, Quote]:
     return quotes
 
 
-class YahooProvider:
-    """Quotes from Yahoo Finance via yfinance, over an injected requests session."""
+class YahooProvider(BaseProvider):
+    """Yahoo Finance via yfinance, over an injected requests session."""
+
+    vendor_name = "yahoo"
+    supported = frozenset({DataKind.QUOTE, DataKind.INDICES, DataKind.SECTORS})
+    quote_batch_size = MAX_SYMBOLS_PER_QUOTE_REQUEST
 
     def __init__(self, session: requests.Session, *, cache_dir: str, source_label: str = "yahoo") -> None:
-        self._session = session
+        super().__init__(session, source_label=source_label)
         self._cache_dir = cache_dir
-        self._label = source_label
-
-    @property
-    def name(self) -> str:
-        return self._label
 
     def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
         request = build_quote_request(symbols)
