@@ -3,14 +3,52 @@ validate, call a service, shape the response. Everything else lives in chaliceli
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from chalice.app import Chalice, Request, Response
 
 from chalicelib import bootstrap
-from chalicelib.http_api import api_view, http_middleware, json_response, remaining_deadline
-from chalicelib.models.market import normalize_symbol
+from chalicelib.errors import ValidationFailed
+from chalicelib.http_api import (
+    OPENAPI_PATH,
+    api_view,
+    http_middleware,
+    json_response,
+    parse_body,
+    parse_query,
+    remaining_deadline,
+)
+from chalicelib.models.api import (
+    BatchQuotesResponse,
+    EmptyQuery,
+    HistoricalQuery,
+    HistoricalResponse,
+    IndicesResponse,
+    MoversQuery,
+    MoversResponse,
+    NewsQuery,
+    NewsResponse,
+    OverviewResponse,
+    ProfileResponse,
+    ProvidersResponse,
+    QuotesQuery,
+    SearchRequest,
+    SearchResponse,
+    SectorsResponse,
+    SentimentResponse,
+)
+from chalicelib.models.market import CacheStatsResponse, QuoteResponse, normalize_symbol
+from chalicelib.openapi import RouteDoc, document_for
+from chalicelib.services.market_data import MAX_BATCH_SYMBOLS
 
 app = Chalice(app_name="market-data")
 app.register_middleware(http_middleware, "http")
+
+API_TITLE = "Market data API"
+API_VERSION = "1.0.0"
+ROUTES: list[RouteDoc] = []
+_SYMBOL = (("symbol", "ticker, e.g. AAPL, BRK-B, ^GSPC"),)
 
 
 def _current_request() -> Request | None:
@@ -20,16 +58,172 @@ def _current_request() -> Request | None:
 view = api_view(_current_request)
 
 
-@app.route("/api/v1/market/quote/{symbol}", methods=["GET"])
-@view
-def get_quote(symbol: str) -> Response:
-    quote = bootstrap.container().market_data.get_quote(
-        normalize_symbol(symbol), deadline=remaining_deadline(app.lambda_context)
+def route(doc: RouteDoc) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """Register a view under its documented route. OPTIONS is registered too so CORS preflights reach
+    the middleware (API Gateway and the local gateway answer only declared methods)."""
+
+    def decorate(fn: Callable[..., Response]) -> Callable[..., Response]:
+        ROUTES.append(doc)
+        app.route(doc.path, methods=[doc.method, "OPTIONS"])(view(fn))
+        return fn
+
+    return decorate
+
+
+def _deadline() -> float | None:
+    return remaining_deadline(app.lambda_context)
+
+
+def _market() -> Any:
+    return bootstrap.container().market_data
+
+
+def _no_query() -> None:
+    parse_query(EmptyQuery, app.current_request)
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/overview", "GET", "Indices, sectors, movers and sentiment in one payload", OverviewResponse
     )
-    return json_response(quote)
+)
+def get_overview() -> Response:
+    _no_query()
+    return json_response(_market().get_overview(deadline=_deadline()))
 
 
-@app.route("/api/v1/market/cache/stats", methods=["GET"])
-@view
+@route(RouteDoc("/api/v1/market/indices", "GET", "S&P 500, Dow, Nasdaq Composite, Russell 2000, VIX", IndicesResponse))
+def get_indices() -> Response:
+    _no_query()
+    return json_response(_market().get_indices(deadline=_deadline()))
+
+
+@route(RouteDoc("/api/v1/market/sectors", "GET", "Performance of the 11 GICS sectors", SectorsResponse))
+def get_sectors() -> Response:
+    _no_query()
+    return json_response(_market().get_sectors(deadline=_deadline()))
+
+
+@route(
+    RouteDoc("/api/v1/market/movers", "GET", "Top gainers, losers or most active", MoversResponse, query=MoversQuery)
+)
+def get_movers() -> Response:
+    query = parse_query(MoversQuery, app.current_request)
+    return json_response(_market().get_movers(query.type, query.limit, deadline=_deadline()))
+
+
+@route(RouteDoc("/api/v1/market/sentiment", "GET", "Composite market sentiment (formula in README)", SentimentResponse))
+def get_sentiment() -> Response:
+    _no_query()
+    return json_response(_market().get_sentiment(deadline=_deadline()))
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/quote/{symbol}",
+        "GET",
+        "One quote",
+        QuoteResponse,
+        path_params=_SYMBOL,
+        errors=(400, 401, 404, 429, 503),
+    )
+)
+def get_quote(symbol: str) -> Response:
+    _no_query()
+    return json_response(_market().get_quote(normalize_symbol(symbol), deadline=_deadline()))
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/quotes",
+        "GET",
+        "Many quotes; per-symbol errors inside a 200",
+        BatchQuotesResponse,
+        query=QuotesQuery,
+    )
+)
+def get_quotes() -> Response:
+    query = parse_query(QuotesQuery, app.current_request)
+    symbols = [part.strip() for part in query.symbols.split(",") if part.strip()]
+    if not symbols:
+        raise ValidationFailed("symbols: give at least one ticker, e.g. ?symbols=AAPL,MSFT")
+    if len(symbols) > MAX_BATCH_SYMBOLS:
+        raise ValidationFailed(f"symbols: at most {MAX_BATCH_SYMBOLS} per request (got {len(symbols)})")
+    return json_response(_market().get_quotes(symbols, deadline=_deadline()))
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/historical/{symbol}", "GET", "Price history (OHLCV bars, oldest first)", HistoricalResponse,
+        query=HistoricalQuery, path_params=_SYMBOL, errors=(400, 401, 404, 429, 503),
+    )
+)  # fmt: skip
+def get_historical(symbol: str) -> Response:
+    query = parse_query(HistoricalQuery, app.current_request)
+    return json_response(
+        _market().get_historical(normalize_symbol(symbol), query.period, query.interval, deadline=_deadline())
+    )
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/profile/{symbol}", "GET", "Company profile", ProfileResponse,
+        path_params=_SYMBOL, errors=(400, 401, 404, 429, 503),
+    )
+)  # fmt: skip
+def get_profile(symbol: str) -> Response:
+    _no_query()
+    return json_response(_market().get_profile(normalize_symbol(symbol), deadline=_deadline()))
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/news/{symbol}", "GET", "Recent news about a symbol", NewsResponse,
+        query=NewsQuery, path_params=_SYMBOL, errors=(400, 401, 404, 429, 503),
+    )
+)  # fmt: skip
+def get_news(symbol: str) -> Response:
+    query = parse_query(NewsQuery, app.current_request)
+    return json_response(_market().get_news(normalize_symbol(symbol), query.limit, deadline=_deadline()))
+
+
+@route(
+    RouteDoc("/api/v1/market/search", "POST", "Search symbols by ticker or name", SearchResponse, body=SearchRequest)
+)
+def search() -> Response:
+    _no_query()
+    request = parse_body(SearchRequest, app.current_request)
+    return json_response(_market().search(request.query, request.limit, deadline=_deadline()))
+
+
+@route(
+    RouteDoc("/api/v1/market/providers", "GET", "Providers: chain position, quotas, breaker state", ProvidersResponse)
+)
+def get_providers() -> Response:
+    _no_query()
+    return json_response(bootstrap.container().provider_status.status())
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/cache/stats", "GET", "Cache hit rates per data kind, key counts, memory", CacheStatsResponse
+    )
+)
 def get_cache_stats() -> Response:
-    return json_response(bootstrap.container().market_data.cache_stats())
+    _no_query()
+    return json_response(_market().cache_stats())
+
+
+@app.route(OPENAPI_PATH, methods=["GET"])
+@view
+def get_openapi() -> Response:
+    document = document_for(ROUTES, title=API_TITLE, version=API_VERSION)
+    return Response(
+        body=document,
+        status_code=200,
+        headers={
+            "Content-Type": "application/json",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "max-age=300",
+        },
+    )

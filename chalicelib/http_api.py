@@ -13,21 +13,33 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 from chalice.app import Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from chalicelib import bootstrap, observability
 from chalicelib.auth import bearer_token
-from chalicelib.errors import AppError, ConfigurationError, MissingCredentials, http_status_for
+from chalicelib.errors import (
+    AppError,
+    ConfigurationError,
+    MissingCredentials,
+    RateLimited,
+    ValidationFailed,
+    http_status_for,
+)
 from chalicelib.models.errors import ErrorBody, ErrorDetail
 
 logger = observability.logger
 tracer = observability.tracer
 
-# Routes reachable without a token (the OpenAPI document arrives with the providers issue).
-PUBLIC_RESOURCES: frozenset[str] = frozenset()
+# Routes reachable without a token: the API description only.
+OPENAPI_PATH = "/api/v1/openapi.json"
+PUBLIC_RESOURCES: frozenset[str] = frozenset({OPENAPI_PATH})
+
+CORS_ALLOWED_HEADERS = "Authorization,Content-Type"
+CORS_EXPOSED_HEADERS = "Retry-After,X-RateLimit-Limit,X-RateLimit-Remaining,X-RateLimit-Reset"
+CORS_MAX_AGE_SECONDS = "600"
 
 SECURITY_HEADERS = {
     "Content-Type": "application/json",
@@ -36,6 +48,47 @@ SECURITY_HEADERS = {
 }
 
 _P = ParamSpec("_P")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validation_message(exc: ValidationError, what: str) -> str:
+    problems = []
+    for err in exc.errors()[:5]:
+        location = ".".join(str(part) for part in err.get("loc", ())) or what
+        problems.append(f"{location}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    return f"invalid {what}: " + "; ".join(problems)
+
+
+def parse_query(model: type[_M], request: Request | None) -> _M:
+    """The query string as ``model``; unknown or repeated parameters and bad values are a 400."""
+    query = request.query_params if request is not None else None
+    params: dict[str, str] = {}
+    if query is not None:
+        repeated = sorted(k for k in query if len(query.getlist(k)) > 1)
+        if repeated:
+            raise ValidationFailed(f"query parameter given more than once: {', '.join(repeated)}")
+        params = {k: query[k] for k in query}
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise ValidationFailed(_validation_message(exc, "query parameters")) from None
+
+
+def parse_body(model: type[_M], request: Request | None) -> _M:
+    """The JSON body as ``model``: malformed JSON, a non-object or bad fields are a 400."""
+    raw = request.raw_body if request is not None else b""
+    if not raw:
+        raise ValidationFailed("a JSON body is required")
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise ValidationFailed("the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise ValidationFailed(_validation_message(exc, "body")) from None
 
 
 def request_id_of(request: Request | None) -> str:
@@ -121,11 +174,15 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
     logger.append_keys(request_id=request_id, method=request.method, resource=resource)
     started = time.monotonic()
     try:
-        response = _authenticate_and_call(request, resource, request_id, get_response)
+        if request.method == "OPTIONS":
+            response = _preflight(request)
+        else:
+            response = _authenticate_and_call(request, resource, request_id, get_response)
     except Exception:  # the last line of defence: nothing leaves as a stack trace
         logger.exception("unhandled error in middleware")
         response = internal_error_response(request_id)
     response = _standardize_framework_error(response, request_id)
+    _add_cors_headers(request, response)
     elapsed_ms = (time.monotonic() - started) * 1000
     dimensions = {"route": f"{request.method} {resource}"}
     observability.count("Requests", dimensions=dimensions)
@@ -140,16 +197,68 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
 def _authenticate_and_call(
     request: Request, resource: str, request_id: str, get_response: Callable[[Request], Response]
 ) -> Response:
+    limit_headers: dict[str, str] = {}
     try:
         if resource not in PUBLIC_RESOURCES:
-            verifier = bootstrap.container().token_verifier
-            principal = verifier.verify(bearer_token(request.headers.get("authorization")))
+            container = bootstrap.container()
+            principal = container.token_verifier.verify(bearer_token(request.headers.get("authorization")))
             request.context["authorizer"] = {"principal": principal}
             logger.append_keys(user=principal.subject)
+            decision = container.quotas.hit(principal.subject, container.settings.user_rate_limit_per_minute)
+            limit_headers = {
+                "X-RateLimit-Limit": str(decision.limit),
+                "X-RateLimit-Remaining": str(decision.remaining),
+                "X-RateLimit-Reset": str(decision.reset_seconds),
+            }
+            if not decision.allowed:
+                observability.count("UserRateLimited")
+                error = RateLimited(
+                    f"more than {decision.limit} requests in a minute; retry in {decision.reset_seconds} s",
+                    retry_after_seconds=decision.reset_seconds,
+                )
+                response = error_response(error, request_id)
+                response.headers.update(limit_headers)
+                return response
     except AppError as exc:
         return error_response(exc, request_id)
     with tracer.provider.in_subsegment(f"## {request.method} {resource}"):
-        return get_response(request)
+        response = get_response(request)
+    response.headers.update(limit_headers)
+    return response
+
+
+def _allowed_origin(request: Request) -> str | None:
+    origin = (request.headers.get("origin") or "").rstrip("/")
+    if not origin:
+        return None
+    try:
+        allowed = bootstrap.container().settings.cors_allowed_origins
+    except AppError:
+        return None
+    return origin if origin in allowed else None
+
+
+def _preflight(request: Request) -> Response:
+    """CORS preflight: answered without a token (browsers never send one on OPTIONS)."""
+    headers: dict[str, str | list[str]] = {"Cache-Control": "no-store", "Vary": "Origin"}
+    if _allowed_origin(request) is not None:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET,POST,OPTIONS",
+                "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS,
+                "Access-Control-Max-Age": CORS_MAX_AGE_SECONDS,
+            }
+        )
+    return Response(body="", status_code=204, headers=headers)
+
+
+def _add_cors_headers(request: Request, response: Response) -> None:
+    """Only the configured dashboard origins may read responses cross-origin; never '*'."""
+    response.headers["Vary"] = "Origin"
+    origin = _allowed_origin(request)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
 
 
 def _standardize_framework_error(response: Response, request_id: str) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from chalicelib.models.market import (
@@ -41,6 +42,12 @@ class KindCounters:
     misses: int
 
 
+@dataclass(frozen=True)
+class CacheUsage:
+    keys_by_kind: Mapping[str, int]
+    memory_used_bytes: int | None
+
+
 class Cache(Protocol):
     """A TTL cache shared by every Lambda (Redis in AWS). Never raises for an unreachable backend:
     reads miss, writes are dropped, and ``available`` turns false, so the service degrades to uncached."""
@@ -50,7 +57,13 @@ class Cache(Protocol):
 
     def get(self, key: str) -> CacheEntry | None: ...
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """The entries found, keyed by key (one round trip)."""
+        ...
+
     def set(self, key: str, value: str, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...
+
+    def set_many(self, values: Mapping[str, str], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...
 
     def acquire_lock(self, key: str, ttl_seconds: float) -> str | None:
         """A token when the caller now holds the lock (or the backend is down: nothing to coordinate);
@@ -63,6 +76,10 @@ class Cache(Protocol):
 
     def lookup_counters(self) -> Mapping[str, KindCounters] | None:
         """Hits and misses per data kind since the counters began; None when the backend is down."""
+        ...
+
+    def usage(self) -> CacheUsage | None:
+        """Key counts per kind and memory used; None when the backend is down."""
         ...
 
 
@@ -106,3 +123,81 @@ class MarketDataProvider(Protocol):
     def get_news(self, symbol: str, limit: int, *, timeout_seconds: float) -> list[NewsArticle]: ...
 
     def get_movers(self, mover_type: MoverType, limit: int, *, timeout_seconds: float) -> list[Quote]: ...
+
+
+# --- shared quotas, per-user rate limits and circuit breakers (Redis in AWS) ----------------------
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """A provider's shared allowance; 0 means no limit for that window."""
+
+    per_minute: int
+    per_day: int
+
+
+@dataclass(frozen=True)
+class QuotaDecision:
+    granted: bool
+    exhausted_window: str | None = None  # "minute" or "day" when refused
+    retry_after_seconds: int = 0
+    degraded: bool = False  # granted without coordination because the backend is down
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    minute_used: int
+    day_used: int
+    minute_resets_in_seconds: int
+    day_resets_in_seconds: int
+
+
+class Quotas(Protocol):
+    def try_take(self, vendor: str, limits: QuotaLimits) -> QuotaDecision:
+        """Take one unit from both windows atomically, or nothing at all when either is exhausted."""
+        ...
+
+    def usage(self, vendor: str) -> QuotaUsage | None: ...
+
+
+@dataclass(frozen=True)
+class RateLimitDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+
+class RateLimiter(Protocol):
+    def hit(self, subject: str, limit_per_minute: int) -> RateLimitDecision: ...
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerStatus:
+    state: BreakerState
+    consecutive_failures: int
+    open_until: float | None
+    last_error: str | None
+    last_error_at: float | None
+
+
+class CircuitBreaker(Protocol):
+    def allow(self, vendor: str) -> bool:
+        """Closed: yes. Open: no until the cool-down ends; then one caller at a time gets a probe."""
+        ...
+
+    def record_success(self, vendor: str) -> BreakerState | None:
+        """Close the breaker; returns the previous state when it changed."""
+        ...
+
+    def record_failure(self, vendor: str, error: str) -> BreakerState | None:
+        """Count a failure; returns the new state when it changed (opened)."""
+        ...
+
+    def status(self, vendor: str) -> BreakerStatus | None: ...

@@ -3,9 +3,7 @@
 Values are stored in an envelope that carries their own freshness deadline, while the Redis TTL covers
 freshness plus the stale window: a value stays readable as a stale copy after it stops being fresh.
 
-Redis being unreachable must degrade the service, not fail it: every operation catches Redis errors,
-and after one failure the adapter stops trying for a short back-off so a request does not pay a socket
-timeout per cache call.
+Redis being unreachable degrades the service to uncached (see redis_support).
 """
 
 from __future__ import annotations
@@ -13,12 +11,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 from aws_lambda_powertools import Logger
 
-from chalicelib.ports import CacheEntry, KindCounters
+from chalicelib.adapters.redis_support import REDIS_FAILURES as _REDIS_FAILURES
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, redis_client
+from chalicelib.ports import CacheEntry, CacheUsage, KindCounters
 
 logger = Logger(child=True)
 
@@ -30,10 +30,8 @@ end
 return 0
 """
 
-_REDIS_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
-
-class RedisCache:
+class RedisCache(DegradingRedisAdapter):
     def __init__(
         self,
         client: redis.Redis,
@@ -42,41 +40,13 @@ class RedisCache:
         retry_after_failure_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._prefix = key_prefix
-        self._retry_after_failure = retry_after_failure_seconds
+        super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
         self._clock = clock
-        self._down_until = 0.0
         self._release_script = client.register_script(_RELEASE_LOCK)
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str, socket_timeout_seconds: float) -> RedisCache:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_seconds,
-            socket_connect_timeout=socket_timeout_seconds,
-            health_check_interval=30,
-            # Our own back-off handles outages; redis-py's retries would multiply the socket timeout.
-            retry_on_timeout=False,
-        )
-        return cls(client, key_prefix=key_prefix)
-
-    # --- availability -----------------------------------------------------------------------------
-
-    @property
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _failed(self, operation: str, exc: Exception) -> None:
-        if self.available:
-            logger.warning(
-                "redis unreachable; serving uncached",
-                extra={"operation": operation, "error": type(exc).__name__, "detail": str(exc)[:200]},
-            )
-        self._down_until = time.monotonic() + self._retry_after_failure
-
-    def _key(self, key: str) -> str:
-        return self._prefix + key
+        return cls(redis_client(url, socket_timeout_seconds=socket_timeout_seconds), key_prefix=key_prefix)
 
     # --- values -----------------------------------------------------------------------------------
 
@@ -88,15 +58,49 @@ class RedisCache:
         except _REDIS_FAILURES as exc:
             self._failed("get", exc)
             return None
+        return self._decode(key, raw)
+
+    def _decode(self, key: str, raw: object) -> CacheEntry | None:
         if raw is None:
             return None
         try:
-            envelope = json.loads(raw)
+            envelope = json.loads(raw)  # type: ignore[arg-type]
             return CacheEntry(value=envelope["v"], stored_at=float(envelope["s"]), fresh_until=float(envelope["f"]))
         except (ValueError, KeyError, TypeError):
             # Written by an incompatible version: treat as a miss; the next write replaces it.
             logger.warning("discarding unreadable cache entry", extra={"key": key})
             return None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """One MGET for many keys (batch quotes); absent and unreadable keys are left out."""
+        if not self.available or not keys:
+            return {}
+        try:
+            raws = self._client.mget([self._key(k) for k in keys])
+        except _REDIS_FAILURES as exc:
+            self._failed("mget", exc)
+            return {}
+        found: dict[str, CacheEntry] = {}
+        for key, raw in zip(keys, raws, strict=True):
+            entry = self._decode(key, raw)
+            if entry is not None:
+                found[key] = entry
+        return found
+
+    def set_many(self, values: Mapping[str, str], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
+        """Many writes in one round trip (a pipeline, not a transaction: each key stands alone)."""
+        if not self.available or not values:
+            return
+        now = self._clock()
+        expire_ms = max(1, int((fresh_ttl_seconds + stale_ttl_seconds) * 1000))
+        pipe = self._client.pipeline(transaction=False)
+        for key, value in values.items():
+            envelope = json.dumps({"v": value, "s": now, "f": now + fresh_ttl_seconds}, separators=(",", ":"))
+            pipe.set(self._key(key), envelope, px=expire_ms)
+        try:
+            pipe.execute()
+        except _REDIS_FAILURES as exc:
+            self._failed("set_many", exc)
 
     def set(self, key: str, value: str, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
         if not self.available:
@@ -156,3 +160,22 @@ class RedisCache:
             kind, _, what = field.decode().rpartition(":")
             counts.setdefault(kind, {"hits": 0, "misses": 0})[what] = int(value)
         return {kind: KindCounters(hits=c["hits"], misses=c["misses"]) for kind, c in counts.items()}
+
+    # --- usage ------------------------------------------------------------------------------------
+
+    def usage(self) -> CacheUsage | None:
+        """Keys per data kind under our prefix (SCAN, never KEYS) and the server's memory in use."""
+        if not self.available:
+            return None
+        keys_by_kind: dict[str, int] = {}
+        try:
+            for raw_key in self._client.scan_iter(match=self._key("*"), count=1000):
+                name = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+                kind = name[len(self._prefix) :].split(":", 1)[0]
+                keys_by_kind[kind] = keys_by_kind.get(kind, 0) + 1
+            memory = self._client.info("memory")
+        except _REDIS_FAILURES as exc:
+            self._failed("usage", exc)
+            return None
+        used = memory.get("used_memory") if isinstance(memory, dict) else None
+        return CacheUsage(keys_by_kind=keys_by_kind, memory_used_bytes=int(used) if used is not None else None)

@@ -109,6 +109,11 @@ class CacheKindStats(MarketModel):
 class CacheStatsResponse(MarketModel):
     available: bool = Field(description="false when Redis could not be reached (the service runs uncached)")
     kinds: dict[str, CacheKindStats]
+    overall_hit_rate: float | None = Field(default=None, description="over every kind; null before any lookup")
+    keys: dict[str, int] = Field(
+        default_factory=dict, description="keys per key family (quote, historical, market, quota, ...)"
+    )
+    memory_used_bytes: int | None = Field(default=None, description="Redis used_memory (the whole server)")
 
 
 # --- the other data kinds -------------------------------------------------------------------------

@@ -14,9 +14,13 @@ import redis
 import requests
 from requests.adapters import BaseAdapter
 
+from chalicelib.adapters.providers.yahoo import YahooProvider
 from chalicelib.adapters.redis_cache import RedisCache
+from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
 from chalicelib.errors import ServiceUnavailable, SymbolNotFound
+from chalicelib.ports import QuotaLimits
 from chalicelib.services.market_data import CacheTimings, MarketDataService
+from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
 from infra.local.replay.transport import CannedResponse, CannedTransport
 from tests.fakes.yahoo_http import QUOTE_PREFIX, recorded, yahoo_provider, yahoo_transport
 
@@ -53,6 +57,18 @@ def quote_calls(transport: CannedTransport) -> int:
 MakeService = Callable[..., MarketDataService]
 
 
+def make_chain(client: redis.Redis, provider: YahooProvider, clock: FakeClock) -> ProviderChain:
+    """The real chain over real Redis quotas and breakers (one attempt: these tests are about caching)."""
+    return ProviderChain(
+        [provider],
+        quotas=RedisQuotas(client, key_prefix="svc:", clock=clock),
+        breaker=RedisCircuitBreaker(client, key_prefix="svc:", failure_threshold=100, cooldown_seconds=1, clock=clock),
+        limits={"yahoo": QuotaLimits(0, 0)},
+        retry=RetryPolicy(max_attempts=1),
+        provider_timeout_seconds=2,
+    )
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -68,9 +84,8 @@ def make_service(redis_client: redis.Redis, clock: FakeClock, tmp_path: Path) ->
     ) -> MarketDataService:
         return MarketDataService(
             cache=cache or RedisCache(redis_client, key_prefix="svc:", clock=clock),
-            quote_providers=[yahoo_provider(transport, tmp_path)],
+            chain=make_chain(redis_client, yahoo_provider(transport, tmp_path), clock),
             timings=CacheTimings(stale_ttl_seconds=3600, lock_ttl_seconds=5, lock_wait_seconds=lock_wait_seconds),
-            provider_timeout_seconds=2,
             clock=clock,
         )
 
@@ -145,11 +160,11 @@ def test_concurrent_misses_make_one_upstream_call(redis_url: str, clock: FakeClo
     errors: list[BaseException] = []
 
     def one_lambda() -> None:
-        service = MarketDataService(  # each "Lambda" has its own Redis connection
-            cache=RedisCache(redis.Redis.from_url(redis_url), key_prefix="svc:", clock=clock),
-            quote_providers=[provider],
+        client = redis.Redis.from_url(redis_url)  # each "Lambda" has its own Redis connection
+        service = MarketDataService(
+            cache=RedisCache(client, key_prefix="svc:", clock=clock),
+            chain=make_chain(client, provider, clock),
             timings=CacheTimings(stale_ttl_seconds=3600, lock_ttl_seconds=5, lock_wait_seconds=5),
-            provider_timeout_seconds=2,
             clock=clock,
         )
         barrier.wait()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -43,8 +43,8 @@ class ProviderRequest:
     """What the build step produces: a pure description of one upstream call (no secrets logged from it)."""
 
     url: str
-    params: Mapping[str, str]
-    headers: Mapping[str, str] | None = None
+    params: Mapping[str, str] = field(repr=False)  # may hold a key: never printed
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -135,9 +135,10 @@ def fetch_json(
             request.url, params=dict(request.params), headers=dict(request.headers or {}), timeout=timeout_seconds
         )
     except requests.Timeout as exc:
-        raise ProviderTimeout(provider, f"no answer within {timeout_seconds:.1f}s") from exc
+        # `from None`: requests' exception text holds the full URL, and with it FMP's/AV's key.
+        raise ProviderTimeout(provider, f"no answer within {timeout_seconds:.1f}s ({type(exc).__name__})") from None
     except requests.RequestException as exc:
-        raise ProviderUnavailable(provider, f"network error ({type(exc).__name__})") from exc
+        raise ProviderUnavailable(provider, f"network error ({type(exc).__name__})") from None
     status = response.status_code
     retry_after = _retry_after(response)
     if status == 429:

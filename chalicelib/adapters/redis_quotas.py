@@ -1,0 +1,283 @@
+"""Shared provider quotas, per-user rate limits and provider circuit breakers in Redis.
+
+Every decision is one Lua script, so it is atomic across concurrent Lambdas: a quota unit is checked
+and taken in the same step (never read-then-write), and a breaker's half-open probe is handed to one
+caller only. Windows are fixed (per UTC minute, per UTC day), which is how the vendors count.
+
+Redis unreachable: quotas and rate limits grant (marked ``degraded``), breakers stay closed. The
+providers' own 429s still stop us, and the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import redis
+
+from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
+from chalicelib.ports import (
+    BreakerState,
+    BreakerStatus,
+    QuotaDecision,
+    QuotaLimits,
+    QuotaUsage,
+    RateLimitDecision,
+)
+
+_DAY_SECONDS = 86_400
+
+# KEYS: minute counter, day counter. ARGV: minute limit, day limit, minute ttl ms, day ttl ms.
+# Returns {granted, exhausted window (0 none, 1 minute, 2 day)}.
+_TAKE_QUOTA = """
+local m = tonumber(redis.call('GET', KEYS[1]) or '0')
+local d = tonumber(redis.call('GET', KEYS[2]) or '0')
+local ml = tonumber(ARGV[1])
+local dl = tonumber(ARGV[2])
+if ml > 0 and m >= ml then return {0, 1} end
+if dl > 0 and d >= dl then return {0, 2} end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+return {1, 0}
+"""
+
+# KEYS: the subject's counter for this minute. ARGV: ttl ms. Returns the count including this hit.
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+# KEYS: breaker hash, probe token. ARGV: now, probe ttl ms.
+# Returns 1 allowed (closed), 2 allowed as the half-open probe, 0 refused.
+_ALLOW = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'closed' then return 1 end
+if state == 'open' then
+  local until_ = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+  if tonumber(ARGV[1]) < until_ then return 0 end
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'half_open')
+  return 2
+end
+return 0
+"""
+
+# KEYS: breaker hash, probe token. ARGV: now, threshold, cooldown seconds, error text, key ttl ms.
+# Returns the new state if it changed, else ''.
+_FAILURE = """
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('HSET', KEYS[1], 'last_error', ARGV[4], 'last_error_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if state == 'half_open' or (state == 'closed' and failures >= tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', tonumber(ARGV[1]) + tonumber(ARGV[3]))
+  redis.call('DEL', KEYS[2])
+  return 'open'
+end
+return ''
+"""
+
+# KEYS: breaker hash, probe token. Returns the previous state if it was not closed, else ''.
+_SUCCESS = """
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+redis.call('HSET', KEYS[1], 'failures', 0)
+if state ~= 'closed' then
+  redis.call('HSET', KEYS[1], 'state', 'closed')
+  redis.call('HDEL', KEYS[1], 'open_until')
+  redis.call('DEL', KEYS[2])
+  return state
+end
+return ''
+"""
+
+_SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9@._\-|:]{1,128}$")
+
+
+def _subject_key(subject: str) -> str:
+    """JWT subjects are arbitrary strings: keep readable ones, hash the rest (bounded, no key injection)."""
+    if _SAFE_SUBJECT.match(subject):
+        return subject
+    return "sha256-" + hashlib.sha256(subject.encode()).hexdigest()
+
+
+def _decode(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisQuotas(DegradingRedisAdapter):
+    """Shared per-provider quotas and per-user request rate limits."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str,
+        clock: Callable[[], float] = time.time,
+        retry_after_failure_seconds: float = 5.0,
+    ) -> None:
+        super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
+        self._clock = clock
+        self._take = client.register_script(_TAKE_QUOTA)
+        self._hit = client.register_script(_HIT)
+
+    def _windows(self, vendor: str) -> tuple[str, str, int, int]:
+        now = self._clock()
+        minute = int(now // 60)
+        day = datetime.fromtimestamp(now, tz=UTC).strftime("%Y%m%d")
+        minute_left = 60 - int(now % 60)
+        day_left = _DAY_SECONDS - int(now % _DAY_SECONDS)
+        return (
+            self._key(f"quota:{vendor}:minute:{minute}"),
+            self._key(f"quota:{vendor}:day:{day}"),
+            minute_left,
+            day_left,
+        )
+
+    def try_take(self, vendor: str, limits: QuotaLimits) -> QuotaDecision:
+        if limits.per_minute == 0 and limits.per_day == 0:
+            return QuotaDecision(granted=True)
+        if not self.available:
+            return QuotaDecision(granted=True, degraded=True)
+        minute_key, day_key, minute_left, day_left = self._windows(vendor)
+        try:
+            granted, window = self._take(
+                keys=[minute_key, day_key],
+                # The counters outlive their window a little so usage() can still read them at the edge.
+                args=[limits.per_minute, limits.per_day, (minute_left + 5) * 1000, (day_left + 60) * 1000],
+            )
+        except REDIS_FAILURES as exc:
+            self._failed("quota", exc)
+            return QuotaDecision(granted=True, degraded=True)
+        if granted:
+            return QuotaDecision(granted=True)
+        if int(window) == 1:
+            return QuotaDecision(granted=False, exhausted_window="minute", retry_after_seconds=minute_left)
+        return QuotaDecision(granted=False, exhausted_window="day", retry_after_seconds=day_left)
+
+    def usage(self, vendor: str) -> QuotaUsage | None:
+        if not self.available:
+            return None
+        minute_key, day_key, minute_left, day_left = self._windows(vendor)
+        try:
+            minute_used, day_used = self._client.mget([minute_key, day_key])
+        except REDIS_FAILURES as exc:
+            self._failed("quota usage", exc)
+            return None
+        return QuotaUsage(
+            minute_used=int(minute_used or 0),
+            day_used=int(day_used or 0),
+            minute_resets_in_seconds=minute_left,
+            day_resets_in_seconds=day_left,
+        )
+
+    def hit(self, subject: str, limit_per_minute: int) -> RateLimitDecision:
+        now = self._clock()
+        reset = 60 - int(now % 60)
+        if not self.available:
+            return RateLimitDecision(
+                allowed=True, limit=limit_per_minute, remaining=limit_per_minute, reset_seconds=reset
+            )
+        key = self._key(f"ratelimit:{_subject_key(subject)}:{int(now // 60)}")
+        try:
+            count = int(self._hit(keys=[key], args=[(reset + 5) * 1000]))
+        except REDIS_FAILURES as exc:
+            self._failed("rate limit", exc)
+            return RateLimitDecision(
+                allowed=True, limit=limit_per_minute, remaining=limit_per_minute, reset_seconds=reset
+            )
+        return RateLimitDecision(
+            allowed=count <= limit_per_minute,
+            limit=limit_per_minute,
+            remaining=max(0, limit_per_minute - count),
+            reset_seconds=reset,
+        )
+
+
+class RedisCircuitBreaker(DegradingRedisAdapter):
+    """One breaker per provider, shared by every Lambda: consecutive failures open it for a cool-down,
+    after which a single probe call is let through (half-open); its outcome closes or re-opens it."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str,
+        failure_threshold: int,
+        cooldown_seconds: float,
+        clock: Callable[[], float] = time.time,
+        retry_after_failure_seconds: float = 5.0,
+    ) -> None:
+        super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
+        self._threshold = failure_threshold
+        self._cooldown = cooldown_seconds
+        self._clock = clock
+        self._allow = client.register_script(_ALLOW)
+        self._failure = client.register_script(_FAILURE)
+        self._success = client.register_script(_SUCCESS)
+
+    def _keys(self, vendor: str) -> list[str]:
+        return [self._key(f"breaker:{vendor}"), self._key(f"breaker:{vendor}:probe")]
+
+    def allow(self, vendor: str) -> bool:
+        if not self.available:
+            return True
+        try:
+            # The probe token expires after one cool-down, so a probe that never reports frees the slot.
+            verdict = int(self._allow(keys=self._keys(vendor), args=[self._clock(), int(self._cooldown * 1000)]))
+        except REDIS_FAILURES as exc:
+            self._failed("breaker", exc)
+            return True
+        return verdict > 0
+
+    def record_success(self, vendor: str) -> BreakerState | None:
+        if not self.available:
+            return None
+        try:
+            previous = _decode(self._success(keys=self._keys(vendor)))
+        except REDIS_FAILURES as exc:
+            self._failed("breaker", exc)
+            return None
+        return BreakerState(previous) if previous else None
+
+    def record_failure(self, vendor: str, error: str) -> BreakerState | None:
+        if not self.available:
+            return None
+        try:
+            changed = _decode(
+                self._failure(
+                    keys=self._keys(vendor),
+                    args=[self._clock(), self._threshold, self._cooldown, error[:300], _DAY_SECONDS * 1000],
+                )
+            )
+        except REDIS_FAILURES as exc:
+            self._failed("breaker", exc)
+            return None
+        return BreakerState(changed) if changed else None
+
+    def status(self, vendor: str) -> BreakerStatus | None:
+        if not self.available:
+            return None
+        try:
+            raw: dict[bytes, bytes] = self._client.hgetall(self._keys(vendor)[0])  # type: ignore[assignment]
+        except REDIS_FAILURES as exc:
+            self._failed("breaker", exc)
+            return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        state = BreakerState(fields.get("state", "closed"))
+        open_until = float(fields["open_until"]) if "open_until" in fields else None
+        if state is BreakerState.OPEN and open_until is not None and open_until <= self._clock():
+            state = BreakerState.HALF_OPEN  # cool-down over: the next call is a probe
+        return BreakerStatus(
+            state=state,
+            consecutive_failures=int(fields.get("failures", 0)),
+            open_until=open_until if state is BreakerState.OPEN else None,
+            last_error=fields.get("last_error"),
+            last_error_at=float(fields["last_error_at"]) if "last_error_at" in fields else None,
+        )

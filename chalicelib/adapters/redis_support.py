@@ -1,0 +1,58 @@
+"""What every Redis adapter shares: one client per container, and degrading instead of failing.
+
+Redis being unreachable must degrade the service, not fail it: every operation catches Redis errors,
+and after one failure the adapter stops trying for a short back-off so a request does not pay a socket
+timeout per call.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from aws_lambda_powertools import Logger
+
+logger = Logger(child=True)
+
+REDIS_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def redis_client(url: str, *, socket_timeout_seconds: float) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_seconds,
+        socket_connect_timeout=socket_timeout_seconds,
+        health_check_interval=30,
+        # Our own back-off handles outages; redis-py's retries would multiply the socket timeout.
+        retry_on_timeout=False,
+    )
+
+
+class DegradingRedisAdapter:
+    """Base for Redis adapters: tracks an outage back-off shared by the adapter's operations."""
+
+    def __init__(self, client: redis.Redis, *, key_prefix: str, retry_after_failure_seconds: float = 5.0) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._retry_after_failure = retry_after_failure_seconds
+        self._down_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        if self.available:
+            logger.warning(
+                "redis unreachable; degrading",
+                extra={
+                    "adapter": type(self).__name__,
+                    "operation": operation,
+                    "error": type(exc).__name__,
+                    "detail": str(exc)[:200],
+                },
+            )
+        self._down_until = time.monotonic() + self._retry_after_failure
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key

@@ -1,0 +1,221 @@
+"""REST request and response models: what the routes accept and what they serve (and what the OpenAPI
+document is generated from). Every market payload carries its provenance: ``source``, ``as_of``,
+``retrieved_at``, ``cached``, ``stale``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from chalicelib.models.market import (
+    CompanyProfile,
+    HistoricalData,
+    Interval,
+    MarketModel,
+    MoverType,
+    NewsArticle,
+    Period,
+    Quote,
+    QuoteResponse,
+    SearchResult,
+)
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+class QueryModel(BaseModel):
+    """Query strings: unknown parameters are refused, so a typo is a 400, not silently ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class QuotesQuery(QueryModel):
+    symbols: str = Field(description="comma-separated tickers, at most 50, e.g. AAPL,MSFT,^GSPC")
+
+
+class MoversQuery(QueryModel):
+    type: MoverType = MoverType.GAINERS
+    limit: int = Field(default=10, ge=1, le=25)
+
+
+class HistoricalQuery(QueryModel):
+    period: Period = Period.Y1
+    interval: Interval = Interval.D1
+
+
+class NewsQuery(QueryModel):
+    limit: int = Field(default=10, ge=1, le=50)
+
+
+class SearchRequest(QueryModel):
+    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    limit: int = Field(default=10, ge=1, le=50)
+
+    @field_validator("query")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            raise ValueError("query contains control characters")
+        return value
+
+
+class EmptyQuery(QueryModel):
+    pass
+
+
+# --- provenance -----------------------------------------------------------------------------------
+
+
+class ProvenanceFields(MarketModel):
+    source: str = Field(description="the provider that served the data, or 'replay' for recorded data")
+    retrieved_at: AwareDatetime = Field(description="when this service fetched it from the source")
+    cached: bool = Field(description="served from the cache rather than fetched for this request")
+    stale: bool = Field(description="past its freshness TTL; served because every source failed")
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+class HistoricalResponse(HistoricalData, ProvenanceFields):
+    pass
+
+
+class ProfileResponse(CompanyProfile, ProvenanceFields):
+    pass
+
+
+class NewsPayload(MarketModel):
+    symbol: str
+    articles: list[NewsArticle]
+    as_of: AwareDatetime
+
+
+class NewsResponse(NewsPayload, ProvenanceFields):
+    pass
+
+
+class SearchPayload(MarketModel):
+    query: str
+    results: list[SearchResult]
+    as_of: AwareDatetime
+
+
+class SearchResponse(SearchPayload, ProvenanceFields):
+    pass
+
+
+class MoversPayload(MarketModel):
+    type: MoverType
+    movers: list[Quote]
+    as_of: AwareDatetime
+
+
+class MoversResponse(MoversPayload, ProvenanceFields):
+    pass
+
+
+class IndexQuote(Quote):
+    index_name: str = Field(alias="indexName")
+
+
+class IndicesPayload(MarketModel):
+    indices: list[IndexQuote]
+    unavailable: list[str] = Field(description="index symbols no source could quote this time")
+    as_of: AwareDatetime
+
+
+class IndicesResponse(IndicesPayload, ProvenanceFields):
+    pass
+
+
+class SectorPerformance(MarketModel):
+    sector: str = Field(description="GICS sector name")
+    etf: str = Field(description="the Select Sector SPDR ETF whose quote measures it")
+    price: float | None = None
+    change_percent: float | None = Field(default=None, alias="changePercent")
+    as_of: AwareDatetime | None = None
+
+
+class SectorsPayload(MarketModel):
+    sectors: list[SectorPerformance]
+    advancers: int
+    decliners: int
+    unavailable: list[str] = Field(description="sectors whose ETF no source could quote this time")
+    as_of: AwareDatetime
+
+
+class SectorsResponse(SectorsPayload, ProvenanceFields):
+    pass
+
+
+class SentimentComponent(MarketModel):
+    name: str
+    weight: float = Field(description="the component's weight before renormalising over available ones")
+    value: float | None = Field(description="the raw input (VIX level, % change, advancers share, ...)")
+    score: float | None = Field(description="the input mapped onto -1 (fear) .. +1 (greed); null if unavailable")
+
+
+class SentimentPayload(MarketModel):
+    score: float = Field(ge=0, le=100, description="0 extreme fear .. 100 extreme greed")
+    label: str
+    components: list[SentimentComponent]
+    formula: str
+    as_of: AwareDatetime
+
+
+class SentimentResponse(SentimentPayload, ProvenanceFields):
+    pass
+
+
+class OverviewResponse(MarketModel):
+    """Everything the dashboard's landing screen needs; each part keeps its own provenance. A part that
+    cannot be served is null and named in ``errors``, so one failing source never blanks the page."""
+
+    indices: IndicesResponse | None
+    sectors: SectorsResponse | None
+    gainers: MoversResponse | None
+    losers: MoversResponse | None
+    actives: MoversResponse | None
+    sentiment: SentimentResponse | None
+    errors: dict[str, str] = Field(default_factory=dict)
+
+
+class QuoteError(MarketModel):
+    code: str
+    message: str
+
+
+class BatchQuoteItem(MarketModel):
+    symbol: str
+    quote: QuoteResponse | None = None
+    error: QuoteError | None = None
+
+
+class BatchQuotesResponse(MarketModel):
+    quotes: list[BatchQuoteItem]
+
+
+class QuotaWindow(MarketModel):
+    limit: int = Field(description="0 = unlimited")
+    used: int | None
+    remaining: int | None
+    resets_in_seconds: int | None
+
+
+class ProviderStatus(MarketModel):
+    name: str
+    configured: bool = Field(description="false when its API key is missing (then it is not in the chain)")
+    position: int | None = Field(description="1-based place in the fallback chain; null if not configured")
+    capabilities: list[str]
+    quota_minute: QuotaWindow
+    quota_day: QuotaWindow
+    breaker_state: str | None
+    consecutive_failures: int | None
+    last_error: str | None
+    last_error_at: AwareDatetime | None
+
+
+class ProvidersResponse(MarketModel):
+    data_source: str = Field(description="live, or replay (recorded data; local stack only)")
+    providers: list[ProviderStatus]

@@ -1,0 +1,136 @@
+"""The OpenAPI 3.1 document, generated from the routes' pydantic models (never written by hand).
+
+app.py declares each route once with its models (``RouteDoc``); this module turns that list into the
+document served at GET /api/v1/openapi.json. OpenAPI 3.1 uses JSON Schema 2020-12, which is what
+pydantic emits, so the component schemas are pydantic's own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from chalicelib.models.errors import ErrorBody
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    path: str
+    method: Literal["GET", "POST"]
+    summary: str
+    response: type[BaseModel]
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    path_params: tuple[tuple[str, str], ...] = ()  # (name, description)
+    public: bool = False
+    errors: tuple[int, ...] = (400, 401, 429, 503)
+
+
+_ERROR_TEXT = {
+    400: "invalid input",
+    401: "missing or invalid token",
+    403: "not allowed",
+    404: "unknown symbol or resource",
+    429: "per-user rate limit exceeded (see Retry-After, X-RateLimit-*)",
+    503: "no source can serve it right now (see Retry-After)",
+}
+
+
+def _operation_id(doc: RouteDoc) -> str:
+    parts = [p for p in doc.path.removeprefix("/api/v1/").split("/") if p and not p.startswith("{")]
+    return doc.method.lower() + "_" + "_".join(parts).replace("-", "_").replace(".", "_")
+
+
+def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
+    for doc in routes:
+        models.append((doc.response, "serialization"))
+        if doc.body is not None:
+            models.append((doc.body, "validation"))
+    refs, definitions = models_json_schema(models, ref_template=REF_TEMPLATE)
+
+    paths: dict[str, dict[str, Any]] = {}
+    for doc in routes:
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "description": text, "schema": {"type": "string"}}
+            for name, text in doc.path_params
+        ]
+        if doc.query is not None:
+            schema = doc.query.model_json_schema(ref_template=REF_TEMPLATE)
+            required = set(schema.get("required", []))
+            for name, prop in schema.get("properties", {}).items():
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in required,
+                        "schema": _inline(prop, schema.get("$defs", {})),
+                    }
+                )
+        responses: dict[str, Any] = {
+            "200": {
+                "description": "OK",
+                "content": {"application/json": {"schema": refs[(doc.response, "serialization")]}},
+            }
+        }
+        error_schema = refs[(ErrorBody, "serialization")]
+        for status in doc.errors if not doc.public else ():
+            responses[str(status)] = {
+                "description": _ERROR_TEXT.get(status, "error"),
+                "content": {"application/json": {"schema": error_schema}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": _operation_id(doc),
+            "summary": doc.summary,
+            "parameters": parameters,
+            "responses": responses,
+        }
+        if doc.public:
+            operation["security"] = []
+        if doc.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(doc.body, "validation")]}},
+            }
+        paths.setdefault(doc.path, {})[doc.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def _inline(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters are simple: inline a $ref (an enum) instead of referencing the query model's $defs."""
+    ref = prop.get("$ref")
+    if isinstance(ref, str):
+        target = defs.get(ref.rsplit("/", 1)[-1], {})
+        merged = {k: v for k, v in prop.items() if k != "$ref"}
+        return {**target, **merged}
+    if "allOf" in prop and len(prop["allOf"]) == 1:
+        return _inline({**{k: v for k, v in prop.items() if k != "allOf"}, **prop["allOf"][0]}, defs)
+    return prop
+
+
+@functools.cache
+def _cached(routes: tuple[RouteDoc, ...], title: str, version: str) -> dict[str, Any]:
+    return build_document(routes, title=title, version=version)
+
+
+def document_for(routes: Sequence[RouteDoc], *, title: str, version: str) -> dict[str, Any]:
+    """Built once per container (the routes never change at run time)."""
+    return _cached(tuple(routes), title, version)

@@ -1,0 +1,325 @@
+"""The provider chain: which vendor is asked, in which order, how often, and when to give up.
+
+Order is the spec's (Yahoo → FMP → Alpha Vantage → Tiingo), skipping a vendor that lacks the data kind
+or a key (it is not in the list at all), whose breaker is open, or whose shared quota is exhausted
+(skipped, never waited on). Each upstream call takes one unit of the vendor's quota first. Transient
+failures (timeouts, network errors, 5xx) are retried with capped exponential backoff and full jitter
+(tenacity) within the caller's deadline; anything else moves on to the next vendor at once.
+
+An unknown symbol stops the walk: the first vendor that positively says "no such symbol" is believed,
+so garbage input costs one upstream call, not four. Only a vendor that answered counts as a judge.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from chalicelib import observability
+from chalicelib.errors import (
+    ProviderError,
+    ProviderRateLimited,
+    ProviderSymbolNotFound,
+    ServiceUnavailable,
+)
+from chalicelib.models.market import DataKind, Quote
+from chalicelib.ports import BreakerState, CircuitBreaker, MarketDataProvider, QuotaLimits, Quotas
+
+logger = observability.logger
+
+T = TypeVar("T")
+
+# Seconds kept back from the Lambda deadline for writing the cache and answering.
+DEADLINE_MARGIN_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_seconds: float = 0.2
+    max_backoff_seconds: float = 2.0
+
+
+@dataclass
+class Attempt:
+    """What happened with one vendor during one chain walk (for errors and the providers endpoint)."""
+
+    provider: str
+    outcome: str  # ok, not_found, skipped_breaker, skipped_quota, error
+    detail: str | None = None
+    retry_after_seconds: int | None = None
+
+
+@dataclass
+class ChainOutcome:
+    attempts: list[Attempt] = field(default_factory=list)
+    upstream_calls: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return "; ".join(f"{a.provider}: {a.detail or a.outcome}" for a in self.attempts) or "no provider serves this"
+
+
+@dataclass
+class QuoteBatch:
+    found: dict[str, tuple[Quote, str]]  # symbol → (quote, source label)
+    unknown: set[str]
+    failed: set[str]
+    outcome: ChainOutcome
+
+
+class AllProvidersFailed(ServiceUnavailable):
+    """Every vendor that could serve the request failed or was skipped."""
+
+    def __init__(self, what: str, outcome: ChainOutcome, *, retry_after_seconds: int = 30) -> None:
+        super().__init__(
+            f"{what} is not available right now ({outcome.summary()})", retry_after_seconds=retry_after_seconds
+        )
+        self.outcome = outcome
+
+
+class UnknownSymbol(Exception):
+    """A vendor that can judge says the symbol does not exist."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(provider)
+        self.provider = provider
+
+
+class QuotaExhausted(ProviderRateLimited):
+    """Our own shared quota for the vendor is used up: skip it (never wait)."""
+
+    code = "quota_exhausted"
+    counts_as_failure = False
+
+
+class CircuitOpen(ProviderError):
+    """The vendor's breaker is open: skip it until the cool-down ends."""
+
+    code = "circuit_open"
+    counts_as_failure = False
+
+
+def _failed_attempt(provider: str, exc: ProviderError) -> Attempt:
+    if isinstance(exc, CircuitOpen):
+        outcome = "skipped_breaker"
+    elif isinstance(exc, QuotaExhausted):
+        outcome = "skipped_quota"
+    else:
+        outcome = "error"
+    return Attempt(provider, outcome, exc.message, exc.retry_after_seconds)
+
+
+class ProviderChain:
+    def __init__(
+        self,
+        providers: Sequence[MarketDataProvider],
+        *,
+        quotas: Quotas,
+        breaker: CircuitBreaker,
+        limits: Mapping[str, QuotaLimits],
+        retry: RetryPolicy,
+        provider_timeout_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._providers = list(providers)
+        self._quotas = quotas
+        self._breaker = breaker
+        self._limits = dict(limits)
+        self._retry = retry
+        self._timeout = provider_timeout_seconds
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    @property
+    def provider_timeout_seconds(self) -> float:
+        return self._timeout
+
+    @property
+    def providers(self) -> list[MarketDataProvider]:
+        return list(self._providers)
+
+    def serving(self, kind: DataKind) -> list[MarketDataProvider]:
+        return [p for p in self._providers if kind in p.capabilities]
+
+    # --- one value, first vendor that has it -----------------------------------------------------
+
+    def fetch(
+        self,
+        kind: DataKind,
+        what: str,
+        call: Callable[[MarketDataProvider, float], T],
+        *,
+        deadline: float | None,
+    ) -> tuple[T, str]:
+        """The first successful answer and the label of the vendor that gave it.
+
+        Raises UnknownSymbol when a vendor says the symbol does not exist, AllProvidersFailed otherwise."""
+        outcome = ChainOutcome()
+        for provider in self.serving(kind):
+            try:
+                value = self._call(provider, kind, functools.partial(call, provider), deadline, outcome)
+            except ProviderSymbolNotFound:
+                outcome.attempts.append(Attempt(provider.name, "not_found"))
+                raise UnknownSymbol(provider.name) from None
+            except ProviderError as exc:
+                outcome.attempts.append(_failed_attempt(provider.name, exc))
+                continue
+            outcome.attempts.append(Attempt(provider.name, "ok"))
+            return value, provider.name
+        raise AllProvidersFailed(what, outcome, retry_after_seconds=_retry_after(outcome))
+
+    # --- many symbols, batched --------------------------------------------------------------------
+
+    def fetch_quotes(self, kind: DataKind, symbols: Sequence[str], *, deadline: float | None) -> QuoteBatch:
+        """Quotes for as many symbols as possible in as few upstream calls as the vendors allow.
+
+        A symbol missing from a vendor's successful answer is unknown (vendors drop unknown symbols
+        silently) and is not asked again; symbols a vendor could not answer for (error, quota, breaker)
+        go to the next vendor; those no vendor could answer for end up in ``failed``."""
+        outcome = ChainOutcome()
+        found: dict[str, tuple[Quote, str]] = {}
+        unknown: set[str] = set()
+        pending = list(dict.fromkeys(symbols))
+        for provider in self.serving(kind):
+            if not pending:
+                break
+            size = max(1, provider.max_symbols_per_quote_call)
+            still_pending: list[str] = []
+            for start in range(0, len(pending), size):
+                chunk = pending[start : start + size]
+                try:
+                    quotes = self._call(provider, kind, _quote_call(provider, chunk), deadline, outcome)
+                except ProviderError as exc:
+                    outcome.attempts.append(_failed_attempt(provider.name, exc))
+                    still_pending.extend(chunk)
+                    if isinstance(exc, QuotaExhausted | CircuitOpen):
+                        # The vendor is out for this walk: hand every remaining chunk to the next one.
+                        still_pending.extend(pending[start + size :])
+                        break
+                    continue
+                for symbol in chunk:
+                    quote = quotes.get(symbol)
+                    if quote is None:
+                        unknown.add(symbol)
+                    else:
+                        found[symbol] = (quote, provider.name)
+            else:
+                if not still_pending:
+                    outcome.attempts.append(Attempt(provider.name, "ok"))
+            pending = still_pending
+        return QuoteBatch(found=found, unknown=unknown, failed=set(pending), outcome=outcome)
+
+    # --- one upstream call with quota, breaker and retries ---------------------------------------
+
+    def _call(
+        self,
+        provider: MarketDataProvider,
+        kind: DataKind,
+        call: Callable[[float], T],
+        deadline: float | None,
+        outcome: ChainOutcome,
+    ) -> T:
+        vendor = provider.vendor
+        if not self._breaker.allow(vendor):
+            observability.count("ProviderSkipped", dimensions={"provider": vendor, "reason": "breaker_open"})
+            raise CircuitOpen(provider.name, "circuit breaker open after repeated failures; skipped")
+
+        def attempt() -> T:
+            decision = self._quotas.try_take(vendor, self._limits.get(vendor, QuotaLimits(0, 0)))
+            if not decision.granted:
+                observability.count("ProviderSkipped", dimensions={"provider": vendor, "reason": "quota"})
+                raise QuotaExhausted(
+                    provider.name,
+                    f"shared {decision.exhausted_window} quota exhausted",
+                    retry_after_seconds=decision.retry_after_seconds,
+                )
+            timeout = self._call_timeout(deadline)
+            started = self._monotonic()
+            outcome.upstream_calls[vendor] = outcome.upstream_calls.get(vendor, 0) + 1
+            observability.count("ProviderCall", dimensions={"provider": vendor, "kind": kind.value})
+            try:
+                return call(timeout)
+            except ProviderError as exc:
+                observability.count("ProviderError", dimensions={"provider": vendor, "code": exc.code})
+                logger.warning(
+                    "provider call failed", extra={"provider": vendor, "kind": kind.value, "error": exc.message}
+                )
+                raise
+            finally:
+                observability.milliseconds(
+                    "ProviderLatency", (self._monotonic() - started) * 1000, dimensions={"provider": vendor}
+                )
+
+        retrying = Retrying(
+            stop=stop_any(stop_after_attempt(self._retry.max_attempts), _OutOfTime(deadline, self._monotonic)),
+            wait=wait_random_exponential(multiplier=self._retry.base_seconds, max=self._retry.max_backoff_seconds),
+            retry=retry_if_exception(lambda exc: isinstance(exc, ProviderError) and exc.retryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            value = retrying(attempt)
+        except ProviderError as exc:
+            if exc.counts_as_failure:
+                self._breaker_changed(vendor, self._breaker.record_failure(vendor, exc.message))
+            elif isinstance(exc, ProviderSymbolNotFound):
+                self._breaker_changed(vendor, self._breaker.record_success(vendor))
+            raise
+        self._breaker_changed(vendor, self._breaker.record_success(vendor))
+        return value
+
+    def _breaker_changed(self, vendor: str, state: BreakerState | None) -> None:
+        if state is None:
+            return
+        logger.warning("circuit breaker changed", extra={"provider": vendor, "state": state.value})
+        observability.count("BreakerStateChange", dimensions={"provider": vendor, "state": state.value})
+
+    def _call_timeout(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self._timeout
+        remaining = deadline - self._monotonic() - DEADLINE_MARGIN_SECONDS
+        if remaining <= 0.05:
+            raise ServiceUnavailable("request ran out of time before reaching a provider", retry_after_seconds=5)
+        return min(self._timeout, remaining)
+
+
+class _OutOfTime(stop_base):
+    """Stop retrying when the next backoff plus one more call would not fit before the deadline."""
+
+    def __init__(self, deadline: float | None, monotonic: Callable[[], float]) -> None:
+        self._deadline = deadline
+        self._monotonic = monotonic
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if self._deadline is None:
+            return False
+        upcoming = retry_state.upcoming_sleep or 0.0
+        return self._deadline - self._monotonic() - upcoming < DEADLINE_MARGIN_SECONDS + 0.25
+
+
+def _quote_call(provider: MarketDataProvider, symbols: list[str]) -> Callable[[float], dict[str, Quote]]:
+    def call(timeout: float) -> dict[str, Quote]:
+        return provider.get_quotes(symbols, timeout_seconds=timeout)
+
+    return call
+
+
+def _retry_after(outcome: ChainOutcome) -> int:
+    """When a vendor said (or its quota window says) when it is usable again, the soonest of those;
+    otherwise 30 s."""
+    hints = [a.retry_after_seconds for a in outcome.attempts if a.retry_after_seconds]
+    return max(1, min(hints)) if hints else 30

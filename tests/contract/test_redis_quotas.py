@@ -1,0 +1,206 @@
+"""RedisQuotas and RedisCircuitBreaker against a real Redis server (the suite's own).
+
+The concurrency tests run many threads, each with its own connection, against the same counters: the
+shared quota must never be exceeded and exactly one caller may probe a half-open breaker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
+from chalicelib.ports import BreakerState, QuotaLimits
+
+MINUTE_START = 1_700_000_040.0  # a whole UTC minute
+
+
+class FakeClock:
+    def __init__(self, now: float = MINUTE_START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_quota_grants_until_the_minute_limit_then_refuses(redis_client: redis.Redis) -> None:
+    clock = FakeClock(MINUTE_START + 10)
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=clock)
+    limits = QuotaLimits(per_minute=3, per_day=100)
+
+    decisions = [quotas.try_take("fmp", limits) for _ in range(5)]
+
+    assert [d.granted for d in decisions] == [True, True, True, False, False]
+    assert decisions[3].exhausted_window == "minute"
+    assert decisions[3].retry_after_seconds == 50
+    usage = quotas.usage("fmp")
+    assert usage is not None
+    assert (usage.minute_used, usage.day_used) == (3, 3)
+
+
+def test_next_minute_has_a_fresh_allowance_but_the_day_counts_on(redis_client: redis.Redis) -> None:
+    clock = FakeClock(MINUTE_START + 10)
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=clock)
+    limits = QuotaLimits(per_minute=2, per_day=3)
+    assert all(quotas.try_take("alpha_vantage", limits).granted for _ in range(2))
+    assert not quotas.try_take("alpha_vantage", limits).granted
+
+    clock.now += 60
+    assert quotas.try_take("alpha_vantage", limits).granted
+    refused = quotas.try_take("alpha_vantage", limits)
+    assert not refused.granted
+    assert refused.exhausted_window == "day"
+
+
+def test_a_refused_take_consumes_nothing(redis_client: redis.Redis) -> None:
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock())
+    limits = QuotaLimits(per_minute=1, per_day=10)
+    quotas.try_take("tiingo", limits)
+    for _ in range(5):
+        quotas.try_take("tiingo", limits)
+    usage = quotas.usage("tiingo")
+    assert usage is not None
+    assert usage.day_used == 1
+
+
+def test_quotas_are_per_vendor_and_zero_means_unlimited(redis_client: redis.Redis) -> None:
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock())
+    assert quotas.try_take("fmp", QuotaLimits(1, 1)).granted
+    assert not quotas.try_take("fmp", QuotaLimits(1, 1)).granted
+    assert quotas.try_take("yahoo", QuotaLimits(1, 1)).granted
+    assert all(quotas.try_take("tiingo", QuotaLimits(0, 0)).granted for _ in range(20))
+
+
+@pytest.mark.parametrize("callers", [50])
+def test_parallel_callers_never_exceed_the_shared_limit(
+    redis_url: str, redis_client: redis.Redis, callers: int
+) -> None:
+    """GIVEN 50 concurrent callers (own connections, like separate Lambdas) each trying 10 takes
+    WHEN the limit is 137 per minute THEN exactly 137 are granted and the counter says 137."""
+    clock = FakeClock(MINUTE_START)
+    limit = 137
+    barrier = threading.Barrier(callers)
+
+    def caller(_: int) -> int:
+        client = redis.Redis.from_url(redis_url)
+        quotas = RedisQuotas(client, key_prefix="q:", clock=clock)
+        barrier.wait()
+        granted = sum(quotas.try_take("yahoo", QuotaLimits(limit, 100_000)).granted for _ in range(10))
+        client.close()
+        return granted
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        granted = sum(pool.map(caller, range(callers)))
+
+    assert granted == limit
+    usage = RedisQuotas(redis_client, key_prefix="q:", clock=clock).usage("yahoo")
+    assert usage is not None
+    assert usage.minute_used == limit
+
+
+def test_user_rate_limit_counts_per_subject_per_minute(redis_client: redis.Redis) -> None:
+    clock = FakeClock(MINUTE_START + 30)
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=clock)
+    hits = [quotas.hit("user-1", 3) for _ in range(4)]
+    assert [h.allowed for h in hits] == [True, True, True, False]
+    assert [h.remaining for h in hits] == [2, 1, 0, 0]
+    assert hits[-1].reset_seconds == 30
+    assert quotas.hit("user-2", 3).allowed
+    clock.now += 60
+    assert quotas.hit("user-1", 3).allowed
+
+
+def test_odd_subjects_are_hashed_into_bounded_keys(redis_client: redis.Redis) -> None:
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock())
+    quotas.hit("evil\r\nsubject with spaces " + "x" * 500, 10)
+    keys = [k.decode() if isinstance(k, bytes) else k for k in redis_client.keys("q:ratelimit:*")]
+    assert len(keys) == 1
+    assert keys[0].startswith("q:ratelimit:sha256-")
+    assert len(keys[0]) < 120
+
+
+def _breaker(client: redis.Redis, clock: Callable[[], float], threshold: int = 3) -> RedisCircuitBreaker:
+    return RedisCircuitBreaker(client, key_prefix="b:", failure_threshold=threshold, cooldown_seconds=30, clock=clock)
+
+
+def test_breaker_opens_after_consecutive_failures_and_refuses_during_cooldown(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    breaker = _breaker(redis_client, clock)
+    assert breaker.record_failure("yahoo", "HTTP 503") is None
+    assert breaker.record_failure("yahoo", "HTTP 503") is None
+    assert breaker.record_failure("yahoo", "HTTP 503") is BreakerState.OPEN
+    assert not breaker.allow("yahoo")
+    status = breaker.status("yahoo")
+    assert status is not None
+    assert status.state is BreakerState.OPEN
+    assert status.open_until == clock.now + 30
+    assert status.last_error == "HTTP 503"
+    assert breaker.allow("fmp"), "breakers are per vendor"
+
+
+def test_a_success_resets_the_failure_count(redis_client: redis.Redis) -> None:
+    breaker = _breaker(redis_client, FakeClock())
+    breaker.record_failure("yahoo", "x")
+    breaker.record_failure("yahoo", "x")
+    breaker.record_success("yahoo")
+    breaker.record_failure("yahoo", "x")
+    breaker.record_failure("yahoo", "x")
+    assert breaker.allow("yahoo")
+
+
+def test_after_cooldown_exactly_one_concurrent_caller_probes(redis_url: str, redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    breaker = _breaker(redis_client, clock, threshold=1)
+    breaker.record_failure("fmp", "HTTP 500")
+    clock.now += 31
+    barrier = threading.Barrier(20)
+
+    def caller(_: int) -> bool:
+        client = redis.Redis.from_url(redis_url)
+        allowed = _breaker(client, clock, threshold=1)
+        barrier.wait()
+        verdict = allowed.allow("fmp")
+        client.close()
+        return verdict
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        verdicts = list(pool.map(caller, range(20)))
+
+    assert verdicts.count(True) == 1
+    status = breaker.status("fmp")
+    assert status is not None
+    assert status.state is BreakerState.HALF_OPEN
+
+
+def test_probe_success_closes_and_probe_failure_reopens(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    breaker = _breaker(redis_client, clock, threshold=1)
+    breaker.record_failure("tiingo", "timeout")
+    clock.now += 31
+    assert breaker.allow("tiingo")
+    assert breaker.record_failure("tiingo", "timeout again") is BreakerState.OPEN
+    assert not breaker.allow("tiingo")
+    clock.now += 31
+    assert breaker.allow("tiingo")
+    assert breaker.record_success("tiingo") is BreakerState.HALF_OPEN
+    assert breaker.allow("tiingo")
+    assert breaker.allow("tiingo")
+    status = breaker.status("tiingo")
+    assert status is not None
+    assert status.state is BreakerState.CLOSED
+
+
+def test_unreachable_redis_grants_and_keeps_breakers_closed() -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.1, socket_connect_timeout=0.1)
+    quotas = RedisQuotas(dead, key_prefix="q:")
+    decision = quotas.try_take("yahoo", QuotaLimits(1, 1))
+    assert decision.granted
+    assert decision.degraded
+    assert quotas.usage("yahoo") is None
+    assert quotas.hit("user", 1).allowed
+    breaker = RedisCircuitBreaker(dead, key_prefix="b:", failure_threshold=1, cooldown_seconds=30)
+    assert breaker.record_failure("yahoo", "x") is None
+    assert breaker.allow("yahoo")
