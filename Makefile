@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean
+.PHONY: install run test lint format token redis clean load load-api
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -32,6 +32,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Load tests (locust, the spec's tool): start a local stack of their own, run headless, print numbers.
+# USERS and SECONDS override the defaults (50 users, 60 s per run; the API runs cold, then warm).
+USERS ?= 50
+SECONDS ?= 60
+load: load-api
+
+load-api: install redis
+	$(BIN)/python -m tests.load.run_api_load --users $(USERS) --seconds $(SECONDS)
 
 format: install
 	$(BIN)/ruff format .

@@ -424,7 +424,7 @@ class MarketDataService:
                 for symbol, _ in INDICES
                 if symbol in quotes
             ]
-            as_of = max(q.as_of for q in indices)
+            as_of = max((q.as_of for q in indices), default=datetime.now(UTC))
             return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
 
         served = self._read_through("indices", "market:indices", self._ttl.indices, IndicesPayload, fetch, deadline)
@@ -450,7 +450,7 @@ class MarketDataService:
                 advancers=sum(1 for c in changes if c > 0),
                 decliners=sum(1 for c in changes if c < 0),
                 unavailable=[s.sector for s in sectors if s.change_percent is None],
-                as_of=max(q.as_of for q in quotes.values()),
+                as_of=max((q.as_of for q in quotes.values()), default=datetime.now(UTC)),
             ), source
 
         served = self._read_through("sectors", "market:sectors", self._ttl.sectors, SectorsPayload, fetch, deadline)
@@ -504,13 +504,17 @@ class MarketDataService:
     def _quote_set(
         self, kind: DataKind, symbols: list[str], what: str, deadline: float | None
     ) -> tuple[dict[str, Quote], str, list[str]]:
-        """Quotes for a fixed list (indices, sector ETFs); at least one must be served."""
+        """Quotes for a fixed list (indices, sector ETFs). Symbols the sources do not carry are listed as
+        unavailable; when nothing was found because sources failed (not because they lack the symbols),
+        it is an error, so a stale copy can be served instead of an empty panel."""
         batch = self._chain.fetch_quotes(kind, symbols, deadline=deadline)
-        if not batch.found:
+        if not batch.found and batch.failed:
             raise AllProvidersFailed(what, batch.outcome)
         quotes = {symbol: quote for symbol, (quote, _) in batch.found.items()}
-        sources = sorted({source for _, source in batch.found.values()})
-        return quotes, "+".join(sources), [s for s in symbols if s not in quotes]
+        sources = sorted({source for _, source in batch.found.values()}) or [
+            p.name for p in self._chain.serving(kind)[:1]
+        ]
+        return quotes, "+".join(sources) or "none", [s for s in symbols if s not in quotes]
 
     # --- the read-through core --------------------------------------------------------------------
 

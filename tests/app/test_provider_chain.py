@@ -284,3 +284,21 @@ def test_service_raises_typed_errors(container: bootstrap.Container, transport: 
         transport.answer(vendor, requests.ConnectionError("down"))
     with pytest.raises(ServiceUnavailable):
         container.market_data.get_quote("MSFT")
+
+
+def test_search_with_no_provider_reachable_answers_from_the_bundled_sp500_list(
+    api: Client, transport: VendorTransport
+) -> None:
+    for vendor in ("yahoo", "fmp", "alpha_vantage", "tiingo"):
+        transport.answer(vendor, requests.ConnectionError("offline"))
+    response = api.http.post(
+        "/api/v1/market/search",
+        body=json.dumps({"query": "micro", "limit": 5}),
+        headers={"Authorization": f"Bearer {issue_dev_token()}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+    body = json.loads(response.body)
+    assert body["source"] == "sp500-constituents"
+    symbols = [r["symbol"] for r in body["results"]]
+    assert "MSFT" in symbols and "MU" in symbols
+    assert all(r["sector"] for r in body["results"])

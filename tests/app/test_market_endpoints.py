@@ -1,0 +1,140 @@
+"""Every market endpoint in replay mode (recorded genuine data, offline), labelled `replay`, and a walk
+of the OpenAPI document that calls every route and validates each body against the document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from chalice.test import Client
+from jsonschema import Draft202012Validator
+
+from infra.local.token import issue_dev_token
+
+SAMPLE_PATH_VALUES = {"symbol": "AAPL"}
+SAMPLE_QUERIES = {"/api/v1/market/quotes": "?symbols=AAPL,MSFT,NOPE"}
+SAMPLE_BODIES = {"/api/v1/market/search": {"query": "apple", "limit": 5}}
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token()}"}
+
+
+def _call(client: Client, path: str, method: str) -> tuple[int, Any]:
+    url = path
+    for name, value in SAMPLE_PATH_VALUES.items():
+        url = url.replace("{" + name + "}", value)
+    url += SAMPLE_QUERIES.get(path, "")
+    if method == "post":
+        response = client.http.post(
+            url, body=json.dumps(SAMPLE_BODIES[path]), headers={**_auth(), "Content-Type": "application/json"}
+        )
+    else:
+        response = client.http.get(url, headers=_auth())
+    return response.status_code, json.loads(response.body)
+
+
+def test_every_documented_route_answers_2xx_with_a_body_valid_against_the_document(client: Client) -> None:
+    document = json.loads(client.http.get("/api/v1/openapi.json").body)
+    Draft202012Validator.check_schema({"$defs": document["components"]["schemas"]})
+    checked = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            status, body = _call(client, path, method)
+            assert 200 <= status < 300, (path, method, body)
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            validator = Draft202012Validator({**document, **schema})
+            errors = sorted(validator.iter_errors(body), key=str)
+            assert not errors, (path, [e.message for e in errors[:3]])
+            checked.append(f"{method.upper()} {path}")
+    assert len(checked) >= 14
+
+
+def _sources(value: Any) -> set[str]:
+    """Every `source` field anywhere in a payload."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if isinstance(value.get("source"), str):
+            found.add(value["source"])
+        for item in value.values():
+            found |= _sources(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _sources(item)
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/market/quote/AAPL",
+        "/api/v1/market/quotes?symbols=AAPL,MSFT",
+        "/api/v1/market/indices",
+        "/api/v1/market/sectors",
+        "/api/v1/market/movers?type=gainers&limit=5",
+        "/api/v1/market/movers?type=losers",
+        "/api/v1/market/movers?type=actives",
+        "/api/v1/market/sentiment",
+        "/api/v1/market/overview",
+        "/api/v1/market/historical/AAPL?period=1y&interval=1d",
+        "/api/v1/market/profile/AAPL",
+        "/api/v1/market/news/AAPL?limit=3",
+    ],
+)
+def test_replay_payloads_are_labelled_replay(client: Client, path: str) -> None:
+    response = client.http.get(path, headers=_auth())
+    assert response.status_code == 200, response.body
+    assert _sources(json.loads(response.body)) == {"replay"}
+
+
+def test_second_read_is_a_cache_hit(client: Client) -> None:
+    first = json.loads(client.http.get("/api/v1/market/profile/AAPL", headers=_auth()).body)
+    second = json.loads(client.http.get("/api/v1/market/profile/AAPL", headers=_auth()).body)
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert first["retrieved_at"] == second["retrieved_at"]
+    stats = json.loads(client.http.get("/api/v1/market/cache/stats", headers=_auth()).body)
+    assert stats["kinds"]["profile"] == {"hits": 1, "misses": 1, "hit_rate": 0.5}
+    assert stats["keys"]["profile"] == 1
+    assert stats["memory_used_bytes"] > 0
+
+
+def test_movers_limit_slices_the_cached_list(client: Client) -> None:
+    five = json.loads(client.http.get("/api/v1/market/movers?type=gainers&limit=5", headers=_auth()).body)
+    two = json.loads(client.http.get("/api/v1/market/movers?type=gainers&limit=2", headers=_auth()).body)
+    assert len(five["movers"]) == 5
+    assert two["movers"] == five["movers"][:2]
+    assert two["cached"] is True
+
+
+def test_indices_name_each_index_and_list_what_replay_lacks(client: Client) -> None:
+    body = json.loads(client.http.get("/api/v1/market/indices", headers=_auth()).body)
+    served = {q["symbol"]: q["indexName"] for q in body["indices"]}
+    assert served.get("^GSPC") == "S&P 500"
+    assert set(served) | set(body["unavailable"]) == {"^GSPC", "^DJI", "^IXIC", "^RUT", "^VIX"}
+
+
+def test_sentiment_shows_its_formula_and_inputs(client: Client) -> None:
+    body = json.loads(client.http.get("/api/v1/market/sentiment", headers=_auth()).body)
+    assert 0 <= body["score"] <= 100
+    assert {c["name"] for c in body["components"]} == {"vix", "sp500_momentum", "sector_breadth"}
+    assert "clamp" in body["formula"]
+    assert any(c["score"] is not None for c in body["components"])
+
+
+def test_search_answers_from_providers_or_the_bundled_list(client: Client) -> None:
+    response = client.http.post(
+        "/api/v1/market/search",
+        body=json.dumps({"query": "Apple", "limit": 3}),
+        headers={**_auth(), "Content-Type": "application/json"},
+    )
+    body = json.loads(response.body)
+    assert response.status_code == 200
+    assert body["query"] == "apple"
+    assert "AAPL" in [r["symbol"] for r in body["results"]]
+
+
+def test_unknown_symbol_profile_is_404(client: Client) -> None:
+    response = client.http.get("/api/v1/market/profile/ZZZZZZ", headers=_auth())
+    assert response.status_code == 404
+    assert json.loads(response.body)["error"]["code"] == "symbol_not_found"
