@@ -300,5 +300,6 @@ def test_search_with_no_provider_reachable_answers_from_the_bundled_sp500_list(
     body = json.loads(response.body)
     assert body["source"] == "sp500-constituents"
     symbols = [r["symbol"] for r in body["results"]]
-    assert "MSFT" in symbols and "MU" in symbols
+    assert "MSFT" in symbols
+    assert "MU" in symbols
     assert all(r["sector"] for r in body["results"])
