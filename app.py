@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, Request, Response, WebsocketEvent
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, ws_api
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
     OPENAPI_PATH,
@@ -37,12 +37,15 @@ from chalicelib.models.api import (
     SearchResponse,
     SectorsResponse,
     SentimentResponse,
+    WsStatsQuery,
 )
 from chalicelib.models.market import CacheStatsResponse, QuoteResponse, normalize_symbol
+from chalicelib.models.streaming import WsStatsResponse
 from chalicelib.openapi import RouteDoc, document_for
 from chalicelib.services.market_data import MAX_BATCH_SYMBOLS
 
 app = Chalice(app_name="market-data")
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.register_middleware(http_middleware, "http")
 
 API_TITLE = "Market data API"
@@ -212,6 +215,35 @@ def get_providers() -> Response:
 def get_cache_stats() -> Response:
     _no_query()
     return json_response(_market().cache_stats())
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/ws/stats", "GET", "WebSocket connections, subscriptions per topic, messages in the last hour",
+        WsStatsResponse, query=WsStatsQuery,
+    )
+)  # fmt: skip
+def get_ws_stats() -> Response:
+    query = parse_query(WsStatsQuery, app.current_request)
+    return json_response(bootstrap.container().streaming.stats(top=query.top))
+
+
+# --- WebSocket API: $connect authenticates, $default takes the spec's messages, $disconnect cleans up.
+
+
+@app.on_ws_connect()
+def on_ws_connect(event: WebsocketEvent) -> Response:
+    return ws_api.on_connect(event)
+
+
+@app.on_ws_message()
+def on_ws_message(event: WebsocketEvent) -> None:
+    ws_api.on_message(event)
+
+
+@app.on_ws_disconnect()
+def on_ws_disconnect(event: WebsocketEvent) -> None:
+    ws_api.on_disconnect(event)
 
 
 @app.route(OPENAPI_PATH, methods=["GET"])

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import Any
 
+import boto3
 import redis
+from botocore.config import Config
 from requests.adapters import BaseAdapter
 
+from chalicelib.adapters.apigw_broadcaster import ApiGatewayBroadcaster, management_client
+from chalicelib.adapters.dynamodb_connections import DynamoDBConnectionStore
 from chalicelib.adapters.http import build_session
 from chalicelib.adapters.providers.alpha_vantage import AlphaVantageProvider
 from chalicelib.adapters.providers.base import BaseProvider
@@ -22,13 +27,15 @@ from chalicelib.adapters.providers.tiingo import TiingoProvider
 from chalicelib.adapters.providers.yahoo import YahooProvider
 from chalicelib.adapters.redis_cache import RedisCache
 from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
+from chalicelib.adapters.redis_stream_state import RedisStreamState
 from chalicelib.adapters.redis_support import redis_client
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
-from chalicelib.ports import Cache, MarketDataProvider, QuotaLimits
+from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits
 from chalicelib.services.market_data import CacheTimings, MarketDataService
 from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
 from chalicelib.services.providers import ProviderInfo, ProvidersService
+from chalicelib.services.streaming import StreamingLimits, StreamingService
 from chalicelib.settings import DataSource, Settings, load_settings
 
 REPLAY_SOURCE_LABEL = "replay"
@@ -42,13 +49,18 @@ class Container:
         replay_transport: BaseAdapter | None = None,
         http_transport: BaseAdapter | None = None,
         cache: Cache | None = None,
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         """``http_transport`` replaces the network for live providers (tests answer at the HTTP layer);
-        ``replay_transport`` is the recorded-data source, used only when MARKET_DATA_SOURCE=replay."""
+        ``replay_transport`` is the recorded-data source, used only when MARKET_DATA_SOURCE=replay;
+        ``broadcaster`` replaces the management-API client (tests record what would be sent)."""
         self.settings = settings
         self._replay_transport = replay_transport
         self._http_transport = http_transport
         self._cache_override = cache
+        self._broadcaster_override = broadcaster
+        self._broadcasters: dict[str, Broadcaster] = {}
+        self._broadcasters_lock = threading.Lock()
         if settings.market_data_source is DataSource.REPLAY and replay_transport is None:
             raise ConfigurationError(
                 "MARKET_DATA_SOURCE=replay needs the local stack's replay transport (infra/local/replay, "
@@ -167,6 +179,64 @@ class Container:
     @functools.cached_property
     def token_verifier(self) -> TokenVerifier:
         return TokenVerifier(self.settings)
+
+    @functools.cached_property
+    def dynamodb(self) -> Any:
+        """One DynamoDB client per container; AWS_ENDPOINT_URL points it at moto locally."""
+        s = self.settings
+        return boto3.client(
+            "dynamodb",
+            region_name=s.aws_region,
+            endpoint_url=s.aws_endpoint_url,
+            config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}),
+        )
+
+    @functools.cached_property
+    def connection_store(self) -> DynamoDBConnectionStore:
+        s = self.settings
+        return DynamoDBConnectionStore(
+            self.dynamodb, connections_table=s.connections_table, subscriptions_table=s.subscriptions_table
+        )
+
+    @functools.cached_property
+    def stream_state(self) -> RedisStreamState:
+        return RedisStreamState(self.redis, key_prefix=self.settings.cache_key_prefix)
+
+    @functools.cached_property
+    def streaming(self) -> StreamingService:
+        s = self.settings
+        return StreamingService(
+            store=self.connection_store,
+            state=self.stream_state,
+            market=self.market_data,
+            limits=StreamingLimits(
+                max_connections_per_user=s.ws_max_connections_per_user,
+                max_subscriptions_per_connection=s.ws_max_subscriptions_per_connection,
+                max_message_bytes=s.ws_max_message_bytes,
+            ),
+        )
+
+    def broadcaster(self, endpoint_from_event: str | None = None) -> Broadcaster:
+        """The management-API client: the configured endpoint, else the one the WebSocket event names.
+        Cached per endpoint (a warm container keeps its connection pool)."""
+        if self._broadcaster_override is not None:
+            return self._broadcaster_override
+        endpoint = self.settings.websocket_management_endpoint or endpoint_from_event
+        if endpoint is None:
+            raise ConfigurationError(
+                "WEBSOCKET_MANAGEMENT_ENDPOINT must be set for functions that push to WebSocket clients "
+                "outside a WebSocket event (https://{api_id}.execute-api.{region}.amazonaws.com/{stage})"
+            )
+        with self._broadcasters_lock:
+            found = self._broadcasters.get(endpoint)
+            if found is None:
+                s = self.settings
+                client = management_client(
+                    endpoint, s.aws_region, pool_size=s.ws_fanout_concurrency, timeout_seconds=3.0
+                )
+                found = ApiGatewayBroadcaster(client, concurrency=s.ws_fanout_concurrency)
+                self._broadcasters[endpoint] = found
+            return found
 
 
 _lock = threading.Lock()

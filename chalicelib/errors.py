@@ -67,6 +67,13 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+class StoreUnavailable(AppError):
+    """The connection store (DynamoDB) failed or could not be reached."""
+
+    status_code = 503
+    code = "store_unavailable"
+
+
 # --- Provider-side failures: raised by adapters, consumed by the market-data service. ---
 
 

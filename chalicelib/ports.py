@@ -1,13 +1,14 @@
 """The boundaries between services and the outside world, one Protocol each.
 
 Services depend on these; adapters implement them; tests run fakes and real adapters through the
-same contract tests. Later issues add Quotas, ConnectionStore, JobRunStore and Broadcaster here.
+same contract tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -201,3 +202,97 @@ class CircuitBreaker(Protocol):
         ...
 
     def status(self, vendor: str) -> BreakerStatus | None: ...
+
+
+# --- real-time streaming: WebSocket connections, subscriptions, delivery (DynamoDB, API Gateway) ----
+
+
+@dataclass(frozen=True)
+class ConnectionRecord:
+    """One open API Gateway WebSocket connection of one user."""
+
+    connection_id: str
+    user_id: str
+    connected_at: datetime
+    expires_at: int  # epoch seconds; DynamoDB's TTL attribute (deletes late: readers filter on it)
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamingStats:
+    open_connections: int
+    distinct_users: int
+    subscribers_by_topic: Mapping[str, int] = field(default_factory=dict)
+
+
+class ConnectionStore(Protocol):
+    """Connections and their subscriptions (two DynamoDB tables in AWS).
+
+    A topic is ``quote:<SYMBOL>`` or ``channel:<name>`` (chalicelib.models.streaming.topic_for_*).
+    Every read filters out items whose ``expires_at`` has passed, because DynamoDB's TTL deletes late
+    (and moto never does). Fan-out reads are Queries on the topic, never Scans."""
+
+    def add_connection(self, record: ConnectionRecord) -> None: ...
+
+    def get_connection(self, connection_id: str, *, now: float) -> ConnectionRecord | None: ...
+
+    def connections_of_user(self, user_id: str, *, now: float) -> list[ConnectionRecord]:
+        """One Query on the by-user index."""
+        ...
+
+    def remove_connection(self, connection_id: str) -> int:
+        """Delete the connection and every subscription of it; returns how many subscriptions went."""
+        ...
+
+    def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> None: ...
+
+    def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> None: ...
+
+    def topics_of(self, connection_id: str, *, now: float) -> list[str]:
+        """What one connection subscribes to: one Query on the by-connection index."""
+        ...
+
+    def subscribers(self, topic: str, *, now: float) -> list[str]:
+        """Connection ids subscribed to ``topic``: one (paginated) Query on the table's partition key."""
+        ...
+
+    def stats(self, *, now: float, top: int) -> StreamingStats:
+        """Counts for /ws/stats (a paginated projection Scan: an operator view, never on a hot path)."""
+        ...
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    GONE = "gone"  # 410 GoneException: the client left; the caller removes the connection
+    FAILED = "failed"  # still failing after retries
+
+
+class Broadcaster(Protocol):
+    """Posts messages to WebSocket clients (API Gateway management API in AWS)."""
+
+    def send(self, connection_id: str, message: bytes) -> DeliveryStatus: ...
+
+    def send_many(self, deliveries: Sequence[tuple[str, bytes]]) -> list[DeliveryStatus]:
+        """Deliver concurrently (a bounded pool); statuses in the order of ``deliveries``."""
+        ...
+
+
+class StreamState(Protocol):
+    """What fan-out remembers between runs (Redis in AWS): the last value published per topic, and
+    per-minute delivery counters for /ws/stats."""
+
+    def claim_change(self, topic: str, fingerprint: str) -> bool:
+        """Atomically record ``fingerprint`` as the topic's latest; False when it already was (unchanged:
+        nothing to send). True when the backend is down (re-sending beats losing an update)."""
+        ...
+
+    def forget(self, topic: str) -> None:
+        """Drop the topic's fingerprint (a delivery round failed: let the next refresh send again)."""
+        ...
+
+    def add_counts(self, counts: Mapping[str, int]) -> None: ...
+
+    def counts_last_hour(self) -> Mapping[str, int] | None:
+        """Totals per counter name over the last 60 minutes; None when the backend is down."""
+        ...

@@ -74,6 +74,11 @@ ENV_VARS: dict[str, str] = {
     "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
     "USER_RATE_LIMIT_PER_MINUTE": "user_rate_limit_per_minute",
     "CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
+    "WEBSOCKET_MANAGEMENT_ENDPOINT": "websocket_management_endpoint",
+    "WS_MAX_CONNECTIONS_PER_USER": "ws_max_connections_per_user",
+    "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": "ws_max_subscriptions_per_connection",
+    "WS_MAX_MESSAGE_BYTES": "ws_max_message_bytes",
+    "WS_FANOUT_CONCURRENCY": "ws_fanout_concurrency",
 }
 _FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 _TABLE_SUFFIXES = {
@@ -156,6 +161,15 @@ class Settings(BaseModel):
         "http://localhost:3000",
         "http://localhost:5173",
     )
+
+    # The API Gateway management API (post_to_connection). In AWS it is derived from the WebSocket event
+    # (https://{domain}/{stage}) when unset; jobs, which have no such event, need it set (stack output).
+    websocket_management_endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    ws_max_connections_per_user: int = Field(default=5, ge=1, le=1000)
+    ws_max_subscriptions_per_connection: int = Field(default=50, ge=1, le=1000)
+    # The service's own cap on a client message; API Gateway itself closes past 128 KB (code 1009).
+    ws_max_message_bytes: int = Field(default=16 * 1024, ge=256, le=128 * 1024)
+    ws_fanout_concurrency: int = Field(default=32, ge=1, le=256)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

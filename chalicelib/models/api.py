@@ -64,6 +64,10 @@ class EmptyQuery(QueryModel):
     pass
 
 
+class WsStatsQuery(QueryModel):
+    top: int = Field(default=10, ge=1, le=100, description="how many topics to list")
+
+
 # --- provenance -----------------------------------------------------------------------------------
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 import redis
 from chalice.test import Client
+from moto import mock_aws
 
 import app as app_module
 from chalicelib import bootstrap
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
+from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
+from tests.fakes.broadcaster import RecordingBroadcaster
 
 
 @pytest.fixture
@@ -22,19 +26,47 @@ def replay_transport() -> YahooReplayTransport:
 
 
 @pytest.fixture
+def broadcaster() -> RecordingBroadcaster:
+    return RecordingBroadcaster()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto in-process, with the tables of infra/template.yaml (stage local)."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        create_tables(boto3.client("dynamodb", region_name="us-east-1"), "local")
+        yield
+
+
+def app_settings_env(redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "STAGE": "local",
+        "MARKET_DATA_SOURCE": "replay",
+        "REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": "app:",
+        "YFINANCE_CACHE_DIR": str(tmp_path / "yfinance"),
+        **extra,
+    }
+
+
+@pytest.fixture
 def client(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path, replay_transport: YahooReplayTransport
+    aws: None,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    replay_transport: YahooReplayTransport,
+    broadcaster: RecordingBroadcaster,
 ) -> Iterator[Client]:
-    settings = load_settings(
-        {
-            "STAGE": "local",
-            "MARKET_DATA_SOURCE": "replay",
-            "REDIS_URL": redis_url,
-            "CACHE_KEY_PREFIX": "app:",
-            "YFINANCE_CACHE_DIR": str(tmp_path / "yfinance"),
-        }
-    )
-    bootstrap.use_container(bootstrap.Container(settings, replay_transport=replay_transport))
+    settings = load_settings(app_settings_env(redis_url, tmp_path))
+    bootstrap.use_container(bootstrap.Container(settings, replay_transport=replay_transport, broadcaster=broadcaster))
     # stage "local": the default stage (dev) applies the dev config, which refuses the public dev secret.
     with Client(app_module.app, stage_name="local") as test_client:
         yield test_client

@@ -1,0 +1,111 @@
+"""Posting to WebSocket clients through the API Gateway management API (``post_to_connection``).
+
+The endpoint is ``https://{api_id}.execute-api.{region}.amazonaws.com/{stage}`` in AWS and the local
+gateway's URL under ``make run``. Outcomes, per message:
+- 410 ``GoneException``: the client left without a clean ``$disconnect`` → ``GONE`` (the service then
+  deletes the connection and its subscriptions);
+- throttling (429 ``LimitExceededException``), 5xx and network errors → retried with capped
+  exponential backoff and jitter (tenacity), then ``FAILED``;
+- any other refusal (403, 413 ``PayloadTooLargeException``, ...) → ``FAILED`` at once: retrying
+  cannot change the answer.
+Many messages go out concurrently on a bounded thread pool (boto3 clients are thread-safe), sized with
+the client's connection pool so threads never wait for a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+
+from chalicelib import observability
+from chalicelib.ports import DeliveryStatus
+
+logger = observability.logger
+
+_RETRYABLE_CODES = frozenset(
+    {"LimitExceededException", "ThrottlingException", "TooManyRequestsException", "InternalServerError",
+     "ServiceUnavailable", "InternalFailure"}
+)  # fmt: skip
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return code in _RETRYABLE_CODES or status >= 500
+    return isinstance(exc, BotoCoreError)  # connection refused/reset, read timeout
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+def management_client(endpoint_url: str, region: str, *, pool_size: int, timeout_seconds: float) -> Any:
+    return boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(
+            connect_timeout=timeout_seconds,
+            read_timeout=timeout_seconds,
+            max_pool_connections=pool_size,
+            retries={"total_max_attempts": 1},  # tenacity retries; botocore's would multiply them
+        ),
+    )
+
+
+class ApiGatewayBroadcaster:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        concurrency: int = 32,
+        max_attempts: int = 3,
+        retry_base_seconds: float = 0.05,
+        retry_max_seconds: float = 1.0,
+        max_retry_seconds: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._retry_max = retry_max_seconds
+        self._max_retry_seconds = max_retry_seconds
+
+    def send(self, connection_id: str, message: bytes) -> DeliveryStatus:
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._max_retry_seconds),
+            wait=wait_random_exponential(multiplier=self._retry_base, max=self._retry_max),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        try:
+            retrying(self._client.post_to_connection, ConnectionId=connection_id, Data=message)
+        except ClientError as exc:
+            if _error_code(exc) == "GoneException":
+                return DeliveryStatus.GONE
+            return self._failed(connection_id, exc)
+        except BotoCoreError as exc:
+            return self._failed(connection_id, exc)
+        return DeliveryStatus.SENT
+
+    def _failed(self, connection_id: str, exc: BaseException) -> DeliveryStatus:
+        logger.warning("post_to_connection failed", extra={"connection_id": connection_id, "error": _error_code(exc)})
+        return DeliveryStatus.FAILED
+
+    def send_many(self, deliveries: Sequence[tuple[str, bytes]]) -> list[DeliveryStatus]:
+        if not deliveries:
+            return []
+        if len(deliveries) == 1:
+            return [self.send(*deliveries[0])]
+        workers = min(self._concurrency, len(deliveries))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout") as pool:
+            return list(pool.map(lambda delivery: self.send(*delivery), deliveries))

@@ -1,0 +1,83 @@
+"""Fan-out memory in Redis: the last fingerprint published per topic, and delivery counters.
+
+``claim_change`` is one Lua script (compare and set), so two refresh runs racing on one topic send a
+changed value once, not twice. Counters are per UTC minute (``ws:count:<name>:<epoch minute>``, kept two
+hours) so "messages sent in the last hour" is one MGET of 60 keys per name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import redis
+
+from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
+
+COUNTER_NAMES = ("sent", "gone", "failed")
+_FINGERPRINT_TTL_SECONDS = 24 * 3600
+_COUNTER_TTL_SECONDS = 2 * 3600
+
+# KEYS: the topic's fingerprint key. ARGV: fingerprint, ttl seconds. Returns 1 changed, 0 unchanged.
+_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+class RedisStreamState(DegradingRedisAdapter):
+    def __init__(self, client: redis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(client, key_prefix=key_prefix)
+        self._claim = client.register_script(_CLAIM)
+        self._clock = clock
+
+    def claim_change(self, topic: str, fingerprint: str) -> bool:
+        if not self.available:
+            return True
+        try:
+            return bool(self._claim(keys=[self._key(f"ws:last:{topic}")], args=[fingerprint, _FINGERPRINT_TTL_SECONDS]))
+        except REDIS_FAILURES as exc:
+            self._failed("claim_change", exc)
+            return True
+
+    def forget(self, topic: str) -> None:
+        if not self.available:
+            return
+        try:
+            self._client.delete(self._key(f"ws:last:{topic}"))
+        except REDIS_FAILURES as exc:
+            self._failed("forget", exc)
+
+    def _minute(self) -> int:
+        return int(self._clock() // 60)
+
+    def add_counts(self, counts: Mapping[str, int]) -> None:
+        if not self.available or not any(counts.values()):
+            return
+        minute = self._minute()
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for name, value in counts.items():
+                if value:
+                    key = self._key(f"ws:count:{name}:{minute}")
+                    pipe.incrby(key, value)
+                    pipe.expire(key, _COUNTER_TTL_SECONDS)
+            pipe.execute()
+        except REDIS_FAILURES as exc:
+            self._failed("add_counts", exc)
+
+    def counts_last_hour(self) -> Mapping[str, int] | None:
+        if not self.available:
+            return None
+        minute = self._minute()
+        minutes = range(minute - 59, minute + 1)
+        try:
+            totals: dict[str, int] = {}
+            for name in COUNTER_NAMES:
+                values = self._client.mget([self._key(f"ws:count:{name}:{m}") for m in minutes])
+                totals[name] = sum(int(v) for v in values if v is not None)
+            return totals
+        except REDIS_FAILURES as exc:
+            self._failed("counts_last_hour", exc)
+            return None

@@ -1,0 +1,384 @@
+"""WebSocket messages: what clients send on ``$default`` and what the service pushes to them.
+
+Inbound, exactly as the spec's JavaScript example sends them::
+
+    {"type": "subscribe",   "data": {"type": "market_data", "channels": ["indices", "sentiment"]}}
+    {"type": "subscribe",   "data": {"type": "stock_quotes", "symbols": ["AAPL", "MSFT"]}}
+    {"type": "unsubscribe", "data": {...the same two shapes...}}
+    {"type": "ping"}
+
+Outbound: ``subscribed`` / ``unsubscribed`` acks holding the connection's whole subscription set,
+``pong``, ``error`` (``{"code", "message"}``; the connection stays open), and the updates
+``quote_update`` (the spec's example, field for field), ``market_update`` (indices, movers),
+``sector_update`` and ``sentiment_update``. Every update carries ``timestamp`` (ISO 8601 UTC, when the
+value was current at its source), ``source`` (the provider, or ``replay``) and ``snapshot`` (true when
+sent from the cache on subscribe rather than by a refresh).
+
+Topics name what a subscription is to, and key the subscriptions table: ``quote:<SYMBOL>`` and
+``channel:<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+
+from chalicelib.errors import ValidationFailed
+from chalicelib.models.api import (
+    IndexQuote,
+    IndicesResponse,
+    MoversResponse,
+    SectorPerformance,
+    SectorsResponse,
+    SentimentComponent,
+    SentimentResponse,
+)
+from chalicelib.models.market import MarketModel, Quote, QuoteResponse, normalize_symbol
+
+QUOTE_TOPIC_PREFIX = "quote:"
+CHANNEL_TOPIC_PREFIX = "channel:"
+
+
+class Channel(StrEnum):
+    INDICES = "indices"
+    SECTORS = "sectors"
+    SENTIMENT = "sentiment"
+    MOVERS = "movers"
+
+
+class SelectionType(StrEnum):
+    MARKET_DATA = "market_data"
+    STOCK_QUOTES = "stock_quotes"
+
+
+class Action(StrEnum):
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    PING = "ping"
+
+
+def quote_topic(symbol: str) -> str:
+    return f"{QUOTE_TOPIC_PREFIX}{symbol}"
+
+
+def channel_topic(channel: Channel) -> str:
+    return f"{CHANNEL_TOPIC_PREFIX}{channel.value}"
+
+
+class ProtocolError(ValidationFailed):
+    """A client message the service cannot act on: answered with an ``error`` message, never a drop."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """One parsed client message."""
+
+    action: Action
+    channels: tuple[Channel, ...] = ()
+    symbols: tuple[str, ...] = ()
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(channel_topic(c) for c in self.channels) + tuple(quote_topic(s) for s in self.symbols)
+
+
+def _strings(value: object, field: str, *, limit: int) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ProtocolError("invalid_message", f"data.{field} must be a non-empty list of strings")
+    if len(value) > limit:
+        raise ProtocolError("too_many_symbols", f"data.{field} lists {len(value)} items; at most {limit} per message")
+    if not all(isinstance(item, str) for item in value):
+        raise ProtocolError("invalid_message", f"data.{field} must be a non-empty list of strings")
+    return list(value)
+
+
+def parse_client_message(raw: str | None, *, max_bytes: int, max_items: int) -> ClientRequest:
+    """Parse and validate one ``$default`` message; raise ProtocolError with a machine-readable code."""
+    if raw is None or raw == "":
+        raise ProtocolError("invalid_message", 'empty message; send JSON such as {"type": "ping"}')
+    size = len(raw.encode("utf-8", errors="replace"))
+    if size > max_bytes:
+        raise ProtocolError("message_too_large", f"message of {size} bytes; at most {max_bytes}")
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("invalid_json", "the message is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ProtocolError("invalid_message", 'the message must be a JSON object with a "type"')
+    kind = document.get("type")
+    if kind == Action.PING.value:
+        return ClientRequest(Action.PING)
+    if kind not in (Action.SUBSCRIBE.value, Action.UNSUBSCRIBE.value):
+        known = ", ".join(a.value for a in Action)
+        raise ProtocolError("unknown_type", f"unknown message type {str(kind)[:40]!r}; use one of: {known}")
+    action = Action(kind)
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message", f'{kind}: "data" must be an object with a "type"')
+    selection = data.get("type")
+    if selection == SelectionType.MARKET_DATA.value:
+        channels: list[Channel] = []
+        for name in _strings(data.get("channels"), "channels", limit=max_items):
+            try:
+                channels.append(Channel(name.strip().lower()))
+            except ValueError:
+                known = ", ".join(c.value for c in Channel)
+                raise ProtocolError("unknown_channel", f"unknown channel {name[:40]!r}; use one of: {known}") from None
+        return ClientRequest(action, channels=tuple(dict.fromkeys(channels)))
+    if selection == SelectionType.STOCK_QUOTES.value:
+        symbols: list[str] = []
+        for raw_symbol in _strings(data.get("symbols"), "symbols", limit=max_items):
+            try:
+                symbols.append(normalize_symbol(raw_symbol))
+            except ValidationFailed as exc:
+                raise ProtocolError("invalid_symbol", exc.message) from None
+        return ClientRequest(action, symbols=tuple(dict.fromkeys(symbols)))
+    known = ", ".join(s.value for s in SelectionType)
+    raise ProtocolError("invalid_message", f"{kind}: data.type must be one of: {known}")
+
+
+# --- outbound -------------------------------------------------------------------------------------
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_serializer("*", when_used="json", check_fields=False)
+    def _utc_iso(self, value: Any) -> Any:
+        # The spec's timestamps read "2024-01-15T10:30:00Z": ISO 8601 in UTC with a Z.
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return value
+
+
+class SubscriptionSet(WireModel):
+    channels: list[Channel]
+    symbols: list[str]
+
+    @classmethod
+    def from_topics(cls, topics: list[str]) -> SubscriptionSet:
+        channels = sorted(
+            Channel(t.removeprefix(CHANNEL_TOPIC_PREFIX))
+            for t in topics
+            if t.startswith(CHANNEL_TOPIC_PREFIX) and t.removeprefix(CHANNEL_TOPIC_PREFIX) in set(Channel)
+        )
+        symbols = sorted(t.removeprefix(QUOTE_TOPIC_PREFIX) for t in topics if t.startswith(QUOTE_TOPIC_PREFIX))
+        return cls(channels=channels, symbols=symbols)
+
+
+class AckData(WireModel):
+    subscriptions: SubscriptionSet = Field(description="everything this connection now subscribes to")
+
+
+class AckMessage(WireModel):
+    type: Literal["subscribed", "unsubscribed"]
+    data: AckData
+
+
+class PongData(WireModel):
+    timestamp: AwareDatetime
+
+
+class PongMessage(WireModel):
+    type: Literal["pong"] = "pong"
+    data: PongData
+
+
+class ErrorData(WireModel):
+    code: str
+    message: str
+
+
+class ErrorMessage(WireModel):
+    type: Literal["error"] = "error"
+    data: ErrorData
+
+
+class QuoteFields(WireModel):
+    """The spec's ``quote`` object of a quote_update."""
+
+    price: float
+    change: float | None
+    change_percent: float | None = Field(alias="changePercent")
+    volume: int | None
+
+
+class QuoteUpdateData(WireModel):
+    symbol: str
+    quote: QuoteFields
+    timestamp: AwareDatetime
+    source: str
+    snapshot: bool = False
+
+
+class QuoteUpdateMessage(WireModel):
+    type: Literal["quote_update"] = "quote_update"
+    data: QuoteUpdateData
+
+
+class MarketUpdateData(WireModel):
+    """``channel`` says which market panel this is: indices (``indices``) or movers (the three lists)."""
+
+    channel: Literal["indices", "movers"]
+    indices: list[IndexQuote] | None = None
+    gainers: list[Quote] | None = None
+    losers: list[Quote] | None = None
+    actives: list[Quote] | None = None
+    timestamp: AwareDatetime
+    source: str
+    snapshot: bool = False
+
+
+class MarketUpdateMessage(WireModel):
+    type: Literal["market_update"] = "market_update"
+    data: MarketUpdateData
+
+
+class SectorUpdateData(WireModel):
+    sectors: list[SectorPerformance]
+    advancers: int
+    decliners: int
+    timestamp: AwareDatetime
+    source: str
+    snapshot: bool = False
+
+
+class SectorUpdateMessage(WireModel):
+    type: Literal["sector_update"] = "sector_update"
+    data: SectorUpdateData
+
+
+class SentimentUpdateData(WireModel):
+    score: float
+    label: str
+    components: list[SentimentComponent]
+    timestamp: AwareDatetime
+    source: str
+    snapshot: bool = False
+
+
+class SentimentUpdateMessage(WireModel):
+    type: Literal["sentiment_update"] = "sentiment_update"
+    data: SentimentUpdateData
+
+
+UpdateMessage = QuoteUpdateMessage | MarketUpdateMessage | SectorUpdateMessage | SentimentUpdateMessage
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """One changed item to fan out: its topic, the message, and a fingerprint of the value that excludes
+    delivery details (snapshot flag), so an unchanged value is recognised and not re-sent."""
+
+    topic: str
+    message: UpdateMessage
+
+    @property
+    def fingerprint(self) -> str:
+        data = self.message.data.model_dump(mode="json", by_alias=True, exclude={"snapshot"})
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def encoded(self) -> bytes:
+        return self.message.model_dump_json(by_alias=True).encode()
+
+
+def quote_update(quote: QuoteResponse, *, snapshot: bool = False) -> StreamUpdate:
+    message = QuoteUpdateMessage(
+        data=QuoteUpdateData(
+            symbol=quote.symbol,
+            quote=QuoteFields(
+                price=quote.price, change=quote.change, change_percent=quote.change_percent, volume=quote.volume
+            ),
+            timestamp=quote.as_of,
+            source=quote.source,
+            snapshot=snapshot,
+        )
+    )
+    return StreamUpdate(quote_topic(quote.symbol), message)
+
+
+def indices_update(indices: IndicesResponse, *, snapshot: bool = False) -> StreamUpdate:
+    data = MarketUpdateData(
+        channel="indices", indices=indices.indices, timestamp=indices.as_of, source=indices.source, snapshot=snapshot
+    )
+    return StreamUpdate(channel_topic(Channel.INDICES), MarketUpdateMessage(data=data))
+
+
+def movers_update(
+    gainers: MoversResponse, losers: MoversResponse, actives: MoversResponse, *, snapshot: bool = False
+) -> StreamUpdate:
+    data = MarketUpdateData(
+        channel="movers",
+        gainers=gainers.movers,
+        losers=losers.movers,
+        actives=actives.movers,
+        timestamp=max(gainers.as_of, losers.as_of, actives.as_of),
+        source=gainers.source,
+        snapshot=snapshot,
+    )
+    return StreamUpdate(channel_topic(Channel.MOVERS), MarketUpdateMessage(data=data))
+
+
+def sectors_update(sectors: SectorsResponse, *, snapshot: bool = False) -> StreamUpdate:
+    data = SectorUpdateData(
+        sectors=sectors.sectors,
+        advancers=sectors.advancers,
+        decliners=sectors.decliners,
+        timestamp=sectors.as_of,
+        source=sectors.source,
+        snapshot=snapshot,
+    )
+    return StreamUpdate(channel_topic(Channel.SECTORS), SectorUpdateMessage(data=data))
+
+
+def sentiment_update(sentiment: SentimentResponse, *, snapshot: bool = False) -> StreamUpdate:
+    data = SentimentUpdateData(
+        score=sentiment.score,
+        label=sentiment.label,
+        components=sentiment.components,
+        timestamp=sentiment.as_of,
+        source=sentiment.source,
+        snapshot=snapshot,
+    )
+    return StreamUpdate(channel_topic(Channel.SENTIMENT), SentimentUpdateMessage(data=data))
+
+
+def encode(message: WireModel) -> bytes:
+    return message.model_dump_json(by_alias=True).encode()
+
+
+def error_message(code: str, message: str) -> bytes:
+    return encode(ErrorMessage(data=ErrorData(code=code, message=message)))
+
+
+# --- GET /api/v1/market/ws/stats ------------------------------------------------------------------
+
+
+class TopicCount(MarketModel):
+    topic: str
+    subscribers: int
+
+
+class MessageCounts(MarketModel):
+    sent: int
+    gone: int
+    failed: int
+
+
+class WsStatsResponse(MarketModel):
+    open_connections: int = Field(description="connections not past their TTL")
+    distinct_users: int
+    top_topics: list[TopicCount] = Field(description="topics with the most subscribers, highest first")
+    messages_last_hour: MessageCounts | None = Field(description="fan-out outcomes; null when Redis is down")
+    as_of: AwareDatetime

@@ -1,0 +1,420 @@
+"""DynamoDBConnectionStore against moto (in-process), on tables created from infra/template.yaml."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto import mock_aws
+
+from chalicelib.adapters.dynamodb_connections import DynamoDBConnectionStore
+from chalicelib.errors import StoreUnavailable
+from chalicelib.ports import ConnectionRecord, ConnectionStore
+from infra.local.run import free_port
+from infra.local.tables import create_tables, table_definitions
+
+_EXPRESSION_TOKEN = re.compile(r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|=|>|AND))+")
+
+NOW = 1_700_000_000.5
+LATER = 1_700_003_600  # an hour after NOW: alive
+PAST = 1_699_999_000  # before NOW: expired
+# The template's Stage allows only local/dev/prod, so the tests use the `local` tables.
+_NAMES = {d.logical_id: d.table_name for d in table_definitions("local")}
+CONNECTIONS = _NAMES["ConnectionsTable"]
+SUBSCRIPTIONS = _NAMES["SubscriptionsTable"]
+
+
+class RecordingClient:
+    """Delegates to a boto3 client and records operation names and parameters; can fake throttling."""
+
+    def __init__(self, client: Any, *, unprocessed_rounds: int = 0) -> None:
+        self._client = client
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.unprocessed_rounds = unprocessed_rounds
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(**params: Any) -> Any:
+            self.calls.append((name, params))
+            if name == "batch_write_item" and self.unprocessed_rounds > 0:
+                self.unprocessed_rounds -= 1
+                # GIVEN throttling: write the first request, hand back the rest unprocessed.
+                (table, requests), *_ = params["RequestItems"].items()
+                method(RequestItems={table: requests[:1]})
+                rest = requests[1:]
+                return {"UnprocessedItems": {table: rest} if rest else {}}
+            return method(**params)
+
+        return call
+
+    def operations(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+@pytest.fixture
+def dynamodb(clean_env: pytest.MonkeyPatch) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        names = create_tables(client, "local")
+        assert CONNECTIONS in names
+        assert SUBSCRIPTIONS in names
+        yield client
+
+
+@pytest.fixture
+def recorder(dynamodb: Any) -> RecordingClient:
+    return RecordingClient(dynamodb)
+
+
+def _store(client: Any, **kwargs: Any) -> DynamoDBConnectionStore:
+    kwargs.setdefault("sleep", lambda _seconds: None)
+    kwargs.setdefault("clock", lambda: NOW)
+    return DynamoDBConnectionStore(client, CONNECTIONS, SUBSCRIPTIONS, **kwargs)
+
+
+@pytest.fixture
+def store(recorder: RecordingClient) -> DynamoDBConnectionStore:
+    return _store(recorder)
+
+
+def _record(connection_id: str, user_id: str = "u1", *, expires_at: int = LATER, **kwargs: Any) -> ConnectionRecord:
+    return ConnectionRecord(
+        connection_id=connection_id,
+        user_id=user_id,
+        connected_at=datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),
+        expires_at=expires_at,
+        **kwargs,
+    )
+
+
+def test_it_implements_the_port(store: DynamoDBConnectionStore) -> None:
+    port: ConnectionStore = store  # mypy checks the structure
+    assert port is store
+
+
+# --- connections ----------------------------------------------------------------------------------
+
+
+def test_add_then_get_returns_the_record(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    record = _record("c1", source_ip="203.0.113.9", user_agent='Mozilla/5.0 "quoted"')
+    store.add_connection(record)
+
+    assert store.get_connection("c1", now=NOW) == record
+    item = dynamodb.get_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "c1"}})["Item"]
+    assert item["connected_at"] == {"S": "2023-11-14T22:13:20+00:00"}
+    assert item["expires_at"] == {"N": str(LATER)}
+
+
+def test_optional_fields_are_omitted_when_none(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    store.add_connection(_record("c1"))
+
+    item = dynamodb.get_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "c1"}})["Item"]
+    assert "source_ip" not in item
+    assert "user_agent" not in item
+    got = store.get_connection("c1", now=NOW)
+    assert got is not None
+    assert got.source_ip is None
+    assert got.user_agent is None
+
+
+def test_connected_at_is_stored_in_utc(store: DynamoDBConnectionStore) -> None:
+    paris = timezone(timedelta(hours=1))
+    record = ConnectionRecord("c1", "u1", datetime(2023, 11, 14, 23, 13, 20, tzinfo=paris), LATER)
+    store.add_connection(record)
+
+    got = store.get_connection("c1", now=NOW)
+    assert got is not None
+    assert got.connected_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert got.connected_at.utcoffset() == timedelta(0)
+
+
+def test_unknown_connection_is_none(store: DynamoDBConnectionStore) -> None:
+    assert store.get_connection("nope", now=NOW) is None
+
+
+def test_expired_connection_is_filtered_on_get(store: DynamoDBConnectionStore) -> None:
+    store.add_connection(_record("old", expires_at=PAST))
+    store.add_connection(_record("edge", expires_at=int(NOW)))  # expires_at <= now: expired
+
+    assert store.get_connection("old", now=NOW) is None
+    assert store.get_connection("edge", now=NOW) is None
+    assert store.get_connection("old", now=PAST - 1) is not None
+
+
+def test_connections_of_user_queries_the_index_and_filters_expired(
+    store: DynamoDBConnectionStore, recorder: RecordingClient
+) -> None:
+    store.add_connection(_record("c1", "u1"))
+    store.add_connection(_record("c2", "u1"))
+    store.add_connection(_record("c3", "u1", expires_at=PAST))
+    store.add_connection(_record("c4", "u2"))
+    recorder.calls.clear()
+
+    found = store.connections_of_user("u1", now=NOW)
+
+    assert sorted(r.connection_id for r in found) == ["c1", "c2"]
+    assert recorder.operations() == ["query"]
+    assert recorder.calls[0][1]["IndexName"] == "by-user"
+    assert store.connections_of_user("nobody", now=NOW) == []
+
+
+# --- subscriptions --------------------------------------------------------------------------------
+
+
+def test_subscriptions_add_remove_topics_of_and_subscribers(store: DynamoDBConnectionStore) -> None:
+    store.add_subscriptions("c1", ["quote:AAPL", "channel:indices"], expires_at=LATER)
+    store.add_subscriptions("c2", ["quote:AAPL"], expires_at=LATER)
+
+    assert sorted(store.topics_of("c1", now=NOW)) == ["channel:indices", "quote:AAPL"]
+    assert sorted(store.subscribers("quote:AAPL", now=NOW)) == ["c1", "c2"]
+    assert store.subscribers("channel:indices", now=NOW) == ["c1"]
+
+    store.remove_subscriptions("c1", ["quote:AAPL"])
+
+    assert store.topics_of("c1", now=NOW) == ["channel:indices"]
+    assert store.subscribers("quote:AAPL", now=NOW) == ["c2"]
+    assert store.subscribers("quote:NONE", now=NOW) == []
+
+
+def test_subscription_items_carry_expiry_and_creation_time(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER)
+
+    item = dynamodb.get_item(TableName=SUBSCRIPTIONS, Key={"topic": {"S": "quote:AAPL"}, "connection_id": {"S": "c1"}})[
+        "Item"
+    ]
+    assert item["expires_at"] == {"N": str(LATER)}
+    assert datetime.fromisoformat(item["created_at"]["S"]) == datetime.fromtimestamp(NOW, tz=UTC)
+
+
+def test_expired_subscriptions_are_filtered(store: DynamoDBConnectionStore) -> None:
+    store.add_subscriptions("alive", ["quote:AAPL"], expires_at=LATER)
+    store.add_subscriptions("dead", ["quote:AAPL", "quote:MSFT"], expires_at=PAST)
+
+    assert store.subscribers("quote:AAPL", now=NOW) == ["alive"]
+    assert store.subscribers("quote:MSFT", now=NOW) == []
+    assert store.topics_of("dead", now=NOW) == []
+    assert store.topics_of("alive", now=NOW) == ["quote:AAPL"]
+
+
+def test_subscribing_twice_and_removing_unknown_are_harmless(store: DynamoDBConnectionStore) -> None:
+    store.add_subscriptions("c1", ["quote:AAPL", "quote:AAPL"], expires_at=LATER)  # duplicate in one call
+    store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER)  # and again
+
+    assert store.subscribers("quote:AAPL", now=NOW) == ["c1"]
+    store.remove_subscriptions("c1", ["quote:NEVER"])
+    store.remove_subscriptions("nobody", ["quote:AAPL"])
+    store.add_subscriptions("c1", [], expires_at=LATER)
+    store.remove_subscriptions("c1", [])
+    assert store.subscribers("quote:AAPL", now=NOW) == ["c1"]
+
+
+def test_more_than_25_topics_are_written_in_chunks(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
+    topics = [f"quote:SYM{i:03d}" for i in range(60)]
+
+    store.add_subscriptions("c1", topics, expires_at=LATER)
+
+    batches = [params for name, params in recorder.calls if name == "batch_write_item"]
+    assert [len(b["RequestItems"][SUBSCRIPTIONS]) for b in batches] == [25, 25, 10]
+    assert sorted(store.topics_of("c1", now=NOW)) == topics
+
+    recorder.calls.clear()
+    store.remove_subscriptions("c1", topics[:55])
+
+    assert [name for name in recorder.operations()] == ["batch_write_item"] * 3
+    assert sorted(store.topics_of("c1", now=NOW)) == topics[55:]
+
+
+def test_unprocessed_items_are_retried_with_backoff(dynamodb: Any) -> None:
+    throttled = RecordingClient(dynamodb, unprocessed_rounds=3)
+    sleeps: list[float] = []
+    store = _store(throttled, sleep=sleeps.append, backoff_base_seconds=0.05, backoff_cap_seconds=0.15)
+    topics = [f"quote:T{i}" for i in range(5)]
+
+    store.add_subscriptions("c1", topics, expires_at=LATER)
+
+    assert throttled.operations().count("batch_write_item") == 4
+    assert sleeps == [0.05, 0.1, 0.15]  # exponential, capped
+    assert sorted(store.topics_of("c1", now=NOW)) == topics
+
+
+def test_items_still_unprocessed_after_the_last_attempt_raise(dynamodb: Any) -> None:
+    throttled = RecordingClient(dynamodb, unprocessed_rounds=100)
+    store = _store(throttled, batch_attempts=3)
+
+    with pytest.raises(StoreUnavailable) as caught:
+        store.add_subscriptions("c1", [f"quote:T{i}" for i in range(10)], expires_at=LATER)
+
+    assert throttled.operations().count("batch_write_item") == 3
+    assert caught.value.status_code == 503
+    assert caught.value.code == "store_unavailable"
+
+
+# --- fan-out reads --------------------------------------------------------------------------------
+
+
+def test_subscribers_is_one_paginated_query_never_a_scan(recorder: RecordingClient) -> None:
+    store = _store(recorder, page_size=100)
+    ids = [f"conn-{i:04d}" for i in range(1_100)]
+    for connection_id in ids:
+        store.add_subscriptions(connection_id, ["quote:AAPL"], expires_at=LATER)
+    store.add_subscriptions("gone", ["quote:AAPL"], expires_at=PAST)
+    store.add_subscriptions("other", ["quote:MSFT"], expires_at=LATER)
+    recorder.calls.clear()
+
+    found = store.subscribers("quote:AAPL", now=NOW)
+
+    assert sorted(found) == ids
+    assert set(recorder.operations()) == {"query"}
+    assert len(recorder.calls) == 12  # 1,101 items in pages of 100: LastEvaluatedKey was followed
+    first = recorder.calls[0][1]
+    assert "IndexName" not in first  # the base table's partition key
+    assert first["ProjectionExpression"] == "#connection_id"
+    assert first["ExpressionAttributeNames"]["#connection_id"] == "connection_id"
+
+
+def test_subscribers_over_default_pages(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
+    # No Limit: moto's own paging (if any) must be followed as well.
+    for i in range(1_100):
+        store.add_subscriptions(f"conn-{i:04d}", ["channel:indices"], expires_at=LATER)
+    recorder.calls.clear()
+
+    assert len(store.subscribers("channel:indices", now=NOW)) == 1_100
+    assert set(recorder.operations()) == {"query"}
+
+
+def test_topics_of_is_a_paginated_query_on_the_by_connection_index(recorder: RecordingClient) -> None:
+    store = _store(recorder, page_size=3)
+    topics = [f"quote:S{i:02d}" for i in range(10)]
+    store.add_subscriptions("c1", topics, expires_at=LATER)
+    recorder.calls.clear()
+
+    assert sorted(store.topics_of("c1", now=NOW)) == topics
+    assert set(recorder.operations()) == {"query"}
+    assert len(recorder.calls) == 4
+    assert all(params["IndexName"] == "by-connection" for _, params in recorder.calls)
+
+
+# --- remove_connection ----------------------------------------------------------------------------
+
+
+def test_remove_connection_deletes_every_subscription_and_counts_them(recorder: RecordingClient, dynamodb: Any) -> None:
+    store = _store(recorder, page_size=7)
+    store.add_connection(_record("c1"))
+    alive = [f"quote:A{i:02d}" for i in range(30)]
+    store.add_subscriptions("c1", alive, expires_at=LATER)
+    store.add_subscriptions("c1", ["quote:OLD1", "quote:OLD2"], expires_at=PAST)  # expired: removed too
+    store.add_subscriptions("c2", ["quote:A00"], expires_at=LATER)
+    recorder.calls.clear()
+
+    removed = store.remove_connection("c1")
+
+    assert removed == 32
+    assert "scan" not in recorder.operations()
+    assert store.get_connection("c1", now=PAST - 1) is None
+    remaining = dynamodb.scan(TableName=SUBSCRIPTIONS)["Items"]
+    assert [(i["topic"]["S"], i["connection_id"]["S"]) for i in remaining] == [("quote:A00", "c2")]
+
+
+def test_remove_connection_is_idempotent(store: DynamoDBConnectionStore) -> None:
+    store.add_connection(_record("c1"))
+    store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER)
+
+    assert store.remove_connection("c1") == 1
+    assert store.remove_connection("c1") == 0
+    assert store.remove_connection("never-seen") == 0
+
+
+# --- stats ----------------------------------------------------------------------------------------
+
+
+def test_stats_counts_live_connections_users_and_top_topics(recorder: RecordingClient) -> None:
+    store = _store(recorder, page_size=2)
+    store.add_connection(_record("c1", "u1"))
+    store.add_connection(_record("c2", "u1"))
+    store.add_connection(_record("c3", "u2"))
+    store.add_connection(_record("c4", "u3", expires_at=PAST))
+    store.add_subscriptions("c1", ["quote:AAPL", "quote:MSFT", "channel:indices"], expires_at=LATER)
+    store.add_subscriptions("c2", ["quote:AAPL", "quote:MSFT", "channel:sectors"], expires_at=LATER)
+    store.add_subscriptions("c3", ["quote:AAPL", "channel:indices"], expires_at=LATER)
+    store.add_subscriptions("c4", ["quote:TSLA"], expires_at=PAST)
+    store.add_subscriptions("c5", ["quote:TSLA"], expires_at=PAST)
+    recorder.calls.clear()
+
+    stats = store.stats(now=NOW, top=3)
+
+    assert stats.open_connections == 3
+    assert stats.distinct_users == 2
+    # Ties (indices and MSFT both 2) by topic name; TSLA only has expired subscribers.
+    assert list(stats.subscribers_by_topic.items()) == [("quote:AAPL", 3), ("channel:indices", 2), ("quote:MSFT", 2)]
+    assert set(recorder.operations()) == {"scan"}
+    assert len(recorder.calls) > 2  # paginated
+    assert store.stats(now=NOW, top=0).subscribers_by_topic == {}
+
+
+def test_stats_of_empty_tables(store: DynamoDBConnectionStore) -> None:
+    stats = store.stats(now=NOW, top=10)
+    assert (stats.open_connections, stats.distinct_users, dict(stats.subscribers_by_topic)) == (0, 0, {})
+
+
+# --- expressions and errors -----------------------------------------------------------------------
+
+
+def test_values_with_quotes_and_colons_are_never_spliced(
+    store: DynamoDBConnectionStore, recorder: RecordingClient
+) -> None:
+    topics = ["quote:BRK-B", "channel:indices", "quote:X' OR '1'='1", 'channel:"a":b', "#expires_at :now"]
+    store.add_connection(_record("c:1'\"", "user:'1\""))
+    store.add_subscriptions("c:1'\"", topics, expires_at=LATER)
+
+    assert sorted(store.topics_of("c:1'\"", now=NOW)) == sorted(topics)
+    for topic in topics:
+        assert store.subscribers(topic, now=NOW) == ["c:1'\""]
+    assert [r.connection_id for r in store.connections_of_user("user:'1\"", now=NOW)] == ["c:1'\""]
+    assert store.stats(now=NOW, top=10).subscribers_by_topic == dict.fromkeys(sorted(topics), 1)
+    assert store.remove_connection("c:1'\"") == len(topics)
+
+    expressions = [value for _, params in recorder.calls for key, value in params.items() if key.endswith("Expression")]
+    assert expressions
+    for expression in expressions:
+        # Only placeholders, commas and operators: no name or value written into the text.
+        assert _EXPRESSION_TOKEN.fullmatch(expression), expression
+
+
+def test_unreachable_endpoint_raises_store_unavailable(clean_env: pytest.MonkeyPatch) -> None:
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+    store = DynamoDBConnectionStore(client, CONNECTIONS, SUBSCRIPTIONS)
+
+    for call in (
+        lambda: store.get_connection("c1", now=NOW),
+        lambda: store.subscribers("quote:AAPL", now=NOW),
+        lambda: store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER),
+        lambda: store.remove_connection("c1"),
+        lambda: store.stats(now=NOW, top=5),
+    ):
+        with pytest.raises(StoreUnavailable) as caught:
+            call()
+        assert caught.value.status_code == 503
+        assert caught.value.code == "store_unavailable"
+        assert caught.value.__cause__ is not None
+
+
+def test_a_client_error_raises_store_unavailable_without_item_contents(dynamodb: Any) -> None:
+    store = DynamoDBConnectionStore(dynamodb, "no-such-table", "no-such-subscriptions")
+
+    with pytest.raises(StoreUnavailable) as caught:
+        store.add_connection(_record("secret-connection", "secret-user"))
+
+    assert "ResourceNotFoundException" in caught.value.message
+    assert "secret" not in caught.value.message
+    assert type(caught.value.__cause__).__name__ == "ResourceNotFoundException"
