@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api
+.PHONY: install run test lint format token redis clean load load-api load-ws bench
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -34,13 +34,22 @@ lint: install
 	$(BIN)/mypy
 
 # Load tests (locust, the spec's tool): start a local stack of their own, run headless, print numbers.
-# USERS and SECONDS override the defaults (50 users, 60 s per run; the API runs cold, then warm).
+# USERS, WS_USERS and SECONDS override the defaults (API: 50 users, cold then warm; WebSocket: 500
+# connections; 60 s per run).
 USERS ?= 50
+WS_USERS ?= 500
 SECONDS ?= 60
-load: load-api
+load: load-api load-ws
 
 load-api: install redis
 	$(BIN)/python -m tests.load.run_api_load --users $(USERS) --seconds $(SECONDS)
+
+load-ws: install redis
+	$(BIN)/python -m tests.load.run_ws_load --users $(WS_USERS) --seconds $(SECONDS)
+
+# Benchmarks (scripts that print numbers measured in one run; not timed tests).
+bench: install redis
+	$(BIN)/python -m tests.bench.bench_websocket_fanout
 
 format: install
 	$(BIN)/ruff format .

@@ -6,8 +6,9 @@ turned back into an HTTP response with API Gateway's own answers for its own fai
 route, 413, 502, 504). The event loop only moves bytes: it never runs a handler.
 
 The WebSocket API (the spec's /api/v1/market/ws/* paths) and its management API
-(POST/GET/DELETE /@connections/{id}) are meant to share this server and port: `build_app` takes
-route registrars that are applied before the REST catch-all.
+(POST/GET/DELETE /@connections/{id}) share this server and port (infra.local.websocket): `build_app`
+takes route registrars that are applied before the REST catch-all, and a registrar's handler can
+hand a request it does not take to `handle_rest`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ _DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "c
 class Invoker(Protocol):
     """What the gateway invokes: infra.local.lambda_runtime.LambdaPool, or a fake in tests."""
 
-    async def invoke(self, event: dict[str, Any]) -> dict[str, Any]: ...
+    async def invoke(self, event: dict[str, Any], *, handler: str | None = None) -> dict[str, Any]:
+        """Invoke `handler` (an app module attribute; None: the Chalice app, i.e. the REST API)."""
+        ...
 
 
 class MalformedProxyResponse(Exception):

@@ -150,11 +150,19 @@ def _load_app() -> ModuleType:
     return _app_module
 
 
-def invoke(event: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
-    """Run one invocation of the app's handler in this worker and return its (JSON) result."""
-    chalice_app = _load_app().app
+def invoke(event: dict[str, Any], timeout_seconds: float, handler: str | None = None) -> dict[str, Any]:
+    """Run one invocation in this worker and return its (JSON) result.
+
+    `handler` names an attribute of the app module (a WebSocket handler such as "on_ws_connect", a
+    function of its own on AWS); None is the Chalice app object itself, the REST API's function.
+    """
+    module = _load_app()
+    chalice_app = module.app
+    target = chalice_app if handler is None else getattr(module, handler)
+    # As `chalice deploy` names them: the REST function <app>-<stage>, the others <app>-<stage>-<name>.
+    function_name = f"{chalice_app.app_name}-{os.environ.get('STAGE', 'local')}"
     context = LambdaContext(
-        function_name=f"{chalice_app.app_name}-{os.environ.get('STAGE', 'local')}",
+        function_name=function_name if handler is None else f"{function_name}-{handler}",
         timeout_seconds=timeout_seconds,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         log_stream_name=_log_stream,
@@ -167,7 +175,7 @@ def invoke(event: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout_seconds)
     try:
-        result = chalice_app(event, context)
+        result = target(event, context)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -210,11 +218,12 @@ class LambdaPool:
             initargs=(str(self._app_root),),
         )
 
-    async def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Invoke the function; raises LambdaTimeout past the timeout, or the handler's exception."""
+    async def invoke(self, event: dict[str, Any], *, handler: str | None = None) -> dict[str, Any]:
+        """Invoke the function (`handler`: an app module attribute, None for the Chalice app, i.e.
+        REST); raises LambdaTimeout past the timeout, or the handler's exception."""
         loop = asyncio.get_running_loop()
         executor = self._executor
-        future = loop.run_in_executor(executor, invoke, event, self.timeout_seconds)
+        future = loop.run_in_executor(executor, invoke, event, self.timeout_seconds, handler)
         try:
             # The worker enforces the timeout itself; this bound only covers a handler stuck where
             # SIGALRM cannot interrupt it.
@@ -246,11 +255,22 @@ class LambdaPool:
                 process.join()
 
 
-def route_table(app_root: Path = REPO_ROOT) -> RouteTable:
-    """The app's REST routes, read by importing app.py in this process (cheap: no I/O at import)."""
+def _chalice_app(app_root: Path) -> Any:
     if str(app_root) not in sys.path:
         sys.path.insert(0, str(app_root))
-    chalice_app = importlib.import_module(APP_MODULE).app
+    return importlib.import_module(APP_MODULE).app
+
+
+def websocket_handlers(app_root: Path = REPO_ROOT) -> dict[str, str]:
+    """The app's WebSocket routes: route key ("$connect", "$default", "$disconnect") → the name of the
+    handler's attribute on the app module ("app.on_ws_connect" → "on_ws_connect"). Empty without any."""
+    handlers: Mapping[str, Any] = getattr(_chalice_app(app_root), "websocket_handlers", {})
+    return {route_key: config.handler_string.rsplit(".", 1)[-1] for route_key, config in handlers.items()}
+
+
+def route_table(app_root: Path = REPO_ROOT) -> RouteTable:
+    """The app's REST routes, read by importing app.py in this process (cheap: no I/O at import)."""
+    chalice_app = _chalice_app(app_root)
     routes = []
     for template, entries in chalice_app.routes.items():
         cors_methods = [method for method, entry in entries.items() if entry.cors is not None]

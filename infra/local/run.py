@@ -6,7 +6,9 @@ from infra/template.yaml, then the gateway with its Lambda worker pool. Ctrl-C (
 the gateway and the workers and terminates exactly the processes this started.
 
 Environment: GATEWAY_HOST (127.0.0.1), GATEWAY_PORT (8000), MOTO_PORT (4566), REDIS_URL
-(redis://127.0.0.1:6379/0), LOCAL_REDIS_PORT (6380; used when REDIS_URL does not answer).
+(redis://127.0.0.1:6379/0), LOCAL_REDIS_PORT (6380; used when REDIS_URL does not answer),
+WS_IDLE_TIMEOUT_SECONDS (600) and WS_MAX_CONNECTION_SECONDS (7200): the WebSocket API's idle timeout
+and maximum connection duration (API Gateway's quotas; shorter values for trying them out).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -34,9 +36,10 @@ from aiohttp import web
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import load_settings
 from infra.local import gateway
-from infra.local.lambda_runtime import REPO_ROOT, LambdaPool, route_table
+from infra.local.lambda_runtime import REPO_ROOT, LambdaPool, route_table, websocket_handlers
 from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
+from infra.local.websocket import WebSocketLimits, websocket_registrar
 
 logger = logging.getLogger("infra.local.run")
 
@@ -65,15 +68,21 @@ class StackConfig:
     moto_port: int
     redis_url: str
     local_redis_port: int
+    websocket_limits: WebSocketLimits = field(default_factory=WebSocketLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackConfig:
+        defaults = WebSocketLimits()
         return cls(
             gateway_host=env.get("GATEWAY_HOST") or LOOPBACK,
             gateway_port=_port(env, "GATEWAY_PORT", 8000),
             moto_port=_port(env, "MOTO_PORT", 4566),
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             local_redis_port=_port(env, "LOCAL_REDIS_PORT", 6380),
+            websocket_limits=WebSocketLimits(
+                idle_timeout_seconds=_seconds(env, "WS_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds),
+                max_connection_seconds=_seconds(env, "WS_MAX_CONNECTION_SECONDS", defaults.max_connection_seconds),
+            ),
         )
 
     @property
@@ -92,6 +101,19 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise StartupError(f"{name} must be a TCP port number, got {raw!r}")
     return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise StartupError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 # --- Ports and processes. ---
@@ -216,6 +238,8 @@ def app_environment(config: StackConfig, env: Mapping[str, str]) -> dict[str, st
         "STAGE": STAGE,
         "MARKET_DATA_SOURCE": env.get("MARKET_DATA_SOURCE") or "replay",
         "REDIS_URL": config.redis_url,
+        # Where the WebSocket handlers' apigatewaymanagementapi client posts (this gateway).
+        "WEBSOCKET_MANAGEMENT_ENDPOINT": config.gateway_url,
     }
 
 
@@ -241,12 +265,12 @@ def ensure_redis(config: StackConfig, stack: contextlib.ExitStack) -> tuple[str,
 
 def banner(config: StackConfig, env: Mapping[str, str], redis_started: bool) -> str:
     rest = config.gateway_url + API_BASE_PATH
-    websocket = rest.replace("http://", "ws://", 1) + "/ws/market-data"
+    websocket = rest.replace("http://", "ws://", 1) + "/ws/market-data?token=<dev token>"
     redis_note = "started by make run, persistence off" if redis_started else "already running, reused"
     lines = [
         "Local stack ready (Ctrl-C stops it)",
         f"  REST API     {rest}",
-        f"  WebSocket    {websocket}  (served once the WebSocket issue lands)",
+        f"  WebSocket    {websocket}",
         f"  AWS (moto)   {env['AWS_ENDPOINT_URL']}",
         f"  Redis        {env['REDIS_URL']}  ({redis_note})",
         f"  Data source  {env['MARKET_DATA_SOURCE']}",
@@ -305,7 +329,8 @@ def run(config: StackConfig, stack: contextlib.ExitStack) -> None:
 
     pool = LambdaPool()
     stack.callback(pool.close)
-    app = gateway.build_app(route_table(), pool, stage=STAGE)
+    registrar = websocket_registrar(websocket_handlers(), limits=config.websocket_limits)
+    app = gateway.build_app(route_table(), pool, stage=STAGE, registrars=[registrar])
     asyncio.run(serve_until_signalled(config, app, banner(config, env, redis_started)))
 
 

@@ -28,13 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "loadtest:"
 
 
-def start_stack(port: int) -> tuple[subprocess.Popen[str], str]:
+def start_stack(port: int, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     env = {
         **os.environ,
         "GATEWAY_PORT": str(port),
         "MOTO_PORT": str(free_port()),
         "CACHE_KEY_PREFIX": PREFIX,
         "USER_RATE_LIMIT_PER_MINUTE": "1000000",
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "infra.local.run"],

@@ -210,7 +210,8 @@ class FakeFunction:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    async def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+    async def invoke(self, event: dict[str, Any], *, handler: str | None = None) -> dict[str, Any]:
+        assert handler is None  # the REST API is the Chalice app itself
         self.events.append(event)
         symbol = (event["pathParameters"] or {}).get("symbol")
         if symbol == "CRASH":
