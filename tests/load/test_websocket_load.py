@@ -37,7 +37,8 @@ class WebSocketUser(User):
     def on_start(self) -> None:
         with _numbers_lock:
             number = next(_numbers)
-        url = (self.host or "http://127.0.0.1:8000").replace("http://", "ws://", 1).rstrip("/") + "/api/v1/market/ws/market-data"
+        base = (self.host or "http://127.0.0.1:8000").replace("http://", "ws://", 1).rstrip("/")
+        url = base + "/api/v1/market/ws/market-data"
         self._ws: websocket.WebSocket | None = None
         token = issue_dev_token(f"ws-load-{number}")
         started = time.perf_counter()

@@ -1,0 +1,291 @@
+"""WebSocket streaming end to end over real sockets: the local gateway (emulating API Gateway's WebSocket
+and management APIs), the real Chalice handlers in Lambda worker processes, moto's server for DynamoDB,
+our own Redis, and the replay source. Publishing goes through the same StreamingService.publish the
+refresh jobs call, posting to the gateway's @connections API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import redis
+import requests
+import websocket
+from moto.server import ThreadedMotoServer
+
+from chalicelib.bootstrap import Container
+from chalicelib.models.streaming import quote_update
+from chalicelib.ports import ConnectionRecord, DeliveryStatus
+from chalicelib.settings import ENV_VARS, load_settings
+from infra.local.gateway import GatewayThread, build_app
+from infra.local.lambda_runtime import LambdaPool, route_table, websocket_handlers
+from infra.local.replay.transport import YahooReplayTransport
+from infra.local.run import free_port
+from infra.local.tables import create_tables
+from infra.local.token import issue_dev_token
+from infra.local.websocket import CONNECTION_REGISTRY, WebSocketLimits, websocket_registrar
+
+pytestmark = pytest.mark.integration
+
+JS_DIR = Path(__file__).parent / "js"
+PREFIX = "wsit:"
+_FOREIGN_ENV = [*ENV_VARS, "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN"]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class Stack:
+    def __init__(self, gateway: GatewayThread, env: dict[str, str]) -> None:
+        self.gateway = gateway
+        self.env = env
+        self.ws_url = gateway.url.replace("http://", "ws://") + "/api/v1/market/ws/market-data"
+
+    def publisher(self, tmp_path: Path) -> Container:
+        """A container as a refresh job builds it: the stack's tables, Redis and management endpoint."""
+        settings = load_settings({**self.env, "YFINANCE_CACHE_DIR": str(tmp_path / "yf")})
+        return Container(settings, replay_transport=YahooReplayTransport())
+
+    @property
+    def registry(self) -> Any:
+        return self.gateway._app[CONNECTION_REGISTRY]  # the emulator's own view, for asserts
+
+
+@pytest.fixture(scope="module")
+def stack(moto_endpoint: str, redis_url: str) -> Iterator[Stack]:
+    port = free_port()
+    env = {
+        "STAGE": "local",
+        "MARKET_DATA_SOURCE": "replay",
+        "REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": PREFIX,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "WEBSOCKET_MANAGEMENT_ENDPOINT": f"http://127.0.0.1:{port}",
+        "WS_MAX_CONNECTIONS_PER_USER": "3",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _FOREIGN_ENV:
+            patch.delenv(name, raising=False)
+        for name, value in {
+            **env,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            patch.setenv(name, value)  # before the pool exists: spawned workers inherit it
+        create_tables(boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1"), "local")
+        client = redis.Redis.from_url(redis_url)
+        client.flushdb()
+        client.close()
+        pool = LambdaPool(workers=2)
+        registrar = websocket_registrar(websocket_handlers(), limits=WebSocketLimits(idle_timeout_seconds=30))
+        try:
+            with GatewayThread(build_app(route_table(), pool, registrars=[registrar]), port=port) as gateway:
+                yield Stack(gateway, env)
+        finally:
+            pool.close()
+
+
+def _receive_until(ws: websocket.WebSocket, wanted: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Every message up to and including the first of type ``wanted``."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ws.settimeout(max(0.1, deadline - time.monotonic()))
+        message = json.loads(ws.recv())
+        seen.append(message)
+        if message["type"] == wanted:
+            return seen
+    raise AssertionError(f"no {wanted!r} within {timeout} s; got {[m['type'] for m in seen]}")
+
+
+def _open(stack: Stack, subject: str = "it-user") -> websocket.WebSocket:
+    return websocket.create_connection(f"{stack.ws_url}?token={issue_dev_token(subject)}", timeout=15)
+
+
+@pytest.mark.timeout(120)
+def test_the_specs_javascript_example_gets_acks_snapshots_and_then_updates(stack: Stack, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    assert node is not None, "Node.js runs the spec's JavaScript example (the machine has it; see README)"
+    url = f"{stack.ws_url}?token={issue_dev_token('js-user')}"
+    process = subprocess.Popen(
+        [node, "--experimental-websocket", str(JS_DIR / "harness.js"), str(JS_DIR / "spec_websocket_example.js"), url,
+         "40"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(json.loads(line)) for line in process.stdout or ()], daemon=True).start()
+
+    def next_message(timeout: float = 20) -> dict[str, Any]:
+        return lines.get(timeout=timeout)
+
+    try:
+        received: list[dict[str, Any]] = []
+        acks: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(acks) < 2 and time.monotonic() < deadline:
+            message = next_message()
+            received.append(message)
+            if message.get("type") == "subscribed":
+                acks.append(message)
+        assert len(acks) == 2, received
+        # The two sends may be handled in either order (API Gateway invokes $default concurrently); the
+        # last ack holds the whole set either way.
+        final = max(
+            acks, key=lambda a: len(a["data"]["subscriptions"]["channels"]) + len(a["data"]["subscriptions"]["symbols"])
+        )
+        assert final["data"]["subscriptions"] == {
+            "channels": ["indices", "sentiment"],
+            "symbols": ["AAPL", "GOOGL", "MSFT"],
+        }
+        # Snapshots right after the acks (GOOGL has no recorded price in the replay data: no snapshot).
+        while not {"market_update", "sentiment_update"} <= {m.get("type") for m in received} or {
+            m["data"]["symbol"] for m in received if m.get("type") == "quote_update"
+        } != {"AAPL", "MSFT"}:
+            received.append(next_message())
+        assert all(m["data"]["snapshot"] for m in received if m.get("type", "").endswith("_update"))
+
+        # Then an update, as a refresh job publishes it.
+        publisher = stack.publisher(tmp_path)
+        aapl = publisher.market_data.get_quote("AAPL")
+        report = publisher.streaming.publish([quote_update(aapl)], publisher.broadcaster())
+        assert report.sent == 1
+        while True:
+            message = next_message()
+            if message.get("type") == "quote_update" and not message["data"]["snapshot"]:
+                break
+        assert message["data"]["symbol"] == "AAPL"
+        assert message["data"]["quote"]["price"] == aapl.price
+        assert message["data"]["source"] == "replay"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_connect_without_or_with_a_bad_token_is_refused_before_the_socket_opens(stack: Stack) -> None:
+    for url in (stack.ws_url, f"{stack.ws_url}?token=not-a-jwt"):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, timeout=10)
+        assert refused.value.status_code == 401
+    assert len(stack.registry) == 0
+
+
+def test_per_user_cap_refuses_the_connection_past_the_limit(stack: Stack) -> None:
+    held = [_open(stack, "capped-user") for _ in range(3)]
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            _open(stack, "capped-user")
+        assert refused.value.status_code == 429
+    finally:
+        for ws in held:
+            ws.close()
+
+
+def test_bad_input_gets_an_error_frame_and_the_socket_stays_open(stack: Stack) -> None:
+    ws = _open(stack, "bad-input-user")
+    try:
+        weather = {"type": "subscribe", "data": {"type": "market_data", "channels": ["weather"]}}
+        spaced = {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["A B"]}}
+        for body, code in (
+            ("{nope", "invalid_json"),
+            (json.dumps(weather), "unknown_channel"),
+            (json.dumps(spaced), "invalid_symbol"),
+            (json.dumps({"type": "ping", "pad": "x" * 20_000}), "message_too_large"),
+        ):
+            ws.send(body)
+            (error,) = _receive_until(ws, "error")
+            assert error["data"]["code"] == code
+        ws.send(json.dumps({"type": "ping"}))
+        assert _receive_until(ws, "pong")[-1]["type"] == "pong"
+    finally:
+        ws.close()
+
+
+def test_disconnect_removes_the_connection_and_its_subscriptions(stack: Stack, tmp_path: Path) -> None:
+    ws = _open(stack, "leaving-user")
+    ws.send(json.dumps({"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["QQQ"]}}))
+    _receive_until(ws, "subscribed")
+    store = stack.publisher(tmp_path).connection_store
+    assert len(store.subscribers("quote:QQQ", now=time.time())) == 1
+    ws.close()
+    deadline = time.monotonic() + 10
+    while store.subscribers("quote:QQQ", now=time.time()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.subscribers("quote:QQQ", now=time.time()) == []
+
+
+def test_a_410_during_fan_out_deletes_the_stale_connection(stack: Stack, tmp_path: Path) -> None:
+    """A connection API Gateway has lost without our $disconnect running (so DynamoDB still lists it):
+    the management API answers 410 GoneException, and fan-out deletes it and its subscriptions."""
+    publisher = stack.publisher(tmp_path)
+    store = publisher.connection_store
+    ghost = "Z2hvc3QtY29ubj0="
+    record = ConnectionRecord(ghost, "ghost-user", connected_at=publisher.market_data.get_quote("SPY").retrieved_at,
+                              expires_at=int(time.time()) + 3600)  # fmt: skip
+    store.add_connection(record)
+    store.add_subscriptions(ghost, ["quote:SPY"], expires_at=record.expires_at)
+    live = _open(stack, "live-user")
+    try:
+        live.send(json.dumps({"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["SPY"]}}))
+        _receive_until(live, "subscribed")
+        report = publisher.streaming.publish(
+            [quote_update(publisher.market_data.get_quote("SPY"))], publisher.broadcaster()
+        )
+        assert (report.sent, report.gone) == (1, 1)
+        assert report.gone_connections == [ghost]
+        assert store.get_connection(ghost, now=time.time()) is None
+        assert len(store.subscribers("quote:SPY", now=time.time())) == 1
+        update = _receive_until(live, "quote_update")[-1]
+        while update["data"]["snapshot"]:
+            update = _receive_until(live, "quote_update")[-1]
+        assert update["data"]["symbol"] == "SPY"
+    finally:
+        live.close()
+
+
+def test_the_broadcaster_against_the_management_api(stack: Stack, tmp_path: Path) -> None:
+    """ApiGatewayBroadcaster over real HTTP: SENT to an open connection, GONE for an unknown one."""
+    broadcaster = stack.publisher(tmp_path).broadcaster()
+    before = set(stack.registry.ids())
+    ws = _open(stack, "bc-user")
+    try:
+        (connection_id,) = set(stack.registry.ids()) - before
+        statuses = broadcaster.send_many([(connection_id, b'{"type":"hello"}'), ("bm8tc3VjaC1jb25uPQ=", b"{}")])
+        assert statuses == [DeliveryStatus.SENT, DeliveryStatus.GONE]
+        assert json.loads(ws.recv()) == {"type": "hello"}
+    finally:
+        ws.close()
+
+
+def test_ws_stats_over_rest(stack: Stack) -> None:
+    ws = _open(stack, "stats-user")
+    try:
+        ws.send(json.dumps({"type": "subscribe", "data": {"type": "market_data", "channels": ["sectors"]}}))
+        _receive_until(ws, "subscribed")
+        response = requests.get(
+            f"{stack.gateway.url}/api/v1/market/ws/stats",
+            headers={"Authorization": f"Bearer {issue_dev_token()}"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["open_connections"] >= 1
+        assert {"topic": "channel:sectors", "subscribers": 1} in body["top_topics"]
+    finally:
+        ws.close()
