@@ -130,7 +130,12 @@ def test_the_specs_javascript_example_gets_acks_snapshots_and_then_updates(stack
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     lines: queue.Queue[dict[str, Any]] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(json.loads(line)) for line in process.stdout or ()], daemon=True).start()
+
+    def pump() -> None:
+        for line in process.stdout or ():
+            lines.put(json.loads(line))
+
+    threading.Thread(target=pump, daemon=True).start()
 
     def next_message(timeout: float = 20) -> dict[str, Any]:
         return lines.get(timeout=timeout)
