@@ -217,6 +217,7 @@ class ConnectionRecord:
     expires_at: int  # epoch seconds; DynamoDB's TTL attribute (deletes late: readers filter on it)
     source_ip: str | None = None
     user_agent: str | None = None
+    topics: frozenset[str] = frozenset()  # what it subscribes to (kept on the connection item)
 
 
 @dataclass(frozen=True)
@@ -245,12 +246,16 @@ class ConnectionStore(Protocol):
         """Delete the connection and every subscription of it; returns how many subscriptions went."""
         ...
 
-    def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> None: ...
+    def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> list[str] | None:
+        """Subscribe; returns the connection's whole topic set afterwards, or None for an unknown connection."""
+        ...
 
-    def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> None: ...
+    def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> list[str] | None:
+        """Unsubscribe; returns the remaining topic set, or None for an unknown connection."""
+        ...
 
     def topics_of(self, connection_id: str, *, now: float) -> list[str]:
-        """What one connection subscribes to: one Query on the by-connection index."""
+        """What one connection subscribes to (one consistent read of its record; [] when expired)."""
         ...
 
     def subscribers(self, topic: str, *, now: float) -> list[str]:

@@ -5,9 +5,14 @@ Key design:
 - Connections: PK ``connection_id``; GSI ``by-user`` (``user_id``) for "this user's connections".
 - Subscriptions: PK ``topic``, SK ``connection_id``, so fan-out for one topic is one Query on the
   partition key: it reads exactly that topic's items, however many topics and connections exist. A
-  Scan would read (and bill) the whole table on every broadcast. GSI ``by-connection``
-  (``connection_id``, ``topic``, projecting ``expires_at``) answers "what does X subscribe to" and lets
-  ``remove_connection`` find every item to delete, again without a Scan. Only ``stats`` scans: an
+  Scan would read (and bill) the whole table on every broadcast.
+- Each connection item also holds its topic set (a String Set, ``topics``), maintained with atomic
+  ``ADD``/``DELETE`` updates that return the new set: "what does X subscribe to" is one consistent
+  GetItem, the ack after a subscribe comes from the same UpdateItem that changed it, and
+  ``remove_connection`` knows every subscription item to delete without a query. (The GSI
+  ``by-connection`` of the subscriptions table is eventually consistent, so it could miss an item
+  written a moment before; it stays for the cleanup job's sweep of orphans.) The set is written before
+  the subscription items and removed after them, so it always covers them. Only ``stats`` scans: an
   operator view, never on a hot path.
 - Every item carries ``expires_at`` (epoch seconds), the tables' TTL attribute. DynamoDB's TTL deletes
   late (typically within days, not seconds) and moto never does, so every read filters on
@@ -19,9 +24,6 @@ Key design:
   those are resubmitted with a short, capped exponential backoff, a bounded number of times.
 - SDK failures (ClientError, BotoCoreError: endpoint unreachable, timeouts) become StoreUnavailable
   once, here, ``from`` the original; messages name the operation and AWS error code, never items.
-- The GSIs are eventually consistent: a subscription written milliseconds before ``remove_connection``
-  may be missed. It then lives until its ``expires_at`` (the connection's), is filtered out after that,
-  and a post to the gone connection returns 410, which removes the connection again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,7 +45,6 @@ logger = Logger(child=True)
 
 BATCH_WRITE_LIMIT = 25  # DynamoDB's maximum number of requests in one BatchWriteItem
 BY_USER_INDEX = "by-user"
-BY_CONNECTION_INDEX = "by-connection"
 
 _SDK_FAILURES = (ClientError, BotoCoreError)
 _NOT_EXPIRED = "#expires_at > :now"
@@ -120,24 +121,31 @@ class DynamoDBConnectionStore:
         return [_connection_from_item(item) for item in items]
 
     def remove_connection(self, connection_id: str) -> int:
-        # No expiry filter here: expired subscriptions are removed as well.
-        items = self._paginate(
-            "query",
-            TableName=self._subscriptions,
-            IndexName=BY_CONNECTION_INDEX,
-            KeyConditionExpression="#connection_id = :connection_id",
-            ProjectionExpression="#topic, #connection_id",
-            ExpressionAttributeNames={"#connection_id": "connection_id", "#topic": "topic"},
-            ExpressionAttributeValues={":connection_id": _s(connection_id)},
+        # No expiry filter here: an expired connection's subscriptions are removed as well.
+        response = self._call(
+            "get_item",
+            TableName=self._connections,
+            Key={"connection_id": _s(connection_id)},
+            ConsistentRead=True,
+            ProjectionExpression="#topics",
+            ExpressionAttributeNames={"#topics": "topics"},
         )
-        keys = [{"topic": item["topic"], "connection_id": item["connection_id"]} for item in items]
-        self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
+        topics = sorted(_topic_set(response.get("Item") or {}))
+        self._batch_write(
+            [{"DeleteRequest": {"Key": {"topic": _s(t), "connection_id": _s(connection_id)}}} for t in topics]
+        )
         self._call("delete_item", TableName=self._connections, Key={"connection_id": _s(connection_id)})
-        return len(keys)
+        return len(topics)
 
     # --- subscriptions ----------------------------------------------------------------------------
 
-    def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> None:
+    def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> list[str] | None:
+        wanted = _unique(topics)
+        if not wanted:
+            return self._current_topics(connection_id)
+        current = self._update_topics(connection_id, "ADD", wanted)
+        if current is None:
+            return None
         created_at = _iso_utc(datetime.fromtimestamp(self._clock(), tz=UTC))
         self._batch_write(
             [
@@ -151,34 +159,51 @@ class DynamoDBConnectionStore:
                         }
                     }
                 }
-                for topic in _unique(topics)
+                for topic in wanted
             ]
         )
+        return current
 
-    def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> None:
+    def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> list[str] | None:
+        gone = _unique(topics)
         self._batch_write(
-            [
-                {"DeleteRequest": {"Key": {"topic": _s(topic), "connection_id": _s(connection_id)}}}
-                for topic in _unique(topics)
-            ]
+            [{"DeleteRequest": {"Key": {"topic": _s(t), "connection_id": _s(connection_id)}}} for t in gone]
         )
+        if not gone:
+            return self._current_topics(connection_id)
+        return self._update_topics(connection_id, "DELETE", gone)
 
     def topics_of(self, connection_id: str, *, now: float) -> list[str]:
-        items = self._paginate(
-            "query",
-            TableName=self._subscriptions,
-            IndexName=BY_CONNECTION_INDEX,
-            KeyConditionExpression="#connection_id = :connection_id",
-            FilterExpression=_NOT_EXPIRED,
-            ProjectionExpression="#topic",
-            ExpressionAttributeNames={
-                "#connection_id": "connection_id",
-                "#topic": "topic",
-                "#expires_at": "expires_at",
-            },
-            ExpressionAttributeValues={":connection_id": _s(connection_id), ":now": _now(now)},
+        record = self.get_connection(connection_id, now=now)
+        return sorted(record.topics) if record is not None else []
+
+    def _current_topics(self, connection_id: str) -> list[str] | None:
+        response = self._call(
+            "get_item", TableName=self._connections, Key={"connection_id": _s(connection_id)}, ConsistentRead=True
         )
-        return [item["topic"]["S"] for item in items]
+        item = response.get("Item")
+        return sorted(_topic_set(item)) if item is not None else None
+
+    def _update_topics(self, connection_id: str, action: str, topics: list[str]) -> list[str] | None:
+        """ADD or DELETE topics in the connection's set atomically; the new set, or None if no such
+        connection (the condition keeps an update from creating a bare item)."""
+        try:
+            response = self._client.update_item(
+                TableName=self._connections,
+                Key={"connection_id": _s(connection_id)},
+                UpdateExpression=f"{action} #topics :topics",  # the action is one of two literals
+                ConditionExpression="attribute_exists(#connection_id)",
+                ExpressionAttributeNames={"#topics": "topics", "#connection_id": "connection_id"},
+                ExpressionAttributeValues={":topics": {"SS": topics}},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            return self._translate("update_item", exc)
+        except BotoCoreError as exc:
+            return self._translate("update_item", exc)
+        return sorted(_topic_set(response.get("Attributes") or {}))
 
     def subscribers(self, topic: str, *, now: float) -> list[str]:
         items = self._paginate(
@@ -232,15 +257,19 @@ class DynamoDBConnectionStore:
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _call(self, operation: str, **params: Any) -> Any:
-        """The one place SDK failures become StoreUnavailable."""
         try:
             return getattr(self._client, operation)(**params)
         except _SDK_FAILURES as exc:
-            error_code = (
-                exc.response.get("Error", {}).get("Code", "?") if isinstance(exc, ClientError) else type(exc).__name__
-            )
-            logger.warning("connection store call failed", extra={"operation": operation, "error_code": error_code})
-            raise StoreUnavailable(f"connection store: {operation} failed ({error_code})") from exc
+            self._translate(operation, exc)
+
+    @staticmethod
+    def _translate(operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
+        """The one place SDK failures become StoreUnavailable."""
+        error_code = (
+            exc.response.get("Error", {}).get("Code", "?") if isinstance(exc, ClientError) else type(exc).__name__
+        )
+        logger.warning("connection store call failed", extra={"operation": operation, "error_code": error_code})
+        raise StoreUnavailable(f"connection store: {operation} failed ({error_code})") from exc
 
     def _paginate(self, operation: str, **params: Any) -> Iterator[Item]:
         """Every item of a Query or Scan, following LastEvaluatedKey page by page."""
@@ -305,4 +334,10 @@ def _connection_from_item(item: Item) -> ConnectionRecord:
         expires_at=int(item["expires_at"]["N"]),
         source_ip=item["source_ip"]["S"] if "source_ip" in item else None,
         user_agent=item["user_agent"]["S"] if "user_agent" in item else None,
+        topics=_topic_set(item),
     )
+
+
+def _topic_set(item: Item) -> frozenset[str]:
+    # DynamoDB has no empty sets: deleting the last topic removes the attribute.
+    return frozenset(item.get("topics", {}).get("SS", ()))

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from chalicelib import observability
 from chalicelib.errors import AppError
@@ -54,6 +55,14 @@ logger = observability.logger
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
 MOVERS_SNAPSHOT_LIMIT = 10
+
+
+def _unknown_connection() -> ProtocolError:
+    return ProtocolError("unknown_connection", "this connection is not registered (expired); reconnect")
+
+
+def _ack(kind: Literal["subscribed", "unsubscribed"], topics: list[str]) -> bytes:
+    return encode(AckMessage(type=kind, data=AckData(subscriptions=SubscriptionSet.from_topics(topics))))
 
 
 class TooManyConnections(AppError):
@@ -170,29 +179,24 @@ class StreamingService:
             return [encode(PongMessage(data=PongData(timestamp=datetime.fromtimestamp(now, UTC))))]
         connection = self._store.get_connection(connection_id, now=now)
         if connection is None:
-            raise ProtocolError("unknown_connection", "this connection is not registered (expired); reconnect")
+            raise _unknown_connection()
         if request.action is Action.UNSUBSCRIBE:
-            self._store.remove_subscriptions(connection_id, request.topics)
-            current = self._store.topics_of(connection_id, now=now)
-            return [
-                encode(
-                    AckMessage(type="unsubscribed", data=AckData(subscriptions=SubscriptionSet.from_topics(current)))
-                )
-            ]
-        existing = set(self._store.topics_of(connection_id, now=now))
-        new_topics = [t for t in request.topics if t not in existing]
+            remaining = self._store.remove_subscriptions(connection_id, request.topics)
+            if remaining is None:
+                raise _unknown_connection()
+            return [_ack("unsubscribed", remaining)]
+        new_topics = [t for t in request.topics if t not in connection.topics]
         cap = self._limits.max_subscriptions_per_connection
-        if len(existing) + len(new_topics) > cap:
+        if len(connection.topics) + len(new_topics) > cap:
             raise ProtocolError(
                 "too_many_symbols",
-                f"this connection would hold {len(existing) + len(new_topics)} subscriptions; at most {cap}. "
-                "Unsubscribe from some first.",
+                f"this connection would hold {len(connection.topics) + len(new_topics)} subscriptions; "
+                f"at most {cap}. Unsubscribe from some first.",
             )
-        if new_topics:
-            self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
-        current = sorted(existing | set(new_topics))
-        ack = encode(AckMessage(type="subscribed", data=AckData(subscriptions=SubscriptionSet.from_topics(current))))
-        return [ack, *(update.encoded() for update in self._snapshots(request))]
+        current = self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
+        if current is None:
+            raise _unknown_connection()
+        return [_ack("subscribed", current), *(update.encoded() for update in self._snapshots(request))]
 
     def _snapshots(self, request: ClientRequest) -> list[StreamUpdate]:
         """The current value of each requested item, from the cache (read-through: a miss is fetched once

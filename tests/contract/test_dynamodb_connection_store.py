@@ -18,7 +18,7 @@ from chalicelib.ports import ConnectionRecord, ConnectionStore
 from infra.local.run import free_port
 from infra.local.tables import create_tables, table_definitions
 
-_EXPRESSION_TOKEN = re.compile(r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|=|>|AND))+")
+_EXPRESSION_TOKEN = re.compile(r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|=|>|\(|\)|AND|ADD|DELETE|attribute_exists))+")
 
 NOW = 1_700_000_000.5
 LATER = 1_700_003_600  # an hour after NOW: alive
@@ -91,6 +91,15 @@ def _record(connection_id: str, user_id: str = "u1", *, expires_at: int = LATER,
         expires_at=expires_at,
         **kwargs,
     )
+
+
+def _subscribe(
+    store: DynamoDBConnectionStore, connection_id: str, topics: list[str], *, expires_at: int
+) -> list[str] | None:
+    """Subscribe, first registering the connection (with the same expiry) if it is not there yet."""
+    if store.get_connection(connection_id, now=PAST - 10_000) is None:
+        store.add_connection(_record(connection_id, expires_at=expires_at))
+    return store.add_subscriptions(connection_id, topics, expires_at=expires_at)
 
 
 def test_it_implements_the_port(store: DynamoDBConnectionStore) -> None:
@@ -168,8 +177,8 @@ def test_connections_of_user_queries_the_index_and_filters_expired(
 
 
 def test_subscriptions_add_remove_topics_of_and_subscribers(store: DynamoDBConnectionStore) -> None:
-    store.add_subscriptions("c1", ["quote:AAPL", "channel:indices"], expires_at=LATER)
-    store.add_subscriptions("c2", ["quote:AAPL"], expires_at=LATER)
+    _subscribe(store, "c1", ["quote:AAPL", "channel:indices"], expires_at=LATER)
+    _subscribe(store, "c2", ["quote:AAPL"], expires_at=LATER)
 
     assert sorted(store.topics_of("c1", now=NOW)) == ["channel:indices", "quote:AAPL"]
     assert sorted(store.subscribers("quote:AAPL", now=NOW)) == ["c1", "c2"]
@@ -183,7 +192,7 @@ def test_subscriptions_add_remove_topics_of_and_subscribers(store: DynamoDBConne
 
 
 def test_subscription_items_carry_expiry_and_creation_time(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER)
+    _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)
 
     item = dynamodb.get_item(TableName=SUBSCRIPTIONS, Key={"topic": {"S": "quote:AAPL"}, "connection_id": {"S": "c1"}})[
         "Item"
@@ -193,8 +202,8 @@ def test_subscription_items_carry_expiry_and_creation_time(store: DynamoDBConnec
 
 
 def test_expired_subscriptions_are_filtered(store: DynamoDBConnectionStore) -> None:
-    store.add_subscriptions("alive", ["quote:AAPL"], expires_at=LATER)
-    store.add_subscriptions("dead", ["quote:AAPL", "quote:MSFT"], expires_at=PAST)
+    _subscribe(store, "alive", ["quote:AAPL"], expires_at=LATER)
+    _subscribe(store, "dead", ["quote:AAPL", "quote:MSFT"], expires_at=PAST)
 
     assert store.subscribers("quote:AAPL", now=NOW) == ["alive"]
     assert store.subscribers("quote:MSFT", now=NOW) == []
@@ -203,13 +212,13 @@ def test_expired_subscriptions_are_filtered(store: DynamoDBConnectionStore) -> N
 
 
 def test_subscribing_twice_and_removing_unknown_are_harmless(store: DynamoDBConnectionStore) -> None:
-    store.add_subscriptions("c1", ["quote:AAPL", "quote:AAPL"], expires_at=LATER)  # duplicate in one call
-    store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER)  # and again
+    _subscribe(store, "c1", ["quote:AAPL", "quote:AAPL"], expires_at=LATER)  # duplicate in one call
+    _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)  # and again
 
     assert store.subscribers("quote:AAPL", now=NOW) == ["c1"]
     store.remove_subscriptions("c1", ["quote:NEVER"])
     store.remove_subscriptions("nobody", ["quote:AAPL"])
-    store.add_subscriptions("c1", [], expires_at=LATER)
+    _subscribe(store, "c1", [], expires_at=LATER)
     store.remove_subscriptions("c1", [])
     assert store.subscribers("quote:AAPL", now=NOW) == ["c1"]
 
@@ -217,7 +226,7 @@ def test_subscribing_twice_and_removing_unknown_are_harmless(store: DynamoDBConn
 def test_more_than_25_topics_are_written_in_chunks(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
     topics = [f"quote:SYM{i:03d}" for i in range(60)]
 
-    store.add_subscriptions("c1", topics, expires_at=LATER)
+    _subscribe(store, "c1", topics, expires_at=LATER)
 
     batches = [params for name, params in recorder.calls if name == "batch_write_item"]
     assert [len(b["RequestItems"][SUBSCRIPTIONS]) for b in batches] == [25, 25, 10]
@@ -226,7 +235,7 @@ def test_more_than_25_topics_are_written_in_chunks(store: DynamoDBConnectionStor
     recorder.calls.clear()
     store.remove_subscriptions("c1", topics[:55])
 
-    assert [name for name in recorder.operations()] == ["batch_write_item"] * 3
+    assert recorder.operations() == ["batch_write_item"] * 3 + ["update_item"]
     assert sorted(store.topics_of("c1", now=NOW)) == topics[55:]
 
 
@@ -236,7 +245,7 @@ def test_unprocessed_items_are_retried_with_backoff(dynamodb: Any) -> None:
     store = _store(throttled, sleep=sleeps.append, backoff_base_seconds=0.05, backoff_cap_seconds=0.15)
     topics = [f"quote:T{i}" for i in range(5)]
 
-    store.add_subscriptions("c1", topics, expires_at=LATER)
+    _subscribe(store, "c1", topics, expires_at=LATER)
 
     assert throttled.operations().count("batch_write_item") == 4
     assert sleeps == [0.05, 0.1, 0.15]  # exponential, capped
@@ -248,7 +257,7 @@ def test_items_still_unprocessed_after_the_last_attempt_raise(dynamodb: Any) -> 
     store = _store(throttled, batch_attempts=3)
 
     with pytest.raises(StoreUnavailable) as caught:
-        store.add_subscriptions("c1", [f"quote:T{i}" for i in range(10)], expires_at=LATER)
+        _subscribe(store, "c1", [f"quote:T{i}" for i in range(10)], expires_at=LATER)
 
     assert throttled.operations().count("batch_write_item") == 3
     assert caught.value.status_code == 503
@@ -262,9 +271,9 @@ def test_subscribers_is_one_paginated_query_never_a_scan(recorder: RecordingClie
     store = _store(recorder, page_size=100)
     ids = [f"conn-{i:04d}" for i in range(1_100)]
     for connection_id in ids:
-        store.add_subscriptions(connection_id, ["quote:AAPL"], expires_at=LATER)
-    store.add_subscriptions("gone", ["quote:AAPL"], expires_at=PAST)
-    store.add_subscriptions("other", ["quote:MSFT"], expires_at=LATER)
+        _subscribe(store, connection_id, ["quote:AAPL"], expires_at=LATER)
+    _subscribe(store, "gone", ["quote:AAPL"], expires_at=PAST)
+    _subscribe(store, "other", ["quote:MSFT"], expires_at=LATER)
     recorder.calls.clear()
 
     found = store.subscribers("quote:AAPL", now=NOW)
@@ -281,23 +290,42 @@ def test_subscribers_is_one_paginated_query_never_a_scan(recorder: RecordingClie
 def test_subscribers_over_default_pages(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
     # No Limit: moto's own paging (if any) must be followed as well.
     for i in range(1_100):
-        store.add_subscriptions(f"conn-{i:04d}", ["channel:indices"], expires_at=LATER)
+        _subscribe(store, f"conn-{i:04d}", ["channel:indices"], expires_at=LATER)
     recorder.calls.clear()
 
     assert len(store.subscribers("channel:indices", now=NOW)) == 1_100
     assert set(recorder.operations()) == {"query"}
 
 
-def test_topics_of_is_a_paginated_query_on_the_by_connection_index(recorder: RecordingClient) -> None:
-    store = _store(recorder, page_size=3)
+def test_topics_of_is_one_consistent_read_of_the_connection_record(recorder: RecordingClient) -> None:
+    store = _store(recorder)
     topics = [f"quote:S{i:02d}" for i in range(10)]
-    store.add_subscriptions("c1", topics, expires_at=LATER)
+    _subscribe(store, "c1", topics, expires_at=LATER)
     recorder.calls.clear()
 
-    assert sorted(store.topics_of("c1", now=NOW)) == topics
-    assert set(recorder.operations()) == {"query"}
-    assert len(recorder.calls) == 4
-    assert all(params["IndexName"] == "by-connection" for _, params in recorder.calls)
+    assert store.topics_of("c1", now=NOW) == topics
+    assert recorder.operations() == ["get_item"]
+    assert recorder.calls[0][1]["ConsistentRead"] is True
+
+
+def test_add_and_remove_return_the_whole_current_set(store: DynamoDBConnectionStore) -> None:
+    assert _subscribe(store, "c1", ["quote:MSFT"], expires_at=LATER) == ["quote:MSFT"]
+    assert store.add_subscriptions("c1", ["quote:AAPL", "channel:indices"], expires_at=LATER) == [
+        "channel:indices",
+        "quote:AAPL",
+        "quote:MSFT",
+    ]
+    assert store.remove_subscriptions("c1", ["quote:MSFT", "quote:NEVER"]) == ["channel:indices", "quote:AAPL"]
+    assert store.remove_subscriptions("c1", ["quote:AAPL", "channel:indices"]) == []
+    assert store.add_subscriptions("c1", [], expires_at=LATER) == []
+
+
+def test_subscribing_an_unknown_connection_writes_nothing(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    assert store.add_subscriptions("ghost", ["quote:AAPL"], expires_at=LATER) is None
+    assert store.remove_subscriptions("ghost", ["quote:AAPL"]) is None
+    assert dynamodb.scan(TableName=SUBSCRIPTIONS)["Items"] == []
+    # The update's condition keeps it from creating a bare connection item.
+    assert dynamodb.scan(TableName=CONNECTIONS)["Items"] == []
 
 
 # --- remove_connection ----------------------------------------------------------------------------
@@ -307,9 +335,9 @@ def test_remove_connection_deletes_every_subscription_and_counts_them(recorder: 
     store = _store(recorder, page_size=7)
     store.add_connection(_record("c1"))
     alive = [f"quote:A{i:02d}" for i in range(30)]
-    store.add_subscriptions("c1", alive, expires_at=LATER)
-    store.add_subscriptions("c1", ["quote:OLD1", "quote:OLD2"], expires_at=PAST)  # expired: removed too
-    store.add_subscriptions("c2", ["quote:A00"], expires_at=LATER)
+    _subscribe(store, "c1", alive, expires_at=LATER)
+    _subscribe(store, "c1", ["quote:OLD1", "quote:OLD2"], expires_at=PAST)  # expired: removed too
+    _subscribe(store, "c2", ["quote:A00"], expires_at=LATER)
     recorder.calls.clear()
 
     removed = store.remove_connection("c1")
@@ -323,7 +351,7 @@ def test_remove_connection_deletes_every_subscription_and_counts_them(recorder: 
 
 def test_remove_connection_is_idempotent(store: DynamoDBConnectionStore) -> None:
     store.add_connection(_record("c1"))
-    store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER)
+    _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)
 
     assert store.remove_connection("c1") == 1
     assert store.remove_connection("c1") == 0
@@ -339,11 +367,11 @@ def test_stats_counts_live_connections_users_and_top_topics(recorder: RecordingC
     store.add_connection(_record("c2", "u1"))
     store.add_connection(_record("c3", "u2"))
     store.add_connection(_record("c4", "u3", expires_at=PAST))
-    store.add_subscriptions("c1", ["quote:AAPL", "quote:MSFT", "channel:indices"], expires_at=LATER)
-    store.add_subscriptions("c2", ["quote:AAPL", "quote:MSFT", "channel:sectors"], expires_at=LATER)
-    store.add_subscriptions("c3", ["quote:AAPL", "channel:indices"], expires_at=LATER)
-    store.add_subscriptions("c4", ["quote:TSLA"], expires_at=PAST)
-    store.add_subscriptions("c5", ["quote:TSLA"], expires_at=PAST)
+    _subscribe(store, "c1", ["quote:AAPL", "quote:MSFT", "channel:indices"], expires_at=LATER)
+    _subscribe(store, "c2", ["quote:AAPL", "quote:MSFT", "channel:sectors"], expires_at=LATER)
+    _subscribe(store, "c3", ["quote:AAPL", "channel:indices"], expires_at=LATER)
+    _subscribe(store, "c4", ["quote:TSLA"], expires_at=PAST)
+    _subscribe(store, "c5", ["quote:TSLA"], expires_at=PAST)
     recorder.calls.clear()
 
     stats = store.stats(now=NOW, top=3)
@@ -370,7 +398,7 @@ def test_values_with_quotes_and_colons_are_never_spliced(
 ) -> None:
     topics = ["quote:BRK-B", "channel:indices", "quote:X' OR '1'='1", 'channel:"a":b', "#expires_at :now"]
     store.add_connection(_record("c:1'\"", "user:'1\""))
-    store.add_subscriptions("c:1'\"", topics, expires_at=LATER)
+    _subscribe(store, "c:1'\"", topics, expires_at=LATER)
 
     assert sorted(store.topics_of("c:1'\"", now=NOW)) == sorted(topics)
     for topic in topics:
@@ -398,7 +426,7 @@ def test_unreachable_endpoint_raises_store_unavailable(clean_env: pytest.MonkeyP
     for call in (
         lambda: store.get_connection("c1", now=NOW),
         lambda: store.subscribers("quote:AAPL", now=NOW),
-        lambda: store.add_subscriptions("c1", ["quote:AAPL"], expires_at=LATER),
+        lambda: _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER),
         lambda: store.remove_connection("c1"),
         lambda: store.stats(now=NOW, top=5),
     ):
