@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -91,6 +92,8 @@ class PublishReport:
     gone: int = 0
     failed: int = 0
     gone_connections: list[str] = field(default_factory=list)
+    lookup_seconds: float = 0.0  # finding subscribers and claiming changes
+    send_seconds: float = 0.0  # posting to them
 
     def add(self, other: PublishReport) -> None:
         self.topics += other.topics
@@ -100,6 +103,8 @@ class PublishReport:
         self.gone += other.gone
         self.failed += other.failed
         self.gone_connections.extend(other.gone_connections)
+        self.lookup_seconds += other.lookup_seconds
+        self.send_seconds += other.send_seconds
 
 
 class StreamingService:
@@ -111,12 +116,14 @@ class StreamingService:
         market: MarketDataService,
         limits: StreamingLimits,
         clock: Callable[[], float] = time.time,
+        lookup_concurrency: int = 16,
     ) -> None:
         self._store = store
         self._state = state
         self._market = market
         self._limits = limits
         self._clock = clock
+        self._lookup_concurrency = lookup_concurrency
 
     # --- $connect / $disconnect -------------------------------------------------------------------
 
@@ -233,9 +240,13 @@ class StreamingService:
         # Gather every delivery of the round first, then send them all on one bounded pool: a round of
         # 100 topics with 10 subscribers each is 1,000 concurrent posts, not 100 sequential batches.
         deliveries: list[tuple[str, str, bytes]] = []  # topic, connection id, payload
-        for update in updates:
+        # Subscriber lookups run concurrently too (one Query per topic; a round of 100 topics is 100
+        # Queries): DynamoDB serves them in parallel, and the boto3 client is thread-safe.
+        workers = max(1, min(self._lookup_concurrency, len(updates)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookup") as pool:
+            found = list(pool.map(lambda update: self._store.subscribers(update.topic, now=now), updates))
+        for update, subscribers in zip(updates, found, strict=True):
             report.topics += 1
-            subscribers = self._store.subscribers(update.topic, now=now)
             if not subscribers:
                 # Nobody to tell. The value is not claimed, so a later subscriber's first refresh sends it.
                 report.without_subscribers += 1
@@ -245,7 +256,10 @@ class StreamingService:
                 continue
             payload = update.encoded()
             deliveries.extend((update.topic, connection_id, payload) for connection_id in subscribers)
+        sending = time.monotonic()
+        report.lookup_seconds = sending - started
         statuses = broadcaster.send_many([(connection_id, payload) for _, connection_id, payload in deliveries])
+        report.send_seconds = time.monotonic() - sending
         delivered_topics: set[str] = set()
         for (topic, connection_id, _), status in zip(deliveries, statuses, strict=True):
             if status is DeliveryStatus.SENT:

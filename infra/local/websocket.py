@@ -11,7 +11,8 @@ What `chalice local` lacks and moto gets wrong, emulated over real sockets:
   for is only selected when the $connect result's headers name it in `Sec-WebSocket-Protocol`;
   otherwise the handshake selects none (and browsers give up).
 * $default gets every data message: text as `body`, binary base64-encoded with isBase64Encoded true.
-  Invocations for one connection may run concurrently, as on AWS; a failed one is logged and the
+  Invocations for one connection may run concurrently, as on AWS; a failed one is logged, the client
+  gets API Gateway's `{"message": "Internal server error", "connectionId", "requestId"}` frame, and the
   connection stays open. The result is not sent back (no route response, as Chalice deploys it).
 * $disconnect fires exactly once per connection, whatever closed it, after the connection has been
   unregistered (a post_to_connection from the handler gets 410, as on AWS).
@@ -455,7 +456,13 @@ class WebSocketApi:
                 with contextlib.suppress(Gone):
                     await connection.send(json.dumps(body).encode())
                 return
-            await self._invoke(config, DEFAULT, event, connection.connection_id)
+            outcome = await self._invoke(config, DEFAULT, event, connection.connection_id)
+            if isinstance(outcome, web.Response):
+                # A failed integration: API Gateway tells the client so in a frame; the socket stays open.
+                message = "Endpoint request timed out" if outcome.status == 504 else "Internal server error"
+                body = {"message": message, "connectionId": connection.connection_id, "requestId": request_id}
+                with contextlib.suppress(Gone):
+                    await connection.send(json.dumps(body).encode())
 
         task = asyncio.ensure_future(run())
         self._tasks.add(task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import struct
 import threading
 import time
@@ -285,7 +286,13 @@ def test_a_failed_invocation_leaves_the_connection_open(gateway: Gateway, functi
     client.send("after")
     assert [event["body"] for event in functions.wait_for("$default", 2)] == ["boom", "after"]
     gateway.management().post_to_connection(ConnectionId=connection_id(functions), Data=b"still here")
-    assert client.recv() == "still here"
+    received = [client.recv(), client.recv()]
+    assert "still here" in received
+    (error,) = [json.loads(frame) for frame in received if frame != "still here"]
+    # API Gateway's frame for a failed integration, with the connection and request ids.
+    assert error["message"] == "Internal server error"
+    assert error["connectionId"] == connection_id(functions)
+    assert error["requestId"]
     client.close()
 
 
