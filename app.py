@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Request, Response, WebsocketEvent
+from chalice.app import Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
 
-from chalicelib import bootstrap, ws_api
+from chalicelib import bootstrap, jobs_api, ws_api
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
     OPENAPI_PATH,
@@ -39,9 +39,11 @@ from chalicelib.models.api import (
     SentimentResponse,
     WsStatsQuery,
 )
+from chalicelib.models.jobs import JobRunResponse, JobsStatusResponse
 from chalicelib.models.market import CacheStatsResponse, QuoteResponse, normalize_symbol
 from chalicelib.models.streaming import WsStatsResponse
 from chalicelib.openapi import RouteDoc, document_for
+from chalicelib.services.jobs import Trigger
 from chalicelib.services.market_data import MAX_BATCH_SYMBOLS
 
 app = Chalice(app_name="market-data")
@@ -228,6 +230,39 @@ def get_ws_stats() -> Response:
     return json_response(bootstrap.container().streaming.stats(top=query.top))
 
 
+@route(
+    RouteDoc("/api/v1/market/jobs/status", "GET", "Every scheduled job: schedule, last run, health", JobsStatusResponse)
+)
+def get_jobs_status() -> Response:
+    _no_query()
+    return json_response(bootstrap.container().jobs.status())
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/jobs/{task_id}", "GET", "One job run", JobRunResponse,
+        path_params=(("task_id", "the run's task id (a UUID)"),), errors=(400, 401, 404, 429),
+    )
+)  # fmt: skip
+def get_job_run(task_id: str) -> Response:
+    _no_query()
+    return json_response(bootstrap.container().jobs.get(task_id))
+
+
+@route(
+    RouteDoc(
+        "/api/v1/market/jobs/{job_name}/run", "POST", "Run a job now (admin tokens only)", JobRunResponse,
+        path_params=(("job_name", "refresh_quotes, refresh_indices, refresh_market, refresh_sentiment, ..."),),
+        errors=(401, 403, 404, 429),
+    )
+)  # fmt: skip
+def run_job(job_name: str) -> Response:
+    _no_query()
+    jobs_api.require_admin(app.current_request)
+    run = bootstrap.container().jobs.run(job_name, trigger=Trigger.MANUAL, deadline=_deadline())
+    return json_response(JobRunResponse.of(run))
+
+
 # --- WebSocket API: $connect authenticates, $default takes the spec's messages, $disconnect cleans up.
 
 
@@ -244,6 +279,39 @@ def on_ws_message(event: WebsocketEvent) -> None:
 @app.on_ws_disconnect()
 def on_ws_disconnect(event: WebsocketEvent) -> None:
     ws_api.on_disconnect(event)
+
+
+# --- Scheduled jobs (EventBridge → Lambda), replacing Celery beat. Schedules: chalicelib/jobs_api.py.
+
+
+@app.schedule(jobs_api.schedule_of("refresh_quotes"), name="refresh_quotes")
+def job_refresh_quotes(event: CloudWatchEvent) -> dict[str, Any]:
+    return jobs_api.run_scheduled("refresh_quotes", event, event.context)
+
+
+@app.schedule(jobs_api.schedule_of("refresh_indices"), name="refresh_indices")
+def job_refresh_indices(event: CloudWatchEvent) -> dict[str, Any]:
+    return jobs_api.run_scheduled("refresh_indices", event, event.context)
+
+
+@app.schedule(jobs_api.schedule_of("refresh_market"), name="refresh_market")
+def job_refresh_market(event: CloudWatchEvent) -> dict[str, Any]:
+    return jobs_api.run_scheduled("refresh_market", event, event.context)
+
+
+@app.schedule(jobs_api.schedule_of("refresh_sentiment"), name="refresh_sentiment")
+def job_refresh_sentiment(event: CloudWatchEvent) -> dict[str, Any]:
+    return jobs_api.run_scheduled("refresh_sentiment", event, event.context)
+
+
+@app.schedule(jobs_api.schedule_of("warm_cache"), name="warm_cache")
+def job_warm_cache(event: CloudWatchEvent) -> dict[str, Any]:
+    return jobs_api.run_scheduled("warm_cache", event, event.context)
+
+
+@app.schedule(jobs_api.schedule_of("cleanup"), name="cleanup")
+def job_cleanup(event: CloudWatchEvent) -> dict[str, Any]:
+    return jobs_api.run_scheduled("cleanup", event, event.context)
 
 
 @app.route(OPENAPI_PATH, methods=["GET"])

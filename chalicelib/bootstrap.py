@@ -19,6 +19,7 @@ from requests.adapters import BaseAdapter
 
 from chalicelib.adapters.apigw_broadcaster import ApiGatewayBroadcaster, management_client
 from chalicelib.adapters.dynamodb_connections import DynamoDBConnectionStore
+from chalicelib.adapters.dynamodb_job_runs import DynamoDBJobRunStore
 from chalicelib.adapters.http import build_session
 from chalicelib.adapters.providers.alpha_vantage import AlphaVantageProvider
 from chalicelib.adapters.providers.base import BaseProvider
@@ -32,6 +33,8 @@ from chalicelib.adapters.redis_support import redis_client
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
 from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits
+from chalicelib.services import jobs as job_bodies
+from chalicelib.services.jobs import JobDeps, JobRunner
 from chalicelib.services.market_data import CacheTimings, MarketDataService
 from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
 from chalicelib.services.providers import ProviderInfo, ProvidersService
@@ -214,6 +217,32 @@ class Container:
                 max_subscriptions_per_connection=s.ws_max_subscriptions_per_connection,
                 max_message_bytes=s.ws_max_message_bytes,
             ),
+        )
+
+    @functools.cached_property
+    def job_runs(self) -> DynamoDBJobRunStore:
+        return DynamoDBJobRunStore(self.dynamodb, self.settings.job_runs_table)
+
+    @functools.cached_property
+    def jobs(self) -> JobRunner:
+        from chalicelib.jobs_api import job_specs  # the schedules, read where app.py declares them
+
+        s = self.settings
+        deps = JobDeps(
+            market=self.market_data,
+            streaming=self.streaming,
+            store=self.connection_store,
+            runs=self.job_runs,
+            broadcaster=self.broadcaster,
+            popular_symbols=s.job_popular_symbols,
+        )
+        return JobRunner(
+            specs=job_specs(),
+            bodies={name: functools.partial(body, deps) for name, body in job_bodies.BODIES.items()},
+            runs=self.job_runs,
+            locks=self.cache,
+            retention_seconds=s.job_run_retention_days * 86400,
+            failing_after=s.job_failing_after,
         )
 
     def broadcaster(self, endpoint_from_event: str | None = None) -> Broadcaster:

@@ -262,6 +262,16 @@ class ConnectionStore(Protocol):
         """Connection ids subscribed to ``topic``: one (paginated) Query on the table's partition key."""
         ...
 
+    def subscribed_topics(self, *, now: float) -> list[str]:
+        """Every topic with at least one unexpired subscriber, sorted (what the refresh jobs refresh):
+        a paginated projection Scan, run by the scheduled jobs, never per request."""
+        ...
+
+    def delete_expired(self, *, now: float) -> tuple[int, int]:
+        """Remove connections and subscriptions past their expiry (DynamoDB's TTL deletes late), and
+        subscriptions whose connection no longer exists; returns (connections, subscriptions) removed."""
+        ...
+
     def stats(self, *, now: float, top: int) -> StreamingStats:
         """Counts for /ws/stats (a paginated projection Scan: an operator view, never on a hot path)."""
         ...
@@ -300,4 +310,52 @@ class StreamState(Protocol):
 
     def counts_last_hour(self) -> Mapping[str, int] | None:
         """Totals per counter name over the last 60 minutes; None when the backend is down."""
+        ...
+
+
+# --- scheduled jobs: run records (DynamoDB in AWS) --------------------------------------------------
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of one job, as recorded (and served by /jobs/{task_id})."""
+
+    task_id: str
+    job_name: str
+    trigger: str  # "schedule" or "manual"
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None
+    event_id: str | None = None  # the EventBridge event id (schedule triggers): duplicate deliveries share it
+    expires_at: int = 0  # epoch seconds; the table's TTL attribute (retention), filtered on read
+
+
+class JobRunStore(Protocol):
+    def start(self, run: JobRun) -> bool:
+        """Record a new run (status running or skipped). False when a run with this task id already exists
+        (a duplicate delivery of the same event): nothing is written then."""
+        ...
+
+    def finish(self, run: JobRun) -> None:
+        """Overwrite the run's outcome (status, finished_at, duration, counts, error)."""
+        ...
+
+    def get(self, task_id: str, *, now: float) -> JobRun | None: ...
+
+    def recent(self, job_name: str, *, limit: int, now: float) -> list[JobRun]:
+        """The job's latest runs, newest first: one Query on the by-job index (job_name, started_at)."""
+        ...
+
+    def delete_expired(self, *, now: float) -> int:
+        """Remove runs past their retention (DynamoDB's TTL deletes late); returns how many went."""
         ...

@@ -79,6 +79,9 @@ ENV_VARS: dict[str, str] = {
     "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": "ws_max_subscriptions_per_connection",
     "WS_MAX_MESSAGE_BYTES": "ws_max_message_bytes",
     "WS_FANOUT_CONCURRENCY": "ws_fanout_concurrency",
+    "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
+    "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
+    "JOB_FAILING_AFTER": "job_failing_after",
 }
 _FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 _TABLE_SUFFIXES = {
@@ -95,6 +98,28 @@ def _split_origins(value: Any) -> Any:
             if origin == "*" or not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://dashboard.example.com (no '*')")
         return origins
+    return value
+
+
+# The most-watched US large caps and ETFs (tickers as Yahoo spells them).
+DEFAULT_POPULAR_SYMBOLS = (
+    "AAPL", "MSFT", "NVDA", "GOOGL", "AMZN", "META", "TSLA", "BRK-B", "JPM", "V", "SPY", "QQQ",
+)  # fmt: skip
+
+
+def _split_symbols(value: Any) -> Any:
+    if isinstance(value, str):
+        from chalicelib.errors import ValidationFailed
+        from chalicelib.models.market import normalize_symbol  # local: models import errors, not settings
+
+        symbols = []
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    symbols.append(normalize_symbol(part))
+                except ValidationFailed as exc:
+                    raise ValueError(exc.message) from None
+        return tuple(dict.fromkeys(symbols))
     return value
 
 
@@ -170,6 +195,12 @@ class Settings(BaseModel):
     # The service's own cap on a client message; API Gateway itself closes past 128 KB (code 1009).
     ws_max_message_bytes: int = Field(default=16 * 1024, ge=256, le=128 * 1024)
     ws_fanout_concurrency: int = Field(default=32, ge=1, le=256)
+
+    # Refreshed every minute and warmed every 6 h besides whatever is subscribed (comma-separated).
+    job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(_split_symbols)] = DEFAULT_POPULAR_SYMBOLS
+    job_run_retention_days: int = Field(default=7, ge=1, le=365)
+    # Consecutive failed runs after which /jobs/status calls a job "failing".
+    job_failing_after: int = Field(default=3, ge=1, le=100)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -230,14 +230,25 @@ class MarketDataService:
         the vendors allow. A symbol that fails gets its own error item; the batch itself succeeds."""
         return BatchQuotesResponse(quotes=self._quotes_with_errors(symbols, deadline))
 
-    def refresh_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> dict[str, QuoteResponse]:
-        """Fetch and cache the given (already valid) symbols regardless of freshness (the refresh job)."""
+    def refresh_quotes(
+        self, symbols: Sequence[str], *, deadline: float | None = None, upstream_calls: dict[str, int] | None = None
+    ) -> dict[str, QuoteResponse]:
+        """Fetch and cache the given (already valid) symbols regardless of freshness (the refresh job).
+        Stale copies are not returned: only values fetched now. ``upstream_calls`` (if given) is
+        incremented per vendor called."""
         return {
-            item.symbol: item.quote for item in self._quotes_with_errors(symbols, deadline, force=True) if item.quote
+            item.symbol: item.quote
+            for item in self._quotes_with_errors(symbols, deadline, force=True, upstream_calls=upstream_calls)
+            if item.quote is not None and not item.quote.stale
         }
 
     def _quotes_with_errors(
-        self, raw_symbols: Sequence[str], deadline: float | None, *, force: bool = False
+        self,
+        raw_symbols: Sequence[str],
+        deadline: float | None,
+        *,
+        force: bool = False,
+        upstream_calls: dict[str, int] | None = None,
     ) -> list[BatchQuoteItem]:
         from chalicelib.models.market import normalize_symbol  # local: avoids a cycle in type-only imports
 
@@ -280,6 +291,9 @@ class MarketDataService:
                 for symbol in missing:
                     items[symbol] = self._stale_item(symbol, stale, exc.message)
             else:
+                if upstream_calls is not None:
+                    for vendor, calls in batch.outcome.upstream_calls.items():
+                        upstream_calls[vendor] = upstream_calls.get(vendor, 0) + calls
                 retrieved = datetime.now(UTC)
                 fresh = {
                     symbol: CachedQuote(quote=quote, source=source, retrieved_at=retrieved)
@@ -396,7 +410,9 @@ class MarketDataService:
             served = Served(payload=payload, source=DIRECTORY_SOURCE, retrieved_at=now, cached=False, stale=False)
         return SearchResponse(**served.payload.model_dump(), **served.provenance())
 
-    def get_movers(self, mover_type: MoverType, limit: int, *, deadline: float | None = None) -> MoversResponse:
+    def get_movers(
+        self, mover_type: MoverType, limit: int, *, deadline: float | None = None, refresh: bool = False
+    ) -> MoversResponse:
         def fetch() -> tuple[MoversPayload, str]:
             movers, source = self._chain.fetch(
                 DataKind.MOVERS,
@@ -408,12 +424,18 @@ class MarketDataService:
             return MoversPayload(type=mover_type, movers=movers, as_of=newest), source
 
         served = self._read_through(
-            "movers", f"market:movers:{mover_type.value}", self._ttl.movers, MoversPayload, fetch, deadline
+            "movers",
+            f"market:movers:{mover_type.value}",
+            self._ttl.movers,
+            MoversPayload,
+            fetch,
+            deadline,
+            force=refresh,
         )
         payload = served.payload.model_copy(update={"movers": served.payload.movers[:limit]})
         return MoversResponse(**payload.model_dump(), **served.provenance())
 
-    def get_indices(self, *, deadline: float | None = None) -> IndicesResponse:
+    def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> IndicesResponse:
         def fetch() -> tuple[IndicesPayload, str]:
             quotes, source, missing = self._quote_set(
                 DataKind.INDICES, [s for s, _ in INDICES], "market indices", deadline
@@ -427,10 +449,12 @@ class MarketDataService:
             as_of = max((q.as_of for q in indices), default=datetime.now(UTC))
             return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
 
-        served = self._read_through("indices", "market:indices", self._ttl.indices, IndicesPayload, fetch, deadline)
+        served = self._read_through(
+            "indices", "market:indices", self._ttl.indices, IndicesPayload, fetch, deadline, force=refresh
+        )
         return IndicesResponse(**served.payload.model_dump(), **served.provenance())
 
-    def get_sectors(self, *, deadline: float | None = None) -> SectorsResponse:
+    def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
         def fetch() -> tuple[SectorsPayload, str]:
             etfs = [etf for _, etf in SECTOR_ETFS]
             quotes, source, _ = self._quote_set(DataKind.SECTORS, etfs, "sector performance", deadline)
@@ -453,10 +477,12 @@ class MarketDataService:
                 as_of=max((q.as_of for q in quotes.values()), default=datetime.now(UTC)),
             ), source
 
-        served = self._read_through("sectors", "market:sectors", self._ttl.sectors, SectorsPayload, fetch, deadline)
+        served = self._read_through(
+            "sectors", "market:sectors", self._ttl.sectors, SectorsPayload, fetch, deadline, force=refresh
+        )
         return SectorsResponse(**served.payload.model_dump(), **served.provenance())
 
-    def get_sentiment(self, *, deadline: float | None = None) -> SentimentResponse:
+    def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> SentimentResponse:
         def fetch() -> tuple[SentimentPayload, str]:
             indices = self._optional(lambda: self.get_indices(deadline=deadline))
             sectors = self._optional(lambda: self.get_sectors(deadline=deadline))
@@ -470,7 +496,7 @@ class MarketDataService:
             return payload, "+".join(sources)
 
         served = self._read_through(
-            "sentiment", "market:sentiment", self._ttl.sentiment, SentimentPayload, fetch, deadline
+            "sentiment", "market:sentiment", self._ttl.sentiment, SentimentPayload, fetch, deadline, force=refresh
         )
         return SentimentResponse(**served.payload.model_dump(), **served.provenance())
 
@@ -528,6 +554,7 @@ class MarketDataService:
         deadline: float | None,
         *,
         symbol: str | None = None,
+        force: bool = False,
     ) -> Served[P]:
         """Fresh cache hit → served; else one caller per key fetches (others wait for it); on failure
         a stale copy is served if any, else the error (404 for unknown symbols, 503 otherwise)."""
@@ -538,10 +565,13 @@ class MarketDataService:
             return (entry, served) if entry is not None and served is not None else None
 
         found = read()
-        if found is not None and found[0].is_fresh(self._clock()):
+        if force:  # a refresh job: fetch whatever the cache holds, and do not count it as a lookup
+            pass
+        elif found is not None and found[0].is_fresh(self._clock()):
             self._record_lookup(kind, hit=True)
             return found[1]
-        self._record_lookup(kind, hit=False)
+        else:
+            self._record_lookup(kind, hit=False)
 
         token = self._cache.acquire_lock(key, self._timings.lock_ttl_seconds)
         if token is None:

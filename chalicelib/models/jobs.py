@@ -1,0 +1,59 @@
+"""Job runs and job health, as /api/v1/market/jobs/* serves them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AwareDatetime, Field
+
+from chalicelib.models.market import MarketModel
+from chalicelib.ports import JobRun
+
+
+class JobHealth(StrEnum):
+    HEALTHY = "healthy"
+    LATE = "late"  # no run for more than two intervals (plus a minute)
+    FAILING = "failing"  # the last N runs failed
+
+
+class JobRunResponse(MarketModel):
+    task_id: str
+    job_name: str
+    trigger: str = Field(description="schedule or manual")
+    status: str = Field(description="running, succeeded, failed or skipped")
+    started_at: AwareDatetime
+    finished_at: AwareDatetime | None
+    duration_ms: int | None
+    counts: dict[str, int] = Field(description="what the run did: symbols refreshed, upstream calls, messages sent...")
+    error: str | None
+
+    @classmethod
+    def of(cls, run: JobRun) -> JobRunResponse:
+        return cls(
+            task_id=run.task_id,
+            job_name=run.job_name,
+            trigger=run.trigger,
+            status=run.status.value,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            duration_ms=run.duration_ms,
+            counts=dict(run.counts),
+            error=run.error,
+        )
+
+
+class JobStatus(MarketModel):
+    name: str
+    schedule: str = Field(description="the EventBridge schedule expression")
+    description: str
+    interval_seconds: int
+    last_run: JobRunResponse | None
+    last_success_at: AwareDatetime | None
+    next_expected_run: AwareDatetime | None
+    consecutive_failures: int
+    health: JobHealth
+
+
+class JobsStatusResponse(MarketModel):
+    jobs: list[JobStatus]
+    as_of: AwareDatetime

@@ -1,0 +1,365 @@
+"""Scheduled jobs (EventBridge → Lambda, replacing Celery beat): what each does, and how every run is
+guarded and recorded.
+
+Every run, whatever triggered it:
+1. gets a task id. A scheduled run's id is derived from the EventBridge event id, so a duplicate
+   delivery (EventBridge delivers at least once; Lambda retries async invocations) maps onto the same
+   id: the conditional write of the run record fails and the duplicate does no work.
+2. takes the job's lock (Redis, with expiry: a crashed run cannot hold it forever). A second trigger
+   while one runs is recorded as ``skipped``.
+3. runs the body within the invocation's remaining time (minus a margin), then records ``succeeded``
+   with its counts, or ``failed`` with the error. A run that never finished (its Lambda was killed)
+   shows as failed in /jobs/status once its timeout has passed.
+
+Bodies: quote refresh (subscribed + popular symbols, batched, within the shared quotas; publishes
+``quote_update`` for values that changed), indices / market data (sectors, movers) / sentiment refresh
+(``market_update``, ``sector_update``, ``sentiment_update``), cache warming (quotes, profiles and 1y/1d
+history of the popular list) and cleanup (expired connections, subscriptions and job runs).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from chalicelib import observability
+from chalicelib.errors import AppError, NotFound, ValidationFailed
+from chalicelib.models.jobs import JobHealth, JobRunResponse, JobsStatusResponse, JobStatus
+from chalicelib.models.market import Interval, MoverType, Period
+from chalicelib.models.streaming import (
+    QUOTE_TOPIC_PREFIX,
+    StreamUpdate,
+    indices_update,
+    movers_update,
+    sectors_update,
+    sentiment_update,
+)
+from chalicelib.ports import Broadcaster, Cache, ConnectionStore, JobRun, JobRunStore, RunStatus
+from chalicelib.services.market_data import MarketDataService
+from chalicelib.services.streaming import PublishReport, StreamingService
+
+logger = observability.logger
+
+# uuid5 namespace for task ids derived from EventBridge event ids (any fixed UUID would do).
+_TASK_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f7b-9a57-2b8f0f6c9d41")
+_TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+DEADLINE_MARGIN_SECONDS = 3.0
+MOVERS_DEPTH = 25
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    expression: str  # the EventBridge schedule expression
+    interval_seconds: int  # how often it is expected to run (for "late" and "next expected run")
+    description: str
+    timeout_seconds: int = 120  # the function's timeout: a "running" record older than this crashed
+
+
+@dataclass
+class JobContext:
+    """What a job body gets: its deadline and a place to count what it did."""
+
+    deadline: float  # monotonic
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, value: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def add_publish(self, report: PublishReport) -> None:
+        self.add("messages_sent", report.sent)
+        self.add("gone_connections", report.gone)
+        self.add("messages_failed", report.failed)
+        self.add("unchanged", report.unchanged)
+
+
+JobBody = Callable[[JobContext], None]
+
+
+def task_id_for(job_name: str, event_id: str | None) -> str:
+    """Deterministic for a scheduled event (duplicates collide); random for a manual trigger."""
+    if event_id:
+        return str(uuid.uuid5(_TASK_NAMESPACE, f"{job_name}:{event_id}"))
+    return str(uuid.uuid4())
+
+
+def check_task_id(task_id: str) -> str:
+    if not _TASK_ID.match(task_id):
+        raise ValidationFailed("task_id must be a UUID like 3f2b6c1e-8d4a-4b6e-9c1d-2a7e5f8b9c0d")
+    return task_id
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        specs: Sequence[JobSpec],
+        bodies: Mapping[str, JobBody],
+        runs: JobRunStore,
+        locks: Cache,
+        retention_seconds: int,
+        failing_after: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+        self._bodies = bodies
+        self._runs = runs
+        self._locks = locks
+        self._retention = retention_seconds
+        self._failing_after = failing_after
+        self._clock = clock
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def spec(self, name: str) -> JobSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            raise NotFound(f"no job named {name[:40]!r}; jobs: {', '.join(self._specs)}")
+        return spec
+
+    def run(self, name: str, *, trigger: Trigger, event_id: str | None = None, deadline: float | None = None) -> JobRun:
+        spec = self.spec(name)
+        task_id = task_id_for(name, event_id)
+        existing = self._runs.get(task_id, now=self._clock()) if event_id else None
+        if existing is not None:
+            logger.info("duplicate delivery ignored", extra={"job": name, "task_id": task_id})
+            observability.count("JobDuplicate", dimensions={"job": name})
+            return existing
+        started = self._clock()
+        lock = self._locks.acquire_lock(f"job:{name}", spec.timeout_seconds)
+        if lock is None:
+            skipped = self._record(spec, task_id, trigger, event_id, RunStatus.SKIPPED, started)
+            if self._runs.start(skipped):
+                observability.count("JobSkipped", dimensions={"job": name})
+                return skipped
+            return self._runs.get(task_id, now=self._clock()) or skipped
+        try:
+            run = self._record(spec, task_id, trigger, event_id, RunStatus.RUNNING, started)
+            if not self._runs.start(run):  # lost a race with a duplicate delivery
+                return self._runs.get(task_id, now=self._clock()) or run
+            return self._execute(spec, run, deadline)
+        finally:
+            self._locks.release_lock(f"job:{name}", lock)
+
+    def _execute(self, spec: JobSpec, run: JobRun, deadline: float | None) -> JobRun:
+        budget = deadline if deadline is not None else time.monotonic() + spec.timeout_seconds
+        # Keep a margin to record the outcome before the function's timeout: 3 s, or a tenth of a short budget.
+        margin = min(DEADLINE_MARGIN_SECONDS, max(0.0, budget - time.monotonic()) * 0.1)
+        context = JobContext(deadline=budget - margin)
+        began = time.monotonic()
+        status, error = RunStatus.SUCCEEDED, None
+        try:
+            self._bodies[spec.name](context)
+        except AppError as exc:
+            status, error = RunStatus.FAILED, f"{exc.code}: {exc.message}"
+        except Exception as exc:
+            status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            logger.error("job crashed", extra={"job": spec.name, "traceback": traceback.format_exc(limit=8)})
+        except BaseException:
+            # The runtime's own timeout (locally) or an interpreter exit: record, then let it unwind.
+            self._finish(run, RunStatus.FAILED, context, began, "interrupted (timed out)")
+            raise
+        return self._finish(run, status, context, began, error)
+
+    def _finish(self, run: JobRun, status: RunStatus, context: JobContext, began: float, error: str | None) -> JobRun:
+        finished = JobRun(
+            **{
+                **run.__dict__,
+                "status": status,
+                "finished_at": datetime.fromtimestamp(self._clock(), UTC),
+                "duration_ms": int((time.monotonic() - began) * 1000),
+                "counts": dict(context.counts),
+                "error": error[:1000] if error else None,
+            }
+        )
+        self._runs.finish(finished)
+        observability.count("JobRun", dimensions={"job": run.job_name, "status": status.value})
+        observability.milliseconds("JobDuration", finished.duration_ms or 0, dimensions={"job": run.job_name})
+        logger.info(
+            "job finished",
+            extra={"job": run.job_name, "task_id": run.task_id, "status": status.value, "counts": context.counts},
+        )
+        return finished
+
+    def _record(
+        self, spec: JobSpec, task_id: str, trigger: Trigger, event_id: str | None, status: RunStatus, at: float
+    ) -> JobRun:
+        moment = datetime.fromtimestamp(at, UTC)
+        return JobRun(
+            task_id=task_id,
+            job_name=spec.name,
+            trigger=trigger.value,
+            status=status,
+            started_at=moment,
+            finished_at=moment if status is RunStatus.SKIPPED else None,
+            duration_ms=0 if status is RunStatus.SKIPPED else None,
+            event_id=event_id,
+            expires_at=int(at) + self._retention,
+        )
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> JobRunResponse:
+        run = self._runs.get(check_task_id(task_id), now=self._clock())
+        if run is None:
+            raise NotFound(f"no job run {task_id} (unknown, or past its retention)")
+        spec = self._specs.get(run.job_name)
+        return JobRunResponse.of(self._effective(run, spec))
+
+    def _effective(self, run: JobRun, spec: JobSpec | None) -> JobRun:
+        """A run still 'running' past its function's timeout was killed: it failed."""
+        if (
+            run.status is RunStatus.RUNNING
+            and spec is not None
+            and self._clock() > run.started_at.timestamp() + spec.timeout_seconds + DEADLINE_MARGIN_SECONDS
+        ):
+            return JobRun(**{**run.__dict__, "status": RunStatus.FAILED, "error": "did not finish (killed)"})
+        return run
+
+    def status(self) -> JobsStatusResponse:
+        now = self._clock()
+        jobs = []
+        for spec in self._specs.values():
+            runs = [self._effective(r, spec) for r in self._runs.recent(spec.name, limit=20, now=now)]
+            done = [r for r in runs if r.status is not RunStatus.SKIPPED]
+            last = done[0] if done else None
+            last_success = next((r for r in done if r.status is RunStatus.SUCCEEDED), None)
+            consecutive = 0
+            for run in done:
+                if run.status is not RunStatus.FAILED:
+                    break
+                consecutive += 1
+            expected = last.started_at + timedelta(seconds=spec.interval_seconds) if last else None
+            if consecutive >= self._failing_after:
+                health = JobHealth.FAILING
+            elif last is None or now > last.started_at.timestamp() + 2 * spec.interval_seconds + 60:
+                health = JobHealth.LATE
+            else:
+                health = JobHealth.HEALTHY
+            jobs.append(
+                JobStatus(
+                    name=spec.name,
+                    schedule=spec.expression,
+                    description=spec.description,
+                    interval_seconds=spec.interval_seconds,
+                    last_run=JobRunResponse.of(last) if last else None,
+                    last_success_at=last_success.started_at if last_success else None,
+                    next_expected_run=expected,
+                    consecutive_failures=consecutive,
+                    health=health,
+                )
+            )
+        return JobsStatusResponse(jobs=jobs, as_of=datetime.fromtimestamp(now, UTC))
+
+
+# --- the bodies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobDeps:
+    market: MarketDataService
+    streaming: StreamingService
+    store: ConnectionStore
+    runs: JobRunStore
+    broadcaster: Callable[[], Broadcaster]  # built on first use: only jobs that publish need the endpoint
+    popular_symbols: tuple[str, ...]
+    clock: Callable[[], float] = time.time
+
+
+def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
+    """Subscribed + popular symbols, in as few upstream calls as the vendors allow, inside the shared
+    quotas (an exhausted vendor is skipped; what no vendor can take this round waits for the next)."""
+    subscribed = [
+        t.removeprefix(QUOTE_TOPIC_PREFIX)
+        for t in deps.store.subscribed_topics(now=deps.clock())
+        if t.startswith(QUOTE_TOPIC_PREFIX)
+    ]
+    symbols = list(dict.fromkeys([*subscribed, *deps.popular_symbols]))
+    context.add("symbols", len(symbols))
+    context.add("subscribed_symbols", len(subscribed))
+    calls: dict[str, int] = {}
+    quotes = deps.market.refresh_quotes(symbols, deadline=context.deadline, upstream_calls=calls)
+    for vendor, count in calls.items():
+        context.add(f"upstream_calls_{vendor}", count)
+    context.add("refreshed", len(quotes))
+    context.add("not_refreshed", len(symbols) - len(quotes))
+    wanted = set(subscribed)
+    report = deps.streaming.publish_quotes([q for s, q in quotes.items() if s in wanted], deps.broadcaster())
+    context.add_publish(report)
+
+
+def _publish(deps: JobDeps, context: JobContext, updates: list[StreamUpdate]) -> None:
+    context.add("refreshed", len(updates))
+    context.add_publish(deps.streaming.publish(updates, deps.broadcaster()))
+
+
+def refresh_indices(deps: JobDeps, context: JobContext) -> None:
+    _publish(deps, context, [indices_update(deps.market.get_indices(deadline=context.deadline, refresh=True))])
+
+
+def refresh_market(deps: JobDeps, context: JobContext) -> None:
+    """Sectors and movers (the overview is assembled from these caches on request)."""
+    sectors = deps.market.get_sectors(deadline=context.deadline, refresh=True)
+    movers = [deps.market.get_movers(kind, MOVERS_DEPTH, deadline=context.deadline, refresh=True) for kind in MoverType]
+    _publish(deps, context, [sectors_update(sectors), movers_update(*movers)])
+
+
+def refresh_sentiment(deps: JobDeps, context: JobContext) -> None:
+    _publish(deps, context, [sentiment_update(deps.market.get_sentiment(deadline=context.deadline, refresh=True))])
+
+
+def warm_cache(deps: JobDeps, context: JobContext) -> None:
+    """Quotes, profiles and 1y/1d history of the popular list, ahead of traffic (read-through: what is
+    fresh already costs nothing). Stops cleanly at the deadline; the next run picks up the rest."""
+    calls: dict[str, int] = {}
+    context.add("quotes", len(deps.market.refresh_quotes(list(deps.popular_symbols), upstream_calls=calls)))
+    for symbol in deps.popular_symbols:
+        if context.remaining() <= 0:
+            context.add("deferred", 1)
+            continue
+        for name, load in (
+            ("profiles", lambda s: deps.market.get_profile(s, deadline=context.deadline)),
+            ("histories", lambda s: deps.market.get_historical(s, Period.Y1, Interval.D1, deadline=context.deadline)),
+        ):
+            try:
+                load(symbol)
+                context.add(name)
+            except AppError as exc:
+                context.add(f"{name}_failed")
+                logger.info("warming skipped an item", extra={"symbol": symbol, "what": name, "code": exc.code})
+
+
+def cleanup(deps: JobDeps, context: JobContext) -> None:
+    """What DynamoDB's TTL has not deleted yet (it deletes late; reads already filter it out). Cache keys
+    all carry a Redis TTL (values, locks, counters), so no scheme leaves orphans there to sweep."""
+    now = deps.clock()
+    connections, subscriptions = deps.store.delete_expired(now=now)
+    context.add("connections_removed", connections)
+    context.add("subscriptions_removed", subscriptions)
+    context.add("job_runs_removed", deps.runs.delete_expired(now=now))
+
+
+BODIES: dict[str, Callable[[JobDeps, JobContext], None]] = {
+    "refresh_quotes": refresh_quotes,
+    "refresh_indices": refresh_indices,
+    "refresh_market": refresh_market,
+    "refresh_sentiment": refresh_sentiment,
+    "warm_cache": warm_cache,
+    "cleanup": cleanup,
+}
