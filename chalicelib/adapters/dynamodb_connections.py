@@ -11,9 +11,11 @@ Key design:
   GetItem, the ack after a subscribe comes from the same UpdateItem that changed it, and
   ``remove_connection`` knows every subscription item to delete without a query. (The GSI
   ``by-connection`` of the subscriptions table is eventually consistent, so it could miss an item
-  written a moment before; it stays for the cleanup job's sweep of orphans.) The set is written before
+  written a moment before; it is kept for operators and ad-hoc queries.) The set is written before
   the subscription items and removed after them, so it always covers them. Only ``stats`` scans: an
-  operator view, never on a hot path.
+  operator view, never on a hot path; ``subscribed_topics`` and ``delete_expired`` scan too, run by
+  the scheduled jobs only. ``delete_expired`` finds orphan subscriptions (no connection item) with
+  consistent BatchGetItems on the connections table, 100 keys a call, not one GetItem per item.
 - Every item carries ``expires_at`` (epoch seconds), the tables' TTL attribute. DynamoDB's TTL deletes
   late (typically within days, not seconds) and moto never does, so every read filters on
   ``expires_at > now`` itself: ``get_connection`` in code, Queries and Scans with a FilterExpression.
@@ -28,6 +30,7 @@ Key design:
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter
@@ -44,10 +47,12 @@ from chalicelib.ports import ConnectionRecord, StreamingStats
 logger = Logger(child=True)
 
 BATCH_WRITE_LIMIT = 25  # DynamoDB's maximum number of requests in one BatchWriteItem
+BATCH_GET_LIMIT = 100  # DynamoDB's maximum number of keys in one BatchGetItem
 BY_USER_INDEX = "by-user"
 
 _SDK_FAILURES = (ClientError, BotoCoreError)
 _NOT_EXPIRED = "#expires_at > :now"
+_EXPIRED = "#expires_at <= :now"
 
 Item = dict[str, Any]  # a low-level DynamoDB item: attribute name → {"S": ...} / {"N": ...}
 
@@ -220,6 +225,101 @@ class DynamoDBConnectionStore:
             ExpressionAttributeValues={":topic": _s(topic), ":now": _now(now)},
         )
         return [item["connection_id"]["S"] for item in items]
+
+    def subscribed_topics(self, *, now: float) -> list[str]:
+        return sorted(
+            {
+                item["topic"]["S"]
+                for item in self._paginate(
+                    "scan",
+                    TableName=self._subscriptions,
+                    FilterExpression=_NOT_EXPIRED,
+                    ProjectionExpression="#topic",
+                    ExpressionAttributeNames={"#topic": "topic", "#expires_at": "expires_at"},
+                    ExpressionAttributeValues={":now": _now(now)},
+                )
+            }
+        )
+
+    # --- cleanup ----------------------------------------------------------------------------------
+
+    def delete_expired(self, *, now: float) -> tuple[int, int]:
+        # (1) Expired connections, each with the subscriptions its topic set lists. Deleting behind a
+        # Scan is safe: its ExclusiveStartKey need not exist any more.
+        connections = 0
+        subscriptions = 0
+        for item in self._paginate(
+            "scan",
+            TableName=self._connections,
+            FilterExpression=_EXPIRED,
+            ProjectionExpression="#connection_id",
+            ExpressionAttributeNames={"#connection_id": "connection_id", "#expires_at": "expires_at"},
+            ExpressionAttributeValues={":now": _now(now)},
+        ):
+            subscriptions += self.remove_connection(item["connection_id"]["S"])
+            connections += 1
+        # (2) Subscription items that expired on their own, or whose connection item is gone (a
+        # process died between writes, or raced a disconnect). Checked BATCH_GET_LIMIT items at a time.
+        items = self._paginate(
+            "scan",
+            TableName=self._subscriptions,
+            ProjectionExpression="#topic, #connection_id, #expires_at",
+            ExpressionAttributeNames={
+                "#topic": "topic",
+                "#connection_id": "connection_id",
+                "#expires_at": "expires_at",
+            },
+        )
+        floor_now = math.floor(now)
+        pending: list[Mapping[str, Any]] = []
+        while group := list(itertools.islice(items, BATCH_GET_LIMIT)):
+            live = [item for item in group if int(item["expires_at"]["N"]) > floor_now]
+            existing = self._existing_connections({item["connection_id"]["S"] for item in live})
+            stale = [
+                item
+                for item in group
+                if int(item["expires_at"]["N"]) <= floor_now or item["connection_id"]["S"] not in existing
+            ]
+            pending.extend(
+                {"DeleteRequest": {"Key": {"topic": item["topic"], "connection_id": item["connection_id"]}}}
+                for item in stale
+            )
+            full = len(pending) - len(pending) % BATCH_WRITE_LIMIT
+            self._batch_write(pending[:full])
+            subscriptions += full
+            pending = pending[full:]
+        self._batch_write(pending)
+        subscriptions += len(pending)
+        return connections, subscriptions
+
+    def _existing_connections(self, connection_ids: set[str]) -> set[str]:
+        """Which of these (at most BATCH_GET_LIMIT) connections have an item: one consistent
+        BatchGetItem (a connection is written before its subscriptions), plus UnprocessedKeys retries."""
+        found: set[str] = set()
+        if not connection_ids:
+            return found
+        pending: dict[str, Any] = {
+            self._connections: {
+                "Keys": [{"connection_id": _s(connection_id)} for connection_id in sorted(connection_ids)],
+                "ConsistentRead": True,
+                "ProjectionExpression": "#connection_id",
+                "ExpressionAttributeNames": {"#connection_id": "connection_id"},
+            }
+        }
+        for attempt in range(self._batch_attempts):
+            if attempt:
+                self._sleep(min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
+            response = self._call("batch_get_item", RequestItems=pending)
+            found.update(
+                item["connection_id"]["S"] for item in response.get("Responses", {}).get(self._connections, [])
+            )
+            pending = response.get("UnprocessedKeys") or {}
+            if not pending:
+                return found
+        # Unknown is not absent: deleting on a guess could drop a live subscription.
+        left = sum(len(request.get("Keys", [])) for request in pending.values())
+        logger.warning("batch get left keys unprocessed", extra={"unprocessed": left})
+        raise StoreUnavailable(f"connection store: batch_get_item left {left} keys unprocessed")
 
     # --- operator view ----------------------------------------------------------------------------
 

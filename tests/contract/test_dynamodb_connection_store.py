@@ -446,3 +446,225 @@ def test_a_client_error_raises_store_unavailable_without_item_contents(dynamodb:
     assert "ResourceNotFoundException" in caught.value.message
     assert "secret" not in caught.value.message
     assert type(caught.value.__cause__).__name__ == "ResourceNotFoundException"
+
+
+# --- subscribed_topics ----------------------------------------------------------------------------
+
+
+def test_subscribed_topics_lists_topics_with_live_subscribers_sorted_and_unique(recorder: RecordingClient) -> None:
+    store = _store(recorder, page_size=2)
+    _subscribe(store, "c1", ["quote:MSFT", "quote:AAPL", "channel:indices"], expires_at=LATER)
+    _subscribe(store, "c2", ["quote:AAPL", "quote:MSFT"], expires_at=LATER)
+    _subscribe(store, "c3", ["quote:TSLA", "quote:AAPL"], expires_at=PAST)  # TSLA: only expired subscribers
+    _subscribe(store, "c4", ["channel:sectors"], expires_at=int(NOW))  # expires_at <= now: expired
+    recorder.calls.clear()
+
+    topics = store.subscribed_topics(now=NOW)
+
+    assert topics == ["channel:indices", "quote:AAPL", "quote:MSFT"]
+    assert set(recorder.operations()) == {"scan"}
+    assert len(recorder.calls) > 1  # paginated
+    first = recorder.calls[0][1]
+    assert first["TableName"] == SUBSCRIPTIONS
+    assert first["ProjectionExpression"] == "#topic"
+    assert store.subscribed_topics(now=PAST - 1) == [
+        "channel:indices",
+        "channel:sectors",
+        "quote:AAPL",
+        "quote:MSFT",
+        "quote:TSLA",
+    ]
+
+
+def test_subscribed_topics_of_an_empty_table(store: DynamoDBConnectionStore) -> None:
+    assert store.subscribed_topics(now=NOW) == []
+
+
+# --- delete_expired -------------------------------------------------------------------------------
+
+
+def _put_subscription(dynamodb: Any, topic: str, connection_id: str, *, expires_at: int) -> None:
+    """A subscription item written directly, as one left behind by a process that died between writes."""
+    dynamodb.put_item(
+        TableName=SUBSCRIPTIONS,
+        Item={
+            "topic": {"S": topic},
+            "connection_id": {"S": connection_id},
+            "expires_at": {"N": str(expires_at)},
+            "created_at": {"S": "2023-11-14T22:13:20+00:00"},
+        },
+    )
+
+
+def _subscription_keys(dynamodb: Any) -> list[tuple[str, str]]:
+    items = dynamodb.scan(TableName=SUBSCRIPTIONS)["Items"]
+    return sorted((item["topic"]["S"], item["connection_id"]["S"]) for item in items)
+
+
+def _connection_ids(dynamodb: Any) -> list[str]:
+    return sorted(item["connection_id"]["S"] for item in dynamodb.scan(TableName=CONNECTIONS)["Items"])
+
+
+def _untidy_tables(store: DynamoDBConnectionStore, dynamodb: Any) -> tuple[list[tuple[str, str]], int]:
+    """Live, expired and orphaned connections and subscriptions; returns the subscription keys that
+    must survive and how many subscription items must go."""
+    # Live: kept.
+    _subscribe(store, "live1", ["quote:AAPL", "channel:indices"], expires_at=LATER)
+    _subscribe(store, "live2", ["quote:AAPL"], expires_at=LATER)
+    # Expired connections with their subscriptions (2 + 1 + 0 items): removed via remove_connection.
+    _subscribe(store, "old1", ["quote:AAPL", "quote:OLD"], expires_at=PAST)
+    store.add_connection(_record("old2", expires_at=PAST))
+    store.add_subscriptions("old2", ["quote:MSFT"], expires_at=LATER)  # outlives its connection: goes too
+    store.add_connection(_record("old3", expires_at=int(NOW)))  # expires_at <= now, no subscriptions
+    # An expired subscription item of a live connection.
+    _put_subscription(dynamodb, "quote:STALE", "live1", expires_at=PAST)
+    # An expired orphan, and live orphans of connections that do not exist (over one BatchGetItem).
+    _put_subscription(dynamodb, "quote:AAPL", "gone-expired", expires_at=PAST)
+    for i in range(130):
+        _put_subscription(dynamodb, f"quote:O{i % 3}", f"gone-{i:03d}", expires_at=LATER)
+    kept = [("channel:indices", "live1"), ("quote:AAPL", "live1"), ("quote:AAPL", "live2")]
+    return kept, 3 + 1 + 1 + 130
+
+
+def test_delete_expired_removes_expired_and_orphaned_items_and_counts_them(
+    recorder: RecordingClient, dynamodb: Any
+) -> None:
+    store = _store(recorder, page_size=40)
+    kept, removed_subscriptions = _untidy_tables(store, dynamodb)
+    recorder.calls.clear()
+
+    assert store.delete_expired(now=NOW) == (3, removed_subscriptions)
+    calls = list(recorder.calls)
+
+    assert _connection_ids(dynamodb) == ["live1", "live2"]
+    assert _subscription_keys(dynamodb) == kept
+    assert store.topics_of("live1", now=NOW) == ["channel:indices", "quote:AAPL"]
+    assert sorted(store.subscribers("quote:AAPL", now=NOW)) == ["live1", "live2"]
+    # The orphan check is batched: consistent BatchGetItems of at most 100 distinct keys, no GetItem
+    # per subscription (the get_items are remove_connection's, one per expired connection).
+    gets = [params["RequestItems"][CONNECTIONS] for name, params in calls if name == "batch_get_item"]
+    assert len(gets) >= 2
+    assert all(len(get["Keys"]) <= 100 and get["ConsistentRead"] is True for get in gets)
+    assert all(len({k["connection_id"]["S"] for k in get["Keys"]}) == len(get["Keys"]) for get in gets)
+    assert [name for name, _ in calls].count("get_item") == 3
+    writes = [params["RequestItems"][SUBSCRIPTIONS] for name, params in calls if name == "batch_write_item"]
+    assert all(len(write) <= 25 for write in writes)
+    scans = {params["TableName"] for name, params in calls if name == "scan"}
+    assert scans == {CONNECTIONS, SUBSCRIPTIONS}
+
+
+def test_delete_expired_is_idempotent(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    kept, _ = _untidy_tables(store, dynamodb)
+    store.delete_expired(now=NOW)
+
+    assert store.delete_expired(now=NOW) == (0, 0)
+    assert _subscription_keys(dynamodb) == kept
+    assert _connection_ids(dynamodb) == ["live1", "live2"]
+
+
+def test_delete_expired_of_tidy_tables_removes_nothing(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    assert store.delete_expired(now=NOW) == (0, 0)
+    _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)
+
+    assert store.delete_expired(now=NOW) == (0, 0)
+    assert _subscription_keys(dynamodb) == [("quote:AAPL", "c1")]
+
+
+class UnprocessedKeysClient(RecordingClient):
+    """Like RecordingClient, but each throttled BatchGetItem answers only its first ``answered`` keys
+    and hands the rest back as UnprocessedKeys."""
+
+    def __init__(self, client: Any, *, unprocessed_key_rounds: int, answered: int = 1) -> None:
+        super().__init__(client)
+        self.unprocessed_key_rounds = unprocessed_key_rounds
+        self.answered = answered
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name != "batch_get_item":
+            return call
+
+        def throttled(**params: Any) -> Any:
+            if self.unprocessed_key_rounds <= 0:
+                return call(**params)
+            self.unprocessed_key_rounds -= 1
+            (table, request), *_ = params["RequestItems"].items()
+            keys = request["Keys"]
+            answered, rest = keys[: self.answered], keys[self.answered :]
+            if answered:
+                response = call(RequestItems={table: {**request, "Keys": answered}})
+            else:
+                self.calls.append((name, params))
+                response = {"Responses": {}}
+            response["UnprocessedKeys"] = {table: {**request, "Keys": rest}} if rest else {}
+            return response
+
+        return throttled
+
+
+def test_delete_expired_retries_unprocessed_keys_with_backoff(dynamodb: Any) -> None:
+    plain = _store(dynamodb)
+    _subscribe(plain, "live", ["quote:AAPL"], expires_at=LATER)
+    for i in range(4):
+        _put_subscription(dynamodb, "quote:AAPL", f"gone-{i}", expires_at=LATER)
+    throttled = UnprocessedKeysClient(dynamodb, unprocessed_key_rounds=3)
+    sleeps: list[float] = []
+    store = _store(throttled, sleep=sleeps.append, backoff_base_seconds=0.05, backoff_cap_seconds=0.15)
+
+    assert store.delete_expired(now=NOW) == (0, 4)
+
+    assert throttled.operations().count("batch_get_item") == 4
+    assert sleeps == [0.05, 0.1, 0.15]  # exponential, capped
+    assert _subscription_keys(dynamodb) == [("quote:AAPL", "live")]
+
+
+def test_delete_expired_deletes_nothing_it_could_not_check(dynamodb: Any) -> None:
+    plain = _store(dynamodb)
+    _subscribe(plain, "live", ["quote:AAPL"], expires_at=LATER)
+    _put_subscription(dynamodb, "quote:AAPL", "gone", expires_at=LATER)
+    throttled = UnprocessedKeysClient(dynamodb, unprocessed_key_rounds=100, answered=0)
+    store = _store(throttled, batch_attempts=3)
+
+    with pytest.raises(StoreUnavailable) as caught:
+        store.delete_expired(now=NOW)
+
+    assert caught.value.code == "store_unavailable"
+    assert throttled.operations().count("batch_get_item") == 3
+    assert "batch_write_item" not in throttled.operations()
+    assert _subscription_keys(dynamodb) == [("quote:AAPL", "gone"), ("quote:AAPL", "live")]
+
+
+def test_cleanup_expressions_are_placeholders_only(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
+    _subscribe(store, "c:1'\"", ["quote:X' OR '1'='1", "#expires_at :now"], expires_at=PAST)
+    _subscribe(store, "c:2'\"", ['channel:"a":b'], expires_at=LATER)
+    recorder.calls.clear()
+
+    assert store.subscribed_topics(now=NOW) == ['channel:"a":b']
+    assert store.delete_expired(now=NOW) == (1, 2)
+
+    token = re.compile(r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|<=|>))+")
+    expressions = [value for _, params in recorder.calls for key, value in params.items() if key.endswith("Expression")]
+    expressions += [
+        request["ProjectionExpression"]
+        for name, params in recorder.calls
+        if name == "batch_get_item"
+        for request in params["RequestItems"].values()
+    ]
+    assert expressions
+    for expression in expressions:
+        assert token.fullmatch(expression), expression
+
+
+def test_cleanup_on_an_unreachable_endpoint_raises_store_unavailable(clean_env: pytest.MonkeyPatch) -> None:
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+    store = DynamoDBConnectionStore(client, CONNECTIONS, SUBSCRIPTIONS)
+
+    for call in (lambda: store.subscribed_topics(now=NOW), lambda: store.delete_expired(now=NOW)):
+        with pytest.raises(StoreUnavailable) as caught:
+            call()
+        assert caught.value.__cause__ is not None
