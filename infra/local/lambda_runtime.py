@@ -28,6 +28,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
+from chalice.app import ScheduledEventConfig
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -70,6 +72,16 @@ class RouteTable:
     routes: tuple[Route, ...]
     # Content types API Gateway passes base64-encoded (Chalice's api.binary_types).
     binary_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScheduledFunction:
+    """One `@app.schedule` function: its Chalice name, its EventBridge schedule expression and the name
+    of its handler's attribute on the app module ("app.job_cleanup" → "job_cleanup")."""
+
+    name: str
+    expression: str
+    handler: str
 
 
 @dataclass
@@ -266,6 +278,19 @@ def websocket_handlers(app_root: Path = REPO_ROOT) -> dict[str, str]:
     handler's attribute on the app module ("app.on_ws_connect" → "on_ws_connect"). Empty without any."""
     handlers: Mapping[str, Any] = getattr(_chalice_app(app_root), "websocket_handlers", {})
     return {route_key: config.handler_string.rsplit(".", 1)[-1] for route_key, config in handlers.items()}
+
+
+def schedule_handlers(app_root: Path = REPO_ROOT) -> list[ScheduledFunction]:
+    """The app's scheduled functions (Chalice's ScheduledEventConfig event sources), in declaration
+    order; an expression given as a chalice Rate or Cron object is turned into its string form."""
+    functions = []
+    for source in getattr(_chalice_app(app_root), "event_sources", []):
+        if not isinstance(source, ScheduledEventConfig):
+            continue
+        expression = source.schedule_expression
+        text = expression if isinstance(expression, str) else expression.to_string()
+        functions.append(ScheduledFunction(source.name, text, source.handler_string.rsplit(".", 1)[-1]))
+    return functions
 
 
 def route_table(app_root: Path = REPO_ROOT) -> RouteTable:

@@ -2,13 +2,24 @@
 
 In order: port checks, configuration check, moto's server (the AWS endpoint, LocalStack's edge port),
 a Redis (the one at REDIS_URL if it answers, else a redis-server of our own), the DynamoDB tables
-from infra/template.yaml, then the gateway with its Lambda worker pool. Ctrl-C (or SIGTERM) stops
-the gateway and the workers and terminates exactly the processes this started.
+from infra/template.yaml, then the gateway with its Lambda worker pool and the local scheduler (the
+EventBridge rules moto stores but never fires: infra/local/scheduler.py). Ctrl-C (or SIGTERM) stops
+the scheduler, the gateway and the workers and terminates exactly the processes this started.
 
 Environment: GATEWAY_HOST (127.0.0.1), GATEWAY_PORT (8000), MOTO_PORT (4566), REDIS_URL
 (redis://127.0.0.1:6379/0), LOCAL_REDIS_PORT (6380; used when REDIS_URL does not answer),
 WS_IDLE_TIMEOUT_SECONDS (600) and WS_MAX_CONNECTION_SECONDS (7200): the WebSocket API's idle timeout
 and maximum connection duration (API Gateway's quotas; shorter values for trying them out).
+
+Scheduled jobs: each `@app.schedule` function is invoked at its own expression (rates count from the
+stack's start, crons in UTC) with EventBridge's event. LOCAL_SCHEDULE overrides jobs for demos and
+tests, e.g. `LOCAL_SCHEDULE=refresh_quotes=5s,refresh_indices=10s,cleanup=off` (a period in seconds,
+from start; `off` disables the job); LOCAL_SCHEDULER=off disables the scheduler altogether.
+
+Replay clock (MARKET_DATA_SOURCE=replay): REPLAY_STEP_SECONDS (60; 0 freezes the replay) is how often
+quotes of the symbols with a real daily series move on to the next real bar, counted from
+REPLAY_EPOCH (epoch seconds; set to the stack's start unless given), which every worker inherits so
+that all of them are on the same step (infra/local/replay/README.md).
 """
 
 from __future__ import annotations
@@ -36,7 +47,16 @@ from aiohttp import web
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import load_settings
 from infra.local import gateway
-from infra.local.lambda_runtime import REPO_ROOT, LambdaPool, route_table, websocket_handlers
+from infra.local.lambda_runtime import (
+    REPO_ROOT,
+    LambdaPool,
+    ScheduledFunction,
+    route_table,
+    schedule_handlers,
+    websocket_handlers,
+)
+from infra.local.replay.transport import REPLAY_EPOCH_ENV, REPLAY_STEP_ENV, replay_clock_from_env
+from infra.local.scheduler import LocalScheduler, SchedulerSettings, scheduler_registrar, scheduler_settings_from_env
 from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
 from infra.local.websocket import WebSocketLimits, websocket_registrar
@@ -47,6 +67,8 @@ LOOPBACK = "127.0.0.1"
 STAGE = "local"
 REGION = "us-east-1"
 API_BASE_PATH = "/api/v1/market"
+# make run's replay clock: each 1-minute quote refresh sees the next real daily bar.
+DEFAULT_REPLAY_STEP_SECONDS = "60"
 LOCAL_DIR = REPO_ROOT / ".local"
 # Dummy credentials: moto accepts anything, and real ones must never reach it (or AWS by mistake).
 AWS_DUMMY_ENV = {
@@ -230,9 +252,10 @@ def wait_for_redis(url: str, process: subprocess.Popen[bytes], log_path: Path, t
 # --- The stack. ---
 
 
-def app_environment(config: StackConfig, env: Mapping[str, str]) -> dict[str, str]:
+def app_environment(config: StackConfig, env: Mapping[str, str], *, started_at: float | None = None) -> dict[str, str]:
     """Variables the Lambda workers inherit. Table names keep the settings' defaults."""
     return {
+        **replay_clock_environment(env, time.time() if started_at is None else started_at),
         **AWS_DUMMY_ENV,
         "AWS_ENDPOINT_URL": config.aws_endpoint,
         "STAGE": STAGE,
@@ -241,6 +264,26 @@ def app_environment(config: StackConfig, env: Mapping[str, str]) -> dict[str, st
         # Where the WebSocket handlers' apigatewaymanagementapi client posts (this gateway).
         "WEBSOCKET_MANAGEMENT_ENDPOINT": config.gateway_url,
     }
+
+
+def replay_clock_environment(env: Mapping[str, str], started_at: float) -> dict[str, str]:
+    """REPLAY_STEP_SECONDS (default 60) and REPLAY_EPOCH (default: the stack's start), validated."""
+    clock_env = {
+        REPLAY_STEP_ENV: (env.get(REPLAY_STEP_ENV) or "").strip() or DEFAULT_REPLAY_STEP_SECONDS,
+        REPLAY_EPOCH_ENV: (env.get(REPLAY_EPOCH_ENV) or "").strip() or f"{started_at:.3f}",
+    }
+    try:
+        replay_clock_from_env(clock_env)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    return clock_env
+
+
+def scheduler_settings(env: Mapping[str, str], functions: list[ScheduledFunction]) -> SchedulerSettings:
+    try:
+        return scheduler_settings_from_env(env, [function.name for function in functions])
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def check_configuration(env: Mapping[str, str]) -> None:
@@ -263,17 +306,23 @@ def ensure_redis(config: StackConfig, stack: contextlib.ExitStack) -> tuple[str,
     return url, True
 
 
-def banner(config: StackConfig, env: Mapping[str, str], redis_started: bool) -> str:
+def banner(
+    config: StackConfig, env: Mapping[str, str], redis_started: bool, scheduler: LocalScheduler | None = None
+) -> str:
     rest = config.gateway_url + API_BASE_PATH
     websocket = rest.replace("http://", "ws://", 1) + "/ws/market-data?token=<dev token>"
     redis_note = "started by make run, persistence off" if redis_started else "already running, reused"
+    source = env["MARKET_DATA_SOURCE"]
+    if source == "replay" and replay_clock_from_env(env) is not None:
+        source += f"  (quotes step to the next real daily bar every {float(env[REPLAY_STEP_ENV]):g}s)"
     lines = [
         "Local stack ready (Ctrl-C stops it)",
         f"  REST API     {rest}",
         f"  WebSocket    {websocket}",
         f"  AWS (moto)   {env['AWS_ENDPOINT_URL']}",
         f"  Redis        {env['REDIS_URL']}  ({redis_note})",
-        f"  Data source  {env['MARKET_DATA_SOURCE']}",
+        f"  Data source  {source}",
+        f"  Scheduler    {scheduler.describe() if scheduler is not None else 'off (LOCAL_SCHEDULER=off)'}",
     ]
     try:
         token = issue_dev_token()
@@ -287,7 +336,9 @@ def banner(config: StackConfig, env: Mapping[str, str], redis_started: bool) -> 
     return "\n".join(lines)
 
 
-async def serve_until_signalled(config: StackConfig, app: web.Application, ready_message: str) -> None:
+async def serve_until_signalled(
+    config: StackConfig, app: web.Application, ready_message: str, scheduler: LocalScheduler | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -299,6 +350,9 @@ async def serve_until_signalled(config: StackConfig, app: web.Application, ready
             print(ready_message, flush=True)
             await stop.wait()
             logger.info("stopping")
+            if scheduler is not None:
+                # While the gateway still listens: in-flight jobs may post to WebSocket connections.
+                await scheduler.stop()
     except OSError as exc:
         if listening:
             raise
@@ -314,6 +368,8 @@ def run(config: StackConfig, stack: contextlib.ExitStack) -> None:
     require_free_port(LOOPBACK, config.moto_port, "MOTO_PORT")
     env = app_environment(config, os.environ)
     check_configuration({**os.environ, **env})
+    functions = schedule_handlers()
+    schedule = scheduler_settings(os.environ, functions)
 
     moto_log = LOCAL_DIR / "moto.log"
     moto = start_moto(config.moto_port, moto_log)
@@ -329,9 +385,14 @@ def run(config: StackConfig, stack: contextlib.ExitStack) -> None:
 
     pool = LambdaPool()
     stack.callback(pool.close)
-    registrar = websocket_registrar(websocket_handlers(), limits=config.websocket_limits)
-    app = gateway.build_app(route_table(), pool, stage=STAGE, registrars=[registrar])
-    asyncio.run(serve_until_signalled(config, app, banner(config, env, redis_started)))
+    registrars = [websocket_registrar(websocket_handlers(), limits=config.websocket_limits)]
+    scheduler = None
+    if schedule.enabled:
+        scheduler = LocalScheduler(functions, pool, overrides=schedule.overrides, region=REGION)
+        registrars.append(scheduler_registrar(scheduler))
+    app = gateway.build_app(route_table(), pool, stage=STAGE, registrars=registrars)
+    ready = banner(config, env, redis_started, scheduler)
+    asyncio.run(serve_until_signalled(config, app, ready, scheduler))
 
 
 def _ignore_interrupts() -> None:

@@ -3,6 +3,12 @@
 Mounted into the provider's requests.Session (see chalicelib/adapters/http.py), they let the real
 adapter code — yfinance included — run offline: only the bytes on the wire come from disk.
 See README.md beside this file for what is served and where each file came from.
+
+The replay clock (opt-in: REPLAY_STEP_SECONDS > 0) makes successive quotes move: every symbol with a
+real daily series is quoted from bar k of that series at replay step k, where
+k = floor((now - REPLAY_EPOCH) / REPLAY_STEP_SECONDS). REPLAY_EPOCH is shared by every Lambda worker
+of a stack (run.py sets it once), so all of them are on the same step; without it the transport's
+creation time is the origin.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import copy
 import csv
 import functools
 import json
+import math
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -33,6 +41,20 @@ CONSTITUENTS_CSV = DATA_DIR / "sp500_constituents.csv"
 # Placeholder for Yahoo's cookie/crumb handshake: plumbing, not market data (recordings redact it).
 REPLAY_CRUMB = "replay-crumb"
 _NEW_YORK = ZoneInfo("America/New_York")
+REPLAY_STEP_ENV = "REPLAY_STEP_SECONDS"
+REPLAY_EPOCH_ENV = "REPLAY_EPOCH"
+# Static identity fields a recorded v7 item lends to its series' stepped quotes (no market data).
+_IDENTITY_FIELDS = (
+    "shortName",
+    "longName",
+    "displayName",
+    "quoteType",
+    "currency",
+    "exchange",
+    "fullExchangeName",
+    "exchangeTimezoneName",
+    "market",
+)
 
 
 @dataclass(frozen=True)
@@ -104,21 +126,49 @@ def quote_item_from_daily(symbol: str, bars: list[DailyBar], name: str | None) -
     """A v7-quote-shaped item from the last two real daily bars (no value is altered or made up)."""
     last, previous = bars[-1], bars[-2]
     closed_at = datetime.combine(last.day, time(16, 0), tzinfo=_NEW_YORK)
-    change = last.close - previous.close
+    return quote_item_from_bar(symbol, last, previous, market_time=int(closed_at.timestamp()), name=name)
+
+
+def replay_bar_index(step: int, bar_count: int) -> int:
+    """The bar quoted at replay step ``step``: 1, 2, …, last, then 1 again. Bar 0 has no real previous
+    close in its series, so it is only ever bar 1's previous close."""
+    if bar_count < 2:
+        raise ValueError("a replayed series needs at least two bars")
+    return 1 + step % (bar_count - 1)
+
+
+def quote_item_for_step(
+    symbol: str, bars: Sequence[DailyBar], step: int, *, market_time: int, name: str | None
+) -> dict[str, Any]:
+    """A v7-quote-shaped item for replay step ``step``: bar k's close, open, high, low and volume, the
+    previous bar's close, the change between them (all real); ``regularMarketTime`` is the step's
+    wall-clock time, and ``replayBarDate`` the bar's real date."""
+    index = replay_bar_index(step, len(bars))
+    item = quote_item_from_bar(symbol, bars[index], bars[index - 1], market_time=market_time, name=name)
+    item["replayBarDate"] = bars[index].day.isoformat()
+    item["replayStep"] = step
+    return item
+
+
+def quote_item_from_bar(
+    symbol: str, bar: DailyBar, previous: DailyBar, *, market_time: int, name: str | None
+) -> dict[str, Any]:
+    """A v7-quote-shaped item from one real bar and the bar before it (values unchanged)."""
+    change = bar.close - previous.close
     item: dict[str, Any] = {
         "symbol": symbol,
         "quoteType": "INDEX" if symbol.startswith("^") else "EQUITY",
         "marketState": "CLOSED",
         "currency": "USD",
-        "regularMarketPrice": last.close,
+        "regularMarketPrice": bar.close,
         "regularMarketPreviousClose": previous.close,
         "regularMarketChange": change,
         "regularMarketChangePercent": change / previous.close * 100,
-        "regularMarketOpen": last.open,
-        "regularMarketDayHigh": last.high,
-        "regularMarketDayLow": last.low,
-        "regularMarketVolume": last.volume,
-        "regularMarketTime": int(closed_at.timestamp()),
+        "regularMarketOpen": bar.open,
+        "regularMarketDayHigh": bar.high,
+        "regularMarketDayLow": bar.low,
+        "regularMarketVolume": bar.volume,
+        "regularMarketTime": market_time,
     }
     if name:
         item["shortName"] = name
@@ -241,6 +291,56 @@ class Constituent:
     headquarters: str | None
 
 
+def _wall_clock() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class ReplayClock:
+    """Replay step k = floor((now - epoch) / step_seconds), never below 0; epoch in epoch seconds."""
+
+    step_seconds: float
+    epoch: float
+    now: Callable[[], float] = field(default=_wall_clock, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step_seconds < math.inf:
+            raise ValueError(f"{REPLAY_STEP_ENV} must be a positive number of seconds, got {self.step_seconds!r}")
+        if not math.isfinite(self.epoch):
+            raise ValueError(f"{REPLAY_EPOCH_ENV} must be a number of epoch seconds, got {self.epoch!r}")
+
+    def step(self) -> int:
+        return max(0, math.floor((self.now() - self.epoch) / self.step_seconds))
+
+    def step_started_at(self, step: int) -> int:
+        """The wall-clock time (epoch seconds) at which ``step`` began."""
+        return int(self.epoch + step * self.step_seconds)
+
+
+def replay_clock_from_env(env: Mapping[str, str], *, created_at: float | None = None) -> ReplayClock | None:
+    """REPLAY_STEP_SECONDS (unset or 0: None, the frozen replay) and REPLAY_EPOCH (default:
+    ``created_at``, else now). A bad value is a ValueError naming the variable."""
+    raw_step = (env.get(REPLAY_STEP_ENV) or "").strip()
+    try:
+        step_seconds = float(raw_step) if raw_step else 0.0
+    except ValueError:
+        step_seconds = math.nan
+    if step_seconds == 0:
+        return None
+    if not 0 < step_seconds < math.inf:
+        raise ValueError(f"{REPLAY_STEP_ENV} must be a positive number of seconds (0: off), got {raw_step!r}")
+    raw_epoch = (env.get(REPLAY_EPOCH_ENV) or "").strip()
+    if not raw_epoch:
+        return ReplayClock(step_seconds, _wall_clock() if created_at is None else created_at)
+    try:
+        epoch = float(raw_epoch)
+    except ValueError:
+        epoch = math.nan
+    if not math.isfinite(epoch):
+        raise ValueError(f"{REPLAY_EPOCH_ENV} must be a number of epoch seconds, got {raw_epoch!r}")
+    return ReplayClock(step_seconds, epoch)
+
+
 class YahooReplayData:
     """Everything the Yahoo replay knows, loaded once: recorded responses, daily series, constituents."""
 
@@ -325,6 +425,16 @@ class YahooReplayData:
             return quote_item_from_daily(symbol, self.daily[symbol], self.constituents.get(symbol))
         return None
 
+    def stepped_quote_item(self, symbol: str, step: int, *, market_time: int) -> dict[str, Any] | None:
+        """The replay clock's quote for a symbol with a daily series (None without one)."""
+        bars = self.daily.get(symbol)
+        if not bars or len(bars) < 2:
+            return None
+        recorded_item = self.recorded_items.get(symbol) or {}
+        item = quote_item_for_step(symbol, bars, step, market_time=market_time, name=self.constituents.get(symbol))
+        item.update({key: recorded_item[key] for key in _IDENTITY_FIELDS if key in recorded_item})
+        return item
+
     def is_known_without_data(self, symbol: str) -> bool:
         return symbol in self.constituents and self.quote_item(symbol) is None
 
@@ -404,12 +514,28 @@ def _chart_no_data(description: str) -> CannedResponse:
 
 
 class YahooReplayTransport(BaseAdapter):
-    """Answers yfinance's Yahoo calls from YahooReplayData; everything else is a 404 naming the URL."""
+    """Answers yfinance's Yahoo calls from YahooReplayData; everything else is a 404 naming the URL.
 
-    def __init__(self, data: YahooReplayData | None = None) -> None:
+    ``clock``: a ReplayClock stepping quotes through the daily series, None for the frozen replay, or
+    "env" (the default): REPLAY_STEP_SECONDS / REPLAY_EPOCH, read now (see replay_clock_from_env)."""
+
+    def __init__(
+        self, data: YahooReplayData | None = None, *, clock: ReplayClock | Literal["env"] | None = "env"
+    ) -> None:
         super().__init__()
         self._data = data or yahoo_replay_data()
+        self.clock = replay_clock_from_env(os.environ, created_at=_wall_clock()) if clock == "env" else clock
         self.requests_seen: list[str] = []
+
+    def quote_item(self, symbol: str, step: int | None = None) -> dict[str, Any] | None:
+        """The v7 quote item for ``symbol``: with the clock on, a series symbol's bar for the current
+        step (or ``step``, so that one batch answer is all of one step)."""
+        if self.clock is not None and symbol in self._data.daily:
+            step = self.clock.step() if step is None else step
+            stepped = self._data.stepped_quote_item(symbol, step, market_time=self.clock.step_started_at(step))
+            if stepped is not None:
+                return stepped
+        return self._data.quote_item(symbol)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # noqa: ARG002
         url = request.url or ""
@@ -437,7 +563,8 @@ class YahooReplayTransport(BaseAdapter):
 
     def _quote(self, query: Mapping[str, list[str]]) -> CannedResponse:
         symbols = [s.strip().upper() for s in ",".join(query.get("symbols", [])).split(",") if s.strip()]
-        items = [item for item in (self._data.quote_item(s) for s in symbols) if item is not None]
+        step = None if self.clock is None else self.clock.step()
+        items = [item for item in (self.quote_item(s, step) for s in symbols) if item is not None]
         missing_known = [s for s in symbols if self._data.is_known_without_data(s)]
         if not items and missing_known:
             error = {"code": "Not Found", "description": f"replay has no recorded data for {','.join(missing_known)}"}
