@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-ws bench
+.PHONY: install run test lint format token redis clean load load-api load-ws bench bench-freshness
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -50,6 +50,10 @@ load-ws: install redis
 # Benchmarks (scripts that print numbers measured in one run; not timed tests).
 bench: install redis
 	$(BIN)/python -m tests.bench.bench_websocket_fanout
+
+# Quote freshness end to end at the deployed cadence (1-minute refresh): about 5 minutes.
+bench-freshness: install redis
+	$(BIN)/python -m tests.bench.bench_freshness
 
 format: install
 	$(BIN)/ruff format .
