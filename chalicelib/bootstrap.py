@@ -9,6 +9,7 @@ why a deployed stage cannot serve replay data even if misconfigured (Settings al
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from typing import Any
 
@@ -30,6 +31,7 @@ from chalicelib.adapters.redis_cache import RedisCache
 from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
 from chalicelib.adapters.redis_stream_state import RedisStreamState
 from chalicelib.adapters.redis_support import redis_client
+from chalicelib.adapters.secrets import resolve_secrets
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
 from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits
@@ -286,8 +288,22 @@ def container() -> Container:
     global _container
     with _lock:
         if _container is None:
-            _container = Container(load_settings(), replay_transport=_replay_transport)
+            _container = Container(load_settings(_environment_with_secrets()), replay_transport=_replay_transport)
         return _container
+
+
+def _environment_with_secrets() -> dict[str, str]:
+    """os.environ with the *_SECRET_ARN values fetched from Secrets Manager (deployed stages only)."""
+
+    def client() -> Any:
+        return boto3.client(
+            "secretsmanager",
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            config=Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}),
+        )
+
+    return resolve_secrets(os.environ, client)
 
 
 def use_container(replacement: Container | None) -> None:

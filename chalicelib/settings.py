@@ -82,6 +82,11 @@ ENV_VARS: dict[str, str] = {
     "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
     "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
     "JOB_FAILING_AFTER": "job_failing_after",
+    # Resolved into JWT_SECRET, the provider keys and REDIS_URL's password at cold start
+    # (chalicelib/adapters/secrets.py); declared here so a malformed ARN fails naming the variable.
+    "JWT_SECRET_ARN": "jwt_secret_arn",
+    "PROVIDER_KEYS_SECRET_ARN": "provider_keys_secret_arn",
+    "REDIS_AUTH_SECRET_ARN": "redis_auth_secret_arn",
 }
 _FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 _TABLE_SUFFIXES = {
@@ -122,6 +127,8 @@ def _split_symbols(value: Any) -> Any:
         return tuple(dict.fromkeys(symbols))
     return value
 
+
+SECRETS_MANAGER_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
 
 # DynamoDB's own rule for table names.
 TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -201,6 +208,10 @@ class Settings(BaseModel):
     job_run_retention_days: int = Field(default=7, ge=1, le=365)
     # Consecutive failed runs after which /jobs/status calls a job "failing".
     job_failing_after: int = Field(default=3, ge=1, le=100)
+
+    jwt_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
+    provider_keys_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
+    redis_auth_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
