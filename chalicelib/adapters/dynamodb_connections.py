@@ -22,10 +22,10 @@ Key design:
   ``remove_connection`` is the one read that does not filter: it removes expired items too.
 - Every expression names attributes through ExpressionAttributeNames and values through
   ExpressionAttributeValues; nothing is spliced into expression text (topics contain colons).
-- BatchWriteItem takes at most 25 requests and may hand some back as UnprocessedItems (throttling):
-  those are resubmitted with a short, capped exponential backoff, a bounded number of times.
-- SDK failures (ClientError, BotoCoreError: endpoint unreachable, timeouts) become StoreUnavailable
-  once, here, ``from`` the original; messages name the operation and AWS error code, never items.
+- The plumbing shared with the job run store lives in ``DynamoDBAdapter`` (dynamodb_support): SDK
+  failures become StoreUnavailable there, Queries and Scans are paginated there, and BatchWriteItem's
+  UnprocessedItems are retried there with a capped exponential backoff. BatchGetItem's UnprocessedKeys
+  (``delete_expired``) get the same backoff here.
 """
 
 from __future__ import annotations
@@ -36,28 +36,23 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.adapters.dynamodb_support import NOT_EXPIRED, DynamoDBAdapter, Item, attr_n, attr_now, attr_s, iso_utc
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ports import ConnectionRecord, StreamingStats
 
 logger = Logger(child=True)
 
-BATCH_WRITE_LIMIT = 25  # DynamoDB's maximum number of requests in one BatchWriteItem
 BATCH_GET_LIMIT = 100  # DynamoDB's maximum number of keys in one BatchGetItem
 BY_USER_INDEX = "by-user"
 
-_SDK_FAILURES = (ClientError, BotoCoreError)
-_NOT_EXPIRED = "#expires_at > :now"
-_EXPIRED = "#expires_at <= :now"
 
-Item = dict[str, Any]  # a low-level DynamoDB item: attribute name → {"S": ...} / {"N": ...}
+class DynamoDBConnectionStore(DynamoDBAdapter):
+    store_name = "connection store"
 
-
-class DynamoDBConnectionStore:
     def __init__(
         self,
         client: Any,  # a boto3 DynamoDB client (botocore clients are untyped)
@@ -73,45 +68,37 @@ class DynamoDBConnectionStore:
     ) -> None:
         """``page_size`` sets Limit on Queries and Scans (None: DynamoDB's 1 MB pages); the batch_*
         and backoff_* knobs bound the UnprocessedItems retries; clock and sleep are for tests."""
-        if batch_attempts < 1:
-            raise ValueError("batch_attempts must be at least 1")
-        self._client = client
+        super().__init__(
+            client,
+            page_size=page_size,
+            batch_attempts=batch_attempts,
+            backoff_base_seconds=backoff_base_seconds,
+            backoff_cap_seconds=backoff_cap_seconds,
+            sleep=sleep,
+        )
         self._connections = connections_table
         self._subscriptions = subscriptions_table
-        self._page_size = page_size
-        self._batch_attempts = batch_attempts
-        self._backoff_base = backoff_base_seconds
-        self._backoff_cap = backoff_cap_seconds
         self._clock = clock
-        self._sleep = sleep
 
     # --- connections ------------------------------------------------------------------------------
 
     def add_connection(self, record: ConnectionRecord) -> None:
         item: Item = {
-            "connection_id": _s(record.connection_id),
-            "user_id": _s(record.user_id),
-            "connected_at": _s(_iso_utc(record.connected_at)),
-            "expires_at": _n(record.expires_at),
+            "connection_id": attr_s(record.connection_id),
+            "user_id": attr_s(record.user_id),
+            "connected_at": attr_s(iso_utc(record.connected_at)),
+            "expires_at": attr_n(record.expires_at),
         }
         if record.source_ip is not None:
-            item["source_ip"] = _s(record.source_ip)
+            item["source_ip"] = attr_s(record.source_ip)
         if record.user_agent is not None:
-            item["user_agent"] = _s(record.user_agent)
+            item["user_agent"] = attr_s(record.user_agent)
         self._call("put_item", TableName=self._connections, Item=item)
 
     def get_connection(self, connection_id: str, *, now: float) -> ConnectionRecord | None:
-        response = self._call(
-            "get_item",
-            TableName=self._connections,
-            Key={"connection_id": _s(connection_id)},
-            ConsistentRead=True,  # read right after $connect wrote it
-        )
-        item = response.get("Item")
-        if item is None:
-            return None
-        record = _connection_from_item(item)
-        return None if record.expires_at <= now else record
+        # Consistent: read right after $connect wrote it.
+        item = self._get_live(self._connections, {"connection_id": attr_s(connection_id)}, now=now)
+        return _connection_from_item(item) if item is not None else None
 
     def connections_of_user(self, user_id: str, *, now: float) -> list[ConnectionRecord]:
         items = self._paginate(
@@ -119,9 +106,9 @@ class DynamoDBConnectionStore:
             TableName=self._connections,
             IndexName=BY_USER_INDEX,
             KeyConditionExpression="#user_id = :user_id",
-            FilterExpression=_NOT_EXPIRED,
+            FilterExpression=NOT_EXPIRED,
             ExpressionAttributeNames={"#user_id": "user_id", "#expires_at": "expires_at"},
-            ExpressionAttributeValues={":user_id": _s(user_id), ":now": _now(now)},
+            ExpressionAttributeValues={":user_id": attr_s(user_id), ":now": attr_now(now)},
         )
         return [_connection_from_item(item) for item in items]
 
@@ -130,16 +117,17 @@ class DynamoDBConnectionStore:
         response = self._call(
             "get_item",
             TableName=self._connections,
-            Key={"connection_id": _s(connection_id)},
+            Key={"connection_id": attr_s(connection_id)},
             ConsistentRead=True,
             ProjectionExpression="#topics",
             ExpressionAttributeNames={"#topics": "topics"},
         )
         topics = sorted(_topic_set(response.get("Item") or {}))
         self._batch_write(
-            [{"DeleteRequest": {"Key": {"topic": _s(t), "connection_id": _s(connection_id)}}} for t in topics]
+            self._subscriptions,
+            [{"DeleteRequest": {"Key": {"topic": attr_s(t), "connection_id": attr_s(connection_id)}}} for t in topics],
         )
-        self._call("delete_item", TableName=self._connections, Key={"connection_id": _s(connection_id)})
+        self._call("delete_item", TableName=self._connections, Key={"connection_id": attr_s(connection_id)})
         return len(topics)
 
     # --- subscriptions ----------------------------------------------------------------------------
@@ -151,28 +139,30 @@ class DynamoDBConnectionStore:
         current = self._update_topics(connection_id, "ADD", wanted)
         if current is None:
             return None
-        created_at = _iso_utc(datetime.fromtimestamp(self._clock(), tz=UTC))
+        created_at = iso_utc(datetime.fromtimestamp(self._clock(), tz=UTC))
         self._batch_write(
+            self._subscriptions,
             [
                 {
                     "PutRequest": {
                         "Item": {
-                            "topic": _s(topic),
-                            "connection_id": _s(connection_id),
-                            "expires_at": _n(expires_at),
-                            "created_at": _s(created_at),
+                            "topic": attr_s(topic),
+                            "connection_id": attr_s(connection_id),
+                            "expires_at": attr_n(expires_at),
+                            "created_at": attr_s(created_at),
                         }
                     }
                 }
                 for topic in wanted
-            ]
+            ],
         )
         return current
 
     def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> list[str] | None:
         gone = _unique(topics)
         self._batch_write(
-            [{"DeleteRequest": {"Key": {"topic": _s(t), "connection_id": _s(connection_id)}}} for t in gone]
+            self._subscriptions,
+            [{"DeleteRequest": {"Key": {"topic": attr_s(t), "connection_id": attr_s(connection_id)}}} for t in gone],
         )
         if not gone:
             return self._current_topics(connection_id)
@@ -184,7 +174,7 @@ class DynamoDBConnectionStore:
 
     def _current_topics(self, connection_id: str) -> list[str] | None:
         response = self._call(
-            "get_item", TableName=self._connections, Key={"connection_id": _s(connection_id)}, ConsistentRead=True
+            "get_item", TableName=self._connections, Key={"connection_id": attr_s(connection_id)}, ConsistentRead=True
         )
         item = response.get("Item")
         return sorted(_topic_set(item)) if item is not None else None
@@ -192,22 +182,18 @@ class DynamoDBConnectionStore:
     def _update_topics(self, connection_id: str, action: str, topics: list[str]) -> list[str] | None:
         """ADD or DELETE topics in the connection's set atomically; the new set, or None if no such
         connection (the condition keeps an update from creating a bare item)."""
-        try:
-            response = self._client.update_item(
-                TableName=self._connections,
-                Key={"connection_id": _s(connection_id)},
-                UpdateExpression=f"{action} #topics :topics",  # the action is one of two literals
-                ConditionExpression="attribute_exists(#connection_id)",
-                ExpressionAttributeNames={"#topics": "topics", "#connection_id": "connection_id"},
-                ExpressionAttributeValues={":topics": {"SS": topics}},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return None
-            return self._translate("update_item", exc)
-        except BotoCoreError as exc:
-            return self._translate("update_item", exc)
+        response = self._call_if(
+            "update_item",
+            TableName=self._connections,
+            Key={"connection_id": attr_s(connection_id)},
+            UpdateExpression=f"{action} #topics :topics",  # the action is one of two literals
+            ConditionExpression="attribute_exists(#connection_id)",
+            ExpressionAttributeNames={"#topics": "topics", "#connection_id": "connection_id"},
+            ExpressionAttributeValues={":topics": {"SS": topics}},
+            ReturnValues="ALL_NEW",
+        )
+        if response is None:
+            return None
         return sorted(_topic_set(response.get("Attributes") or {}))
 
     def subscribers(self, topic: str, *, now: float) -> list[str]:
@@ -215,14 +201,14 @@ class DynamoDBConnectionStore:
             "query",
             TableName=self._subscriptions,
             KeyConditionExpression="#topic = :topic",
-            FilterExpression=_NOT_EXPIRED,
+            FilterExpression=NOT_EXPIRED,
             ProjectionExpression="#connection_id",
             ExpressionAttributeNames={
                 "#topic": "topic",
                 "#connection_id": "connection_id",
                 "#expires_at": "expires_at",
             },
-            ExpressionAttributeValues={":topic": _s(topic), ":now": _now(now)},
+            ExpressionAttributeValues={":topic": attr_s(topic), ":now": attr_now(now)},
         )
         return [item["connection_id"]["S"] for item in items]
 
@@ -233,10 +219,10 @@ class DynamoDBConnectionStore:
                 for item in self._paginate(
                     "scan",
                     TableName=self._subscriptions,
-                    FilterExpression=_NOT_EXPIRED,
+                    FilterExpression=NOT_EXPIRED,
                     ProjectionExpression="#topic",
                     ExpressionAttributeNames={"#topic": "topic", "#expires_at": "expires_at"},
-                    ExpressionAttributeValues={":now": _now(now)},
+                    ExpressionAttributeValues={":now": attr_now(now)},
                 )
             }
         )
@@ -248,18 +234,17 @@ class DynamoDBConnectionStore:
         # Scan is safe: its ExclusiveStartKey need not exist any more.
         connections = 0
         subscriptions = 0
-        for item in self._paginate(
-            "scan",
-            TableName=self._connections,
-            FilterExpression=_EXPIRED,
-            ProjectionExpression="#connection_id",
-            ExpressionAttributeNames={"#connection_id": "connection_id", "#expires_at": "expires_at"},
-            ExpressionAttributeValues={":now": _now(now)},
-        ):
+        for item in self._scan_expired(self._connections, "connection_id", now=now):
             subscriptions += self.remove_connection(item["connection_id"]["S"])
             connections += 1
-        # (2) Subscription items that expired on their own, or whose connection item is gone (a
-        # process died between writes, or raced a disconnect). Checked BATCH_GET_LIMIT items at a time.
+        # (2) Subscription items that expired on their own, or whose connection item is gone, deleted
+        # BATCH_WRITE_LIMIT at a time as the scan finds them.
+        subscriptions += self._write_all(self._subscriptions, self._stale_subscription_deletes(now))
+        return connections, subscriptions
+
+    def _stale_subscription_deletes(self, now: float) -> Iterator[Mapping[str, Any]]:
+        """A DeleteRequest for each subscription item that has expired, or whose connection item is gone
+        (a process died between writes, or raced a disconnect). Checked BATCH_GET_LIMIT items at a time."""
         items = self._paginate(
             "scan",
             TableName=self._subscriptions,
@@ -271,7 +256,6 @@ class DynamoDBConnectionStore:
             },
         )
         floor_now = math.floor(now)
-        pending: list[Mapping[str, Any]] = []
         while group := list(itertools.islice(items, BATCH_GET_LIMIT)):
             live = [item for item in group if int(item["expires_at"]["N"]) > floor_now]
             existing = self._existing_connections({item["connection_id"]["S"] for item in live})
@@ -280,17 +264,8 @@ class DynamoDBConnectionStore:
                 for item in group
                 if int(item["expires_at"]["N"]) <= floor_now or item["connection_id"]["S"] not in existing
             ]
-            pending.extend(
-                {"DeleteRequest": {"Key": {"topic": item["topic"], "connection_id": item["connection_id"]}}}
-                for item in stale
-            )
-            full = len(pending) - len(pending) % BATCH_WRITE_LIMIT
-            self._batch_write(pending[:full])
-            subscriptions += full
-            pending = pending[full:]
-        self._batch_write(pending)
-        subscriptions += len(pending)
-        return connections, subscriptions
+            for item in stale:
+                yield {"DeleteRequest": {"Key": {"topic": item["topic"], "connection_id": item["connection_id"]}}}
 
     def _existing_connections(self, connection_ids: set[str]) -> set[str]:
         """Which of these (at most BATCH_GET_LIMIT) connections have an item: one consistent
@@ -300,7 +275,7 @@ class DynamoDBConnectionStore:
             return found
         pending: dict[str, Any] = {
             self._connections: {
-                "Keys": [{"connection_id": _s(connection_id)} for connection_id in sorted(connection_ids)],
+                "Keys": [{"connection_id": attr_s(connection_id)} for connection_id in sorted(connection_ids)],
                 "ConsistentRead": True,
                 "ProjectionExpression": "#connection_id",
                 "ExpressionAttributeNames": {"#connection_id": "connection_id"},
@@ -308,7 +283,7 @@ class DynamoDBConnectionStore:
         }
         for attempt in range(self._batch_attempts):
             if attempt:
-                self._sleep(min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
+                self._backoff(attempt)
             response = self._call("batch_get_item", RequestItems=pending)
             found.update(
                 item["connection_id"]["S"] for item in response.get("Responses", {}).get(self._connections, [])
@@ -329,10 +304,10 @@ class DynamoDBConnectionStore:
         for item in self._paginate(
             "scan",
             TableName=self._connections,
-            FilterExpression=_NOT_EXPIRED,
+            FilterExpression=NOT_EXPIRED,
             ProjectionExpression="#user_id, #expires_at",
             ExpressionAttributeNames={"#user_id": "user_id", "#expires_at": "expires_at"},
-            ExpressionAttributeValues={":now": _now(now)},
+            ExpressionAttributeValues={":now": attr_now(now)},
         ):
             open_connections += 1
             users.add(item["user_id"]["S"])
@@ -341,10 +316,10 @@ class DynamoDBConnectionStore:
             for item in self._paginate(
                 "scan",
                 TableName=self._subscriptions,
-                FilterExpression=_NOT_EXPIRED,
+                FilterExpression=NOT_EXPIRED,
                 ProjectionExpression="#topic, #expires_at",
                 ExpressionAttributeNames={"#topic": "topic", "#expires_at": "expires_at"},
-                ExpressionAttributeValues={":now": _now(now)},
+                ExpressionAttributeValues={":now": attr_now(now)},
             )
         )
         ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[: max(top, 0)]
@@ -353,72 +328,6 @@ class DynamoDBConnectionStore:
             distinct_users=len(users),
             subscribers_by_topic=dict(ranked),
         )
-
-    # --- plumbing ---------------------------------------------------------------------------------
-
-    def _call(self, operation: str, **params: Any) -> Any:
-        try:
-            return getattr(self._client, operation)(**params)
-        except _SDK_FAILURES as exc:
-            self._translate(operation, exc)
-
-    @staticmethod
-    def _translate(operation: str, exc: ClientError | BotoCoreError) -> NoReturn:
-        """The one place SDK failures become StoreUnavailable."""
-        error_code = (
-            exc.response.get("Error", {}).get("Code", "?") if isinstance(exc, ClientError) else type(exc).__name__
-        )
-        logger.warning("connection store call failed", extra={"operation": operation, "error_code": error_code})
-        raise StoreUnavailable(f"connection store: {operation} failed ({error_code})") from exc
-
-    def _paginate(self, operation: str, **params: Any) -> Iterator[Item]:
-        """Every item of a Query or Scan, following LastEvaluatedKey page by page."""
-        if self._page_size is not None:
-            params["Limit"] = self._page_size
-        while True:
-            page = self._call(operation, **params)
-            yield from page.get("Items", [])
-            last_key = page.get("LastEvaluatedKey")
-            if not last_key:
-                return
-            params["ExclusiveStartKey"] = last_key
-
-    def _batch_write(self, requests: Sequence[Mapping[str, Any]]) -> None:
-        for start in range(0, len(requests), BATCH_WRITE_LIMIT):
-            self._write_chunk(list(requests[start : start + BATCH_WRITE_LIMIT]))
-
-    def _write_chunk(self, chunk: list[Mapping[str, Any]]) -> None:
-        # A bounded loop rather than tenacity: each retry sends a different request (only what came
-        # back unprocessed), which a retry decorator around a fixed call does not express.
-        pending: dict[str, Any] = {self._subscriptions: chunk}
-        for attempt in range(self._batch_attempts):
-            if attempt:
-                self._sleep(min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
-            response = self._call("batch_write_item", RequestItems=pending)
-            pending = response.get("UnprocessedItems") or {}
-            if not pending:
-                return
-        left = sum(len(requests) for requests in pending.values())
-        logger.warning("batch write left items unprocessed", extra={"unprocessed": left})
-        raise StoreUnavailable(f"connection store: batch_write_item left {left} requests unprocessed")
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(int(value))}
-
-
-def _now(now: float) -> dict[str, str]:
-    # expires_at is whole seconds, so `expires_at > now` is `expires_at > floor(now)`: exact, no float text.
-    return _n(math.floor(now))
-
-
-def _iso_utc(moment: datetime) -> str:
-    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return aware.isoformat()
 
 
 def _unique(topics: Sequence[str]) -> list[str]:

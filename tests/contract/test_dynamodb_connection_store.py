@@ -3,73 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from moto import mock_aws
 
 from chalicelib.adapters.dynamodb_connections import DynamoDBConnectionStore
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ports import ConnectionRecord, ConnectionStore
-from infra.local.run import free_port
-from infra.local.tables import create_tables, table_definitions
+from tests.fakes.dynamodb import LOCAL_TABLES, RecordingClient, table_fixtures, unreachable_client
 
 _EXPRESSION_TOKEN = re.compile(r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|=|>|\(|\)|AND|ADD|DELETE|attribute_exists))+")
 
 NOW = 1_700_000_000.5
 LATER = 1_700_003_600  # an hour after NOW: alive
 PAST = 1_699_999_000  # before NOW: expired
-# The template's Stage allows only local/dev/prod, so the tests use the `local` tables.
-_NAMES = {d.logical_id: d.table_name for d in table_definitions("local")}
-CONNECTIONS = _NAMES["ConnectionsTable"]
-SUBSCRIPTIONS = _NAMES["SubscriptionsTable"]
+CONNECTIONS = LOCAL_TABLES["ConnectionsTable"]
+SUBSCRIPTIONS = LOCAL_TABLES["SubscriptionsTable"]
 
 
-class RecordingClient:
-    """Delegates to a boto3 client and records operation names and parameters; can fake throttling."""
-
-    def __init__(self, client: Any, *, unprocessed_rounds: int = 0) -> None:
-        self._client = client
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.unprocessed_rounds = unprocessed_rounds
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(**params: Any) -> Any:
-            self.calls.append((name, params))
-            if name == "batch_write_item" and self.unprocessed_rounds > 0:
-                self.unprocessed_rounds -= 1
-                # GIVEN throttling: write the first request, hand back the rest unprocessed.
-                (table, requests), *_ = params["RequestItems"].items()
-                method(RequestItems={table: requests[:1]})
-                rest = requests[1:]
-                return {"UnprocessedItems": {table: rest} if rest else {}}
-            return method(**params)
-
-        return call
-
-    def operations(self) -> list[str]:
-        return [name for name, _ in self.calls]
-
-
-@pytest.fixture
-def dynamodb(clean_env: pytest.MonkeyPatch) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        names = create_tables(client, "local")
-        assert CONNECTIONS in names
-        assert SUBSCRIPTIONS in names
-        yield client
-
-
-@pytest.fixture
-def recorder(dynamodb: Any) -> RecordingClient:
-    return RecordingClient(dynamodb)
+dynamodb, recorder = table_fixtures(CONNECTIONS, SUBSCRIPTIONS)
 
 
 def _store(client: Any, **kwargs: Any) -> DynamoDBConnectionStore:
@@ -415,12 +368,7 @@ def test_values_with_quotes_and_colons_are_never_spliced(
 
 
 def test_unreachable_endpoint_raises_store_unavailable(clean_env: pytest.MonkeyPatch) -> None:
-    client = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1, "mode": "standard"}),
-    )
+    client = unreachable_client()
     store = DynamoDBConnectionStore(client, CONNECTIONS, SUBSCRIPTIONS)
 
     for call in (
@@ -656,12 +604,7 @@ def test_cleanup_expressions_are_placeholders_only(store: DynamoDBConnectionStor
 
 
 def test_cleanup_on_an_unreachable_endpoint_raises_store_unavailable(clean_env: pytest.MonkeyPatch) -> None:
-    client = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1, "mode": "standard"}),
-    )
+    client = unreachable_client()
     store = DynamoDBConnectionStore(client, CONNECTIONS, SUBSCRIPTIONS)
 
     for call in (lambda: store.subscribed_topics(now=NOW), lambda: store.delete_expired(now=NOW)):

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from moto import mock_aws
 
 from chalicelib.adapters.dynamodb_job_runs import DynamoDBJobRunStore
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ports import JobRun, JobRunStore, RunStatus
-from infra.local.run import free_port
-from infra.local.tables import create_tables, table_definitions
+from tests.fakes.dynamodb import LOCAL_TABLES, RecordingClient, table_fixtures, unreachable_client
 
 _EXPRESSION_TOKEN = re.compile(
     r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|=|<=|>|\(|\)|AND|SET|REMOVE|attribute_exists|attribute_not_exists))+"
@@ -27,49 +22,10 @@ NOW = 1_700_000_000.5
 LATER = 1_700_003_600  # an hour after NOW: kept
 PAST = 1_699_999_000  # before NOW: expired
 STARTED = datetime(2023, 11, 14, 22, 0, 0, tzinfo=UTC)
-# The template's Stage allows only local/dev/prod, so the tests use the `local` tables.
-JOB_RUNS = {d.logical_id: d.table_name for d in table_definitions("local")}["JobRunsTable"]
+JOB_RUNS = LOCAL_TABLES["JobRunsTable"]
 
 
-class RecordingClient:
-    """Delegates to a boto3 client and records operation names and parameters; can fake throttling."""
-
-    def __init__(self, client: Any, *, unprocessed_rounds: int = 0) -> None:
-        self._client = client
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.unprocessed_rounds = unprocessed_rounds
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(**params: Any) -> Any:
-            self.calls.append((name, params))
-            if name == "batch_write_item" and self.unprocessed_rounds > 0:
-                self.unprocessed_rounds -= 1
-                # GIVEN throttling: write the first request, hand back the rest unprocessed.
-                (table, requests), *_ = params["RequestItems"].items()
-                method(RequestItems={table: requests[:1]})
-                rest = requests[1:]
-                return {"UnprocessedItems": {table: rest} if rest else {}}
-            return method(**params)
-
-        return call
-
-    def operations(self) -> list[str]:
-        return [name for name, _ in self.calls]
-
-
-@pytest.fixture
-def dynamodb(clean_env: pytest.MonkeyPatch) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        assert JOB_RUNS in create_tables(client, "local")
-        yield client
-
-
-@pytest.fixture
-def recorder(dynamodb: Any) -> RecordingClient:
-    return RecordingClient(dynamodb)
+dynamodb, recorder = table_fixtures(JOB_RUNS)
 
 
 def _store(client: Any, **kwargs: Any) -> DynamoDBJobRunStore:
@@ -374,12 +330,7 @@ def test_values_are_never_spliced_into_expressions(store: DynamoDBJobRunStore, r
 
 
 def test_unreachable_endpoint_raises_store_unavailable(clean_env: pytest.MonkeyPatch) -> None:
-    client = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1, "mode": "standard"}),
-    )
+    client = unreachable_client()
     store = DynamoDBJobRunStore(client, JOB_RUNS)
 
     for call in (
