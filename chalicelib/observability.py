@@ -8,7 +8,8 @@ outside Lambda and when POWERTOOLS_TRACE_DISABLED is set).
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 SERVICE_NAME = "market-data"
 METRICS_NAMESPACE = "MarketData"
@@ -28,8 +29,19 @@ def milliseconds(name: str, value: float, *, dimensions: dict[str, str] | None =
 
 
 def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str] | None) -> None:
-    # single_metric flushes one EMF line on exit, so each metric keeps its own dimension set.
-    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
-        metric.add_dimension(name="service", value=SERVICE_NAME)
+    # One EMF line per metric, from a provider of its own (thread-safe: fan-out threads emit too), so
+    # each metric keeps its own dimension set. A metric with dimensions of its own (route, kind,
+    # provider, job) is also published under `service` alone, in the same line: the whole-service
+    # alarms (5xx rate, cache hit rate, providers) read that rollup with plain metric math.
+    # A metric must never fail the request that emits it.
+    try:
+        provider = AmazonCloudWatchEMFProvider(namespace=METRICS_NAMESPACE)
+        provider.add_metric(name=name, unit=unit, value=value)
+        provider.add_dimension(name="service", value=SERVICE_NAME)
         for key, val in (dimensions or {}).items():
-            metric.add_dimension(name=key, value=val)
+            provider.add_dimension(name=key, value=val)
+        if dimensions:
+            provider.add_dimensions(service=SERVICE_NAME)
+        provider.flush_metrics()
+    except Exception as exc:  # anything: see above
+        logger.warning("metric not emitted", extra={"metric": name, "error": f"{type(exc).__name__}: {exc}"[:200]})

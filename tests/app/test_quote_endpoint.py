@@ -123,6 +123,22 @@ def test_cache_and_metrics_report_through_emf(
     assert names.count("ProviderCall") == 1
     hit = next(blob for blob in emitted if "CacheHit" in blob)
     assert hit["kind"] == "quote"
+    # Published per kind and rolled up under the service alone (what the hit-rate alarm reads).
+    assert hit["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "kind"], ["service"]]
+    requests = next(blob for blob in emitted if "Requests" in blob)
+    assert requests["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "route"], ["service"]]
+
+
+def test_a_metric_that_cannot_be_emitted_never_fails_the_request(
+    client: Client, auth_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf import cloudwatch
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("stdout closed")
+
+    monkeypatch.setattr(cloudwatch.AmazonCloudWatchEMFProvider, "flush_metrics", broken)
+    assert client.http.get(QUOTE + "AAPL", headers=auth_headers).status_code == 200
 
 
 def test_importing_the_app_does_not_load_yfinance_or_pandas() -> None:

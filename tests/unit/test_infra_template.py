@@ -199,31 +199,66 @@ def test_the_issues_alarms_exist() -> None:
     assert late["Metrics"][0]["Period"] == 300
 
 
-def test_metrics_insights_queries_name_the_exact_dimension_sets_the_service_emits() -> None:
-    # EMF single_metric lines carry exactly `service` plus the metric's own dimensions
-    # (chalicelib/observability.py); SCHEMA(...) must list exactly that set or it matches nothing.
-    emitted = {
-        "ServerErrors": {"route", "service"},
-        "Requests": {"route", "service"},
-        "CacheHit": {"kind", "service"},
-        "CacheMiss": {"kind", "service"},
-        "ProviderCall": {"kind", "provider", "service"},
-        "ProviderError": {"code", "provider", "service"},
-        "JobRun": {"job", "service", "status"},
+def _emitted_dimension_sets(capsys: pytest.CaptureFixture[str]) -> dict[str, list[set[str]]]:
+    """What chalicelib/observability.py really writes for each metric the alarms read."""
+    from chalicelib import observability
+
+    capsys.readouterr()
+    own = {
+        "ServerErrors": {"route": "GET /x"},
+        "Requests": {"route": "GET /x"},
+        "CacheHit": {"kind": "quote"},
+        "CacheMiss": {"kind": "quote"},
+        "ProviderCall": {"provider": "yahoo", "kind": "quote"},
+        "ProviderError": {"provider": "yahoo", "code": "provider_timeout"},
+        "JobRun": {"job": "refresh_quotes", "status": "failed"},
     }
+    for name, dimensions in own.items():
+        observability.count(name, dimensions=dimensions)
+    observability.milliseconds("Latency", 12.5, dimensions={"route": "GET /x"})
+    sets: dict[str, list[set[str]]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        blob = json.loads(line)
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                sets[metric["Name"]] = [set(d) for d in directive["Dimensions"]]
+    return sets
+
+
+def test_alarm_queries_read_dimension_sets_the_service_really_emits(capsys: pytest.CaptureFixture[str]) -> None:
+    # CloudWatch stores a metric under exactly the dimension sets its EMF line declares: a query or
+    # MetricStat naming any other set matches nothing and the alarm never fires.
+    emitted = _emitted_dimension_sets(capsys)
+    assert emitted["Requests"] == [{"service", "route"}, {"service"}]  # per route, and rolled up
     query = re.compile(r'SELECT \w+\((\w+)\) FROM SCHEMA\("MarketData", ([\w, ]+)\)')
-    seen = set()
+    read: set[str] = set()
     for alarm in _of_type("AWS::CloudWatch::Alarm").values():
         for metric in alarm["Properties"].get("Metrics", []):
             expression = metric.get("Expression")
             match = query.search(expression) if isinstance(expression, str) else None
-            if match is None:
-                continue
-            name, dimensions = match.group(1), {d.strip() for d in match.group(2).split(",")}
-            assert dimensions == emitted[name], name
-            assert "Period" in metric, name
-            seen.add(name)
-    assert seen == set(emitted)
+            if match is not None:
+                name, dimensions = match.group(1), {d.strip() for d in match.group(2).split(",")}
+                assert dimensions in emitted[name], name
+                assert "Period" in metric, name
+                read.add(name)
+            stat = metric.get("MetricStat")
+            if stat is not None and stat["Metric"].get("Namespace") == "MarketData":
+                name = stat["Metric"]["MetricName"]
+                dimensions = {d["Name"] for d in stat["Metric"]["Dimensions"]}
+                assert dimensions in emitted[name], name
+                read.add(name)
+    assert read == set(emitted)
+
+
+def test_ratio_alarms_use_plain_metric_math_on_the_rollups() -> None:
+    # An alarm can hold one Metrics Insights query at most; the ratios read the service-wide rollups.
+    for name in ("ServerErrorRateAlarm", "CacheHitRateAlarm", "AllProvidersFailingAlarm"):
+        metrics = RESOURCES[name]["Properties"]["Metrics"]
+        assert not any("SELECT" in str(m.get("Expression", "")) for m in metrics), name
+        stats = [m["MetricStat"] for m in metrics if "MetricStat" in m]
+        assert len(stats) == 2, name
+        for stat in stats:
+            assert stat["Metric"]["Dimensions"] == [{"Name": "service", "Value": "market-data"}]
 
 
 def test_latency_alarm_routes_are_real_routes_and_job_alarms_real_jobs() -> None:
