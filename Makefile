@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-ws bench bench-freshness
+.PHONY: install run test lint format token redis clean load load-api load-ws bench bench-freshness deploy destroy
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 1>&2
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 1>&2
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 1>&2
@@ -32,6 +32,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/cfn-lint infra/*.yaml
 
 # Load tests (locust, the spec's tool): start a local stack of their own, run headless, print numbers.
 # USERS, WS_USERS and SECONDS override the defaults (API: 50 users, cold then warm; WebSocket: 500
@@ -62,6 +63,15 @@ format: install
 # Prints a dev JWT for the local stage: curl -H "Authorization: Bearer $(make -s token)" ...
 token: install
 	@$(BIN)/python -m infra.local.token
+
+# Deploy to AWS (credentials from the usual AWS environment/profile): STAGE=dev|prod.
+# prod also needs JWKS_URL (the identity provider's RS256 keys); ALARM_EMAIL subscribes to the alarms.
+STAGE ?= dev
+deploy: install
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --alarm-email "$(ALARM_EMAIL)" $(if $(JWKS_URL),--jwks-url $(JWKS_URL))
+
+destroy: install
+	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

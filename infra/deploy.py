@@ -241,8 +241,9 @@ def _deploy_stack(cloudformation: Any, stack: str, parameters: Mapping[str, str]
 
 
 def _chalice(project: Path, *arguments: str) -> None:
-    # Our own interpreter and fixed arguments: nothing here comes from outside.
-    subprocess.run([sys.executable, "-m", "chalice", "--project-dir", str(project), *arguments], check=True)  # noqa: S603
+    # The venv's own chalice (the package has no __main__) and fixed arguments: nothing from outside.
+    chalice = Path(sys.executable).parent / "chalice"
+    subprocess.run([str(chalice), "--project-dir", str(project), *arguments], check=True)  # noqa: S603
 
 
 def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool) -> int:
