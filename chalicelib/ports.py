@@ -143,6 +143,7 @@ class QuotaDecision:
     exhausted_window: str | None = None  # "minute" or "day" when refused
     retry_after_seconds: int = 0
     degraded: bool = False  # granted without coordination because the backend is down
+    remaining: int | None = None  # units left in the tighter window after this take (None: unlimited/unknown)
 
 
 @dataclass(frozen=True)

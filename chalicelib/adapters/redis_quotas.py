@@ -31,17 +31,19 @@ from chalicelib.ports import (
 _DAY_SECONDS = 86_400
 
 # KEYS: minute counter, day counter. ARGV: minute limit, day limit, minute ttl ms, day ttl ms.
-# Returns {granted, exhausted window (0 none, 1 minute, 2 day)}.
+# Returns {granted, exhausted window (0 none, 1 minute, 2 day), minute count, day count (after the take)}.
 _TAKE_QUOTA = """
 local m = tonumber(redis.call('GET', KEYS[1]) or '0')
 local d = tonumber(redis.call('GET', KEYS[2]) or '0')
 local ml = tonumber(ARGV[1])
 local dl = tonumber(ARGV[2])
-if ml > 0 and m >= ml then return {0, 1} end
-if dl > 0 and d >= dl then return {0, 2} end
-if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-return {1, 0}
+if ml > 0 and m >= ml then return {0, 1, m, d} end
+if dl > 0 and d >= dl then return {0, 2, m, d} end
+m = redis.call('INCR', KEYS[1])
+if m == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+d = redis.call('INCR', KEYS[2])
+if d == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+return {1, 0, m, d}
 """
 
 # KEYS: the subject's counter for this minute. ARGV: ttl ms. Returns the count including this hit.
@@ -147,7 +149,7 @@ class RedisQuotas(DegradingRedisAdapter):
             return QuotaDecision(granted=True, degraded=True)
         minute_key, day_key, minute_left, day_left = self._windows(vendor)
         try:
-            granted, window = self._take(
+            granted, window, minute_used, day_used = self._take(
                 keys=[minute_key, day_key],
                 # The counters outlive their window a little so usage() can still read them at the edge.
                 args=[limits.per_minute, limits.per_day, (minute_left + 5) * 1000, (day_left + 60) * 1000],
@@ -156,7 +158,12 @@ class RedisQuotas(DegradingRedisAdapter):
             self._failed("quota", exc)
             return QuotaDecision(granted=True, degraded=True)
         if granted:
-            return QuotaDecision(granted=True)
+            left = [
+                limit - int(used)
+                for limit, used in ((limits.per_minute, minute_used), (limits.per_day, day_used))
+                if limit
+            ]
+            return QuotaDecision(granted=True, remaining=min(left) if left else None)
         if int(window) == 1:
             return QuotaDecision(granted=False, exhausted_window="minute", retry_after_seconds=minute_left)
         return QuotaDecision(granted=False, exhausted_window="day", retry_after_seconds=day_left)

@@ -247,6 +247,8 @@ class ProviderChain:
                     f"shared {decision.exhausted_window} quota exhausted",
                     retry_after_seconds=decision.retry_after_seconds,
                 )
+            if decision.remaining is not None:
+                observability.count("ProviderQuotaLeft", dimensions={"provider": vendor}, value=decision.remaining)
             timeout = self._call_timeout(deadline)
             started = self._monotonic()
             outcome.upstream_calls[vendor] = outcome.upstream_calls.get(vendor, 0) + 1

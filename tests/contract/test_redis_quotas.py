@@ -34,6 +34,7 @@ def test_quota_grants_until_the_minute_limit_then_refuses(redis_client: redis.Re
     decisions = [quotas.try_take("fmp", limits) for _ in range(5)]
 
     assert [d.granted for d in decisions] == [True, True, True, False, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]  # the tighter window, after each take
     assert decisions[3].exhausted_window == "minute"
     assert decisions[3].retry_after_seconds == 50
     usage = quotas.usage("fmp")
