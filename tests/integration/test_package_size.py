@@ -129,24 +129,17 @@ class Layer:
     zip: Path
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Package]:
-    work = tmp_path_factory.mktemp("chalice-package")
+def _chalice_package(stage: str, work: Path) -> Path:
+    """`chalice package --stage <stage>` of the rendered project, offline from the wheelhouse; the out dir."""
     project, out = work / "project", work / "out"
-    values = deploy.deploy_values("prod", REGION, ACCOUNT, "abc123", {"JwtJwksUrl": JWKS_URL})
-    deploy.render_project("prod", fake_outputs(), values, project)
-    assert (project / "requirements.txt").read_bytes() == build.FUNCTION_REQUIREMENTS.read_bytes()
-    # The function's tree resolved for Lambda (as Chalice resolves it: cp311, manylinux up to glibc 2.26).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIP_CACHE_DIR", str(PIP_CACHE))
-        expected = build.resolve(build.FUNCTION_REQUIREMENTS)
-        build.fetch(expected, build.WHEELHOUSE)
+    values = deploy.deploy_values(stage, REGION, ACCOUNT, "abc123", {"JwtJwksUrl": JWKS_URL})
+    deploy.render_project(stage, fake_outputs(), values, project)
     env = _offline_pip_env(build.WHEELHOUSE)
     env.update({"AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"})  # package needs a region
     # `python -m chalice` has no __main__: run the console script's entry point with our interpreter.
     chalice = [sys.executable, "-c", "import sys; from chalice.cli import main; sys.exit(main())"]
     completed = subprocess.run(
-        [*chalice, "--project-dir", str(project), "package", "--stage", "prod", str(out)],
+        [*chalice, "--project-dir", str(project), "package", "--stage", stage, str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -156,6 +149,29 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Package]:
     assert completed.returncode == 0, f"chalice package failed:\n{completed.stdout}\n{completed.stderr}"
     # Chalice only warns (and packages without them) when it finds no Lambda-compatible wheel for a dependency.
     assert "Could not install dependencies" not in completed.stdout + completed.stderr, completed.stdout
+    return out
+
+
+def _cfn_lint(template: Path) -> None:
+    cfn_lint = REPO_ROOT / ".venv" / "bin" / "cfn-lint"
+    assert cfn_lint.exists(), "cfn-lint comes with requirements-dev.txt"
+    completed = subprocess.run([str(cfn_lint), str(template)], capture_output=True, text=True, timeout=300, check=False)
+    # cfn-lint's exit code is a bit mask: 1 its own failure, 2 errors, 4 warnings, 8 informational.
+    assert completed.returncode & 0b11 == 0, completed.stdout + completed.stderr
+    if completed.returncode:
+        print(f"cfn-lint warnings/info (not failures):\n{completed.stdout}")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Package]:
+    work = tmp_path_factory.mktemp("chalice-package")
+    assert (REPO_ROOT / "requirements.txt").read_bytes() == build.FUNCTION_REQUIREMENTS.read_bytes()
+    # The function's tree resolved for Lambda (as Chalice resolves it: cp311, manylinux up to glibc 2.26).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIP_CACHE_DIR", str(PIP_CACHE))
+        expected = build.resolve(build.FUNCTION_REQUIREMENTS)
+        build.fetch(expected, build.WHEELHOUSE)
+    out = _chalice_package("prod", work)
     yield Package(
         deployment_zip=out / "deployment.zip",
         sam=json.loads((out / "sam.json").read_text()),
@@ -204,16 +220,15 @@ def test_every_function_uses_the_layer_on_the_layers_python(package: Package) ->
 
 
 def test_sam_template_passes_cfn_lint(package: Package) -> None:
-    cfn_lint = REPO_ROOT / ".venv" / "bin" / "cfn-lint"
-    if not cfn_lint.exists():
-        pytest.skip("cfn-lint is not installed in .venv")
-    completed = subprocess.run(
-        [str(cfn_lint), str(package.sam_path)], capture_output=True, text=True, timeout=300, check=False
-    )
-    # cfn-lint's exit code is a bit mask: 1 its own failure, 2 errors, 4 warnings, 8 informational.
-    assert completed.returncode & 0b11 == 0, completed.stdout + completed.stderr
-    if completed.returncode:
-        print(f"cfn-lint warnings/info (not failures):\n{completed.stdout}")
+    _cfn_lint(package.sam_path)
+
+
+def test_the_dev_stage_packages_and_its_sam_template_passes_cfn_lint(package: Package, tmp_path: Path) -> None:
+    """Every deployable stage, not only prod (the wheelhouse is warm from the prod package)."""
+    out = _chalice_package("dev", tmp_path)
+    sam = json.loads((out / "sam.json").read_text())
+    assert all(p.get("Layers") == [LAYER_ARN] for p in _functions(sam).values())
+    _cfn_lint(out / "sam.json")
 
 
 def test_layer_carries_the_heavy_stack(layer: Layer, package: Package) -> None:
