@@ -56,7 +56,7 @@ API_KEY = "AV-TEST-KEY-93f1c2"
 NEW_YORK = ZoneInfo("America/New_York")
 PROVIDER = "alpha_vantage"
 
-# --- bodies that are NOT recordings (wording quoted in /work/shared/fixtures/README.md, from client code) ---
+# --- bodies that are NOT recordings (wording quoted in ../shared/fixtures/README.md, from client code) ---
 NOT_RECORDED_NOTE_THROTTLE = {
     "Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 calls "
     "per day. Please visit https://www.alphavantage.co/premium/ if you would like to target a higher API call "
