@@ -19,6 +19,7 @@ history of the popular list) and cleanup (expired connections, subscriptions and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import traceback
@@ -178,15 +179,13 @@ class JobRunner:
         return self._finish(run, status, context, began, error)
 
     def _finish(self, run: JobRun, status: RunStatus, context: JobContext, began: float, error: str | None) -> JobRun:
-        finished = JobRun(
-            **{
-                **run.__dict__,
-                "status": status,
-                "finished_at": datetime.fromtimestamp(self._clock(), UTC),
-                "duration_ms": int((time.monotonic() - began) * 1000),
-                "counts": dict(context.counts),
-                "error": error[:1000] if error else None,
-            }
+        finished = dataclasses.replace(
+            run,
+            status=status,
+            finished_at=datetime.fromtimestamp(self._clock(), UTC),
+            duration_ms=int((time.monotonic() - began) * 1000),
+            counts=dict(context.counts),
+            error=error[:1000] if error else None,
         )
         self._runs.finish(finished)
         observability.count("JobRun", dimensions={"job": run.job_name, "status": status.value})
@@ -229,7 +228,7 @@ class JobRunner:
             and spec is not None
             and self._clock() > run.started_at.timestamp() + spec.timeout_seconds + DEADLINE_MARGIN_SECONDS
         ):
-            return JobRun(**{**run.__dict__, "status": RunStatus.FAILED, "error": "did not finish (killed)"})
+            return dataclasses.replace(run, status=RunStatus.FAILED, error="did not finish (killed)")
         return run
 
     def status(self) -> JobsStatusResponse:

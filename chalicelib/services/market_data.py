@@ -565,13 +565,12 @@ class MarketDataService:
             return (entry, served) if entry is not None and served is not None else None
 
         found = read()
-        if force:  # a refresh job: fetch whatever the cache holds, and do not count it as a lookup
-            pass
-        elif found is not None and found[0].is_fresh(self._clock()):
-            self._record_lookup(kind, hit=True)
-            return found[1]
-        else:
-            self._record_lookup(kind, hit=False)
+        # A refresh job (force) fetches whatever the cache holds, and is not a lookup to count.
+        if not force:
+            fresh = found is not None and found[0].is_fresh(self._clock())
+            self._record_lookup(kind, hit=fresh)
+            if fresh and found is not None:
+                return found[1]
 
         token = self._cache.acquire_lock(key, self._timings.lock_ttl_seconds)
         if token is None:
