@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
-import subprocess
 import time
 from datetime import UTC, datetime
 
@@ -24,7 +22,7 @@ import websocket
 from infra.local.run import free_port
 from infra.local.token import issue_dev_token
 from tests.bench.bench_websocket_fanout import percentile
-from tests.load.run_api_load import clear_prefix, start_stack
+from tests.load.run_api_load import clear_prefix, start_stack, stop_stack
 
 TARGET_SECONDS = 60.0
 OTHER_JOBS_OFF = "refresh_indices=off,refresh_market=off,refresh_sentiment=off,warm_cache=off,cleanup=off"
@@ -71,12 +69,7 @@ def main() -> int:
         )
         return 0 if worst < TARGET_SECONDS else 1
     finally:
-        clear_prefix(redis_url)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_stack(process, redis_url)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -46,7 +44,7 @@ from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.run import free_port
 from infra.local.token import issue_dev_token
-from tests.load.run_api_load import PREFIX, clear_prefix, start_stack
+from tests.load.run_api_load import PREFIX, clear_prefix, start_stack, stop_stack
 
 TARGET_LATENCY_MS = 50.0
 
@@ -237,13 +235,7 @@ def main() -> int:
     finally:
         if clients.is_alive():
             clients.terminate()
-        removed = clear_prefix(redis_url)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(f"  stack stopped; removed {removed} keys under {PREFIX!r}")
+        stop_stack(process, redis_url)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ def start_stack(port: int, extra_env: dict[str, str] | None = None) -> tuple[sub
     raise SystemExit("the local stack exited before it was ready")
 
 
+def stop_stack(process: subprocess.Popen[str], redis_url: str) -> None:
+    """Remove this run's keys (only ours: the prefix), stop the stack as Ctrl-C would, say so."""
+    removed = clear_prefix(redis_url)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    print(f"  stack stopped; removed {removed} keys under {PREFIX!r}")
+
+
 def clear_prefix(redis_url: str) -> int:
     client = redis.Redis.from_url(redis_url)
     removed = 0
@@ -106,13 +117,7 @@ def main() -> int:
             )
         return 0 if all(row["Failure Count"] == "0" for row in results.values()) else 1
     finally:
-        removed = clear_prefix(redis_url)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(f"  stack stopped; removed {removed} keys under {PREFIX!r}")
+        stop_stack(process, redis_url)
 
 
 if __name__ == "__main__":

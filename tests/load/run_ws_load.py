@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from infra.local.run import free_port
-from tests.load.run_api_load import PREFIX, REPO_ROOT, clear_prefix, start_stack
+from tests.load.run_api_load import REPO_ROOT, clear_prefix, start_stack, stop_stack
 
 
 def main() -> int:
@@ -62,13 +61,7 @@ def main() -> int:
         aggregated = next(row for row in rows if row["Name"] == "Aggregated")
         return 0 if aggregated["Failure Count"] == "0" else 1
     finally:
-        removed = clear_prefix(redis_url)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(f"  stack stopped; removed {removed} keys under {PREFIX!r}")
+        stop_stack(process, redis_url)
 
 
 if __name__ == "__main__":
