@@ -37,21 +37,6 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 LAYER_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:market-data-prod-yfinance:1"
 JWKS_URL = "https://idp.example.com/.well-known/jwks.json"
-# The outputs the stage config and policy consume, listed here too in case the template lags behind.
-STACK_OUTPUTS = (
-    "ConnectionsTableArn",
-    "SubscriptionsTableArn",
-    "JobRunsTableArn",
-    "PrivateSubnetIds",
-    "LambdaSecurityGroupId",
-    "RedisUrl",
-    "RedisAuthSecretArn",
-    "JwtSecretArn",
-    "ProviderKeysSecretArn",
-    "AlarmTopicArn",
-    "YFinanceLayerArn",
-    "DashboardName",
-)
 HEAVY = ("yfinance", "pandas", "numpy")
 LAYER_PACKAGES = ("yfinance", "pandas", "numpy", "curl_cffi")
 
@@ -82,8 +67,8 @@ def fake_output(name: str) -> str:
 
 
 def fake_outputs() -> dict[str, str]:
-    names = set(load_template().get("Outputs", {})) | set(STACK_OUTPUTS)
-    return {name: fake_output(name) for name in sorted(names)}
+    # Every output the template declares (tests/unit/test_deploy_config.py proves the stages use no other).
+    return {name: fake_output(name) for name in sorted(load_template()["Outputs"])}
 
 
 def _offline_pip_env(wheelhouse: Path) -> dict[str, str]:
