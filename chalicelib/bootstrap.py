@@ -13,9 +13,7 @@ import os
 import threading
 from typing import Any
 
-import boto3
 import redis
-from botocore.config import Config
 from requests.adapters import BaseAdapter
 
 from chalicelib.adapters.apigw_broadcaster import ApiGatewayBroadcaster, management_client
@@ -187,7 +185,11 @@ class Container:
 
     @functools.cached_property
     def dynamodb(self) -> Any:
-        """One DynamoDB client per container; AWS_ENDPOINT_URL points it at moto locally."""
+        """One DynamoDB client per container; AWS_ENDPOINT_URL points it at moto locally. boto3 is
+        imported here, on first use: a REST request that never touches DynamoDB does not pay for it."""
+        import boto3
+        from botocore.config import Config
+
         s = self.settings
         return boto3.client(
             "dynamodb",
@@ -296,6 +298,9 @@ def _environment_with_secrets() -> dict[str, str]:
     """os.environ with the *_SECRET_ARN values fetched from Secrets Manager (deployed stages only)."""
 
     def client() -> Any:
+        import boto3  # only when a secret ARN is set (deployed stages)
+        from botocore.config import Config
+
         return boto3.client(
             "secretsmanager",
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",

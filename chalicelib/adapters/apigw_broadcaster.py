@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
@@ -49,6 +47,9 @@ def _error_code(exc: BaseException) -> str:
 
 
 def management_client(endpoint_url: str, region: str, *, pool_size: int, timeout_seconds: float) -> Any:
+    import boto3  # on first use: cold start of functions that never post stays lighter
+    from botocore.config import Config
+
     return boto3.client(
         "apigatewaymanagementapi",
         endpoint_url=endpoint_url,
