@@ -213,19 +213,19 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         return [item["connection_id"]["S"] for item in items]
 
     def subscribed_topics(self, *, now: float) -> list[str]:
-        return sorted(
-            {
-                item["topic"]["S"]
-                for item in self._paginate(
-                    "scan",
-                    TableName=self._subscriptions,
-                    FilterExpression=NOT_EXPIRED,
-                    ProjectionExpression="#topic",
-                    ExpressionAttributeNames={"#topic": "topic", "#expires_at": "expires_at"},
-                    ExpressionAttributeValues={":now": attr_now(now)},
-                )
-            }
-        )
+        return sorted(set(self._live_subscription_topics(now)))
+
+    def _live_subscription_topics(self, now: float) -> Iterator[str]:
+        """The topic of every unexpired subscription item, one per item (a paginated projection Scan)."""
+        for item in self._paginate(
+            "scan",
+            TableName=self._subscriptions,
+            FilterExpression=NOT_EXPIRED,
+            ProjectionExpression="#topic",
+            ExpressionAttributeNames={"#topic": "topic", "#expires_at": "expires_at"},
+            ExpressionAttributeValues={":now": attr_now(now)},
+        ):
+            yield item["topic"]["S"]
 
     # --- cleanup ----------------------------------------------------------------------------------
 
@@ -311,17 +311,7 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         ):
             open_connections += 1
             users.add(item["user_id"]["S"])
-        counts: Counter[str] = Counter(
-            item["topic"]["S"]
-            for item in self._paginate(
-                "scan",
-                TableName=self._subscriptions,
-                FilterExpression=NOT_EXPIRED,
-                ProjectionExpression="#topic, #expires_at",
-                ExpressionAttributeNames={"#topic": "topic", "#expires_at": "expires_at"},
-                ExpressionAttributeValues={":now": attr_now(now)},
-            )
-        )
+        counts: Counter[str] = Counter(self._live_subscription_topics(now))
         ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[: max(top, 0)]
         return StreamingStats(
             open_connections=open_connections,

@@ -124,10 +124,6 @@ class JobRunner:
         self._failing_after = failing_after
         self._clock = clock
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._specs)
-
     def spec(self, name: str) -> JobSpec:
         spec = self._specs.get(name)
         if spec is None:
@@ -137,26 +133,29 @@ class JobRunner:
     def run(self, name: str, *, trigger: Trigger, event_id: str | None = None, deadline: float | None = None) -> JobRun:
         spec = self.spec(name)
         task_id = task_id_for(name, event_id)
-        existing = self._runs.get(task_id, now=self._clock()) if event_id else None
-        if existing is not None:
-            logger.info("duplicate delivery ignored", extra={"job": name, "task_id": task_id})
-            observability.count("JobDuplicate", dimensions={"job": name})
-            return existing
         started = self._clock()
+        # The run record's conditional write is what tells a duplicate delivery (same event id, same task
+        # id) apart: whether the first delivery still runs (the lock is held) or has finished.
         lock = self._locks.acquire_lock(f"job:{name}", spec.timeout_seconds)
         if lock is None:
             skipped = self._record(spec, task_id, trigger, event_id, RunStatus.SKIPPED, started)
             if self._runs.start(skipped):
                 observability.count("JobSkipped", dimensions={"job": name})
                 return skipped
-            return self._runs.get(task_id, now=self._clock()) or skipped
+            return self._duplicate(task_id, name, skipped)
         try:
             run = self._record(spec, task_id, trigger, event_id, RunStatus.RUNNING, started)
-            if not self._runs.start(run):  # lost a race with a duplicate delivery
-                return self._runs.get(task_id, now=self._clock()) or run
+            if not self._runs.start(run):
+                return self._duplicate(task_id, name, run)
             return self._execute(spec, run, deadline)
         finally:
             self._locks.release_lock(f"job:{name}", lock)
+
+    def _duplicate(self, task_id: str, name: str, fallback: JobRun) -> JobRun:
+        """The run already recorded under this task id (the first delivery's), doing no work."""
+        logger.info("duplicate delivery ignored", extra={"job": name, "task_id": task_id})
+        observability.count("JobDuplicate", dimensions={"job": name})
+        return self._runs.get(task_id, now=self._clock()) or fallback
 
     def _execute(self, spec: JobSpec, run: JobRun, deadline: float | None) -> JobRun:
         budget = deadline if deadline is not None else time.monotonic() + spec.timeout_seconds

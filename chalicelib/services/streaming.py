@@ -95,17 +95,6 @@ class PublishReport:
     lookup_seconds: float = 0.0  # finding subscribers and claiming changes
     send_seconds: float = 0.0  # posting to them
 
-    def add(self, other: PublishReport) -> None:
-        self.topics += other.topics
-        self.unchanged += other.unchanged
-        self.without_subscribers += other.without_subscribers
-        self.sent += other.sent
-        self.gone += other.gone
-        self.failed += other.failed
-        self.gone_connections.extend(other.gone_connections)
-        self.lookup_seconds += other.lookup_seconds
-        self.send_seconds += other.send_seconds
-
 
 class StreamingService:
     def __init__(

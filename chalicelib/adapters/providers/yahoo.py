@@ -68,9 +68,6 @@ DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 # Yahoo answers long symbol lists, but URLs past ~8 KB get refused by intermediaries.
 MAX_SYMBOLS_PER_QUOTE_REQUEST = 200
 
-# The builders return the shared ProviderRequest; the old name stays for callers of the quote builder.
-QuoteRequest = ProviderRequest
-
 # Yahoo's chart spells intervals its own way (1h is "60m").
 CHART_INTERVALS: Mapping[Interval, str] = {
     Interval.M1: "1m",
