@@ -19,6 +19,10 @@ from chalicelib.errors import ValidationFailed
 # whitespace, control bytes, 40-character strings) is rejected before it reaches a cache key or URL.
 SYMBOL_MAX_LENGTH = 12
 _SYMBOL_RE = re.compile(rf"^\^?[A-Z0-9][A-Z0-9.\-=]{{0,{SYMBOL_MAX_LENGTH - 1}}}$")
+# US class shares: the S&P list and many brokers write BRK.B, Yahoo and our cache keys and topics BRK-B.
+# One spelling per symbol, so the dotted form is mapped on input. Only a dot before a single A, B or C
+# is a share class: Yahoo's single-letter exchange suffixes (.L, .F, .T, .V) are not share classes.
+_DOTTED_SHARE_CLASS = re.compile(r"^([A-Z]{1,6})\.([ABC])$")
 
 
 def normalize_symbol(raw: str) -> str:
@@ -36,7 +40,7 @@ def normalize_symbol(raw: str) -> str:
             f"symbol {raw[: SYMBOL_MAX_LENGTH + 4]!r} is not a valid ticker: use letters, digits, '.', '-', '=' "
             "and an optional leading '^' (e.g. AAPL, BRK-B, ^GSPC, EURUSD=X)"
         )
-    return symbol
+    return _DOTTED_SHARE_CLASS.sub(r"\1-\2", symbol)
 
 
 def _check_symbol(value: str) -> str:
