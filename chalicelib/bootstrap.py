@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import Any
+from datetime import date
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from requests.adapters import BaseAdapter
@@ -42,6 +43,13 @@ from chalicelib.services.streaming import StreamingLimits, StreamingService
 from chalicelib.settings import DataSource, Settings, load_settings
 
 REPLAY_SOURCE_LABEL = "replay"
+
+
+@runtime_checkable
+class ReplayCalendar(Protocol):
+    """What the replay transport tells the service besides HTTP answers: the trading day it replays now."""
+
+    def replay_day(self) -> date: ...
 
 
 class Container:
@@ -167,6 +175,9 @@ class Container:
                 lock_ttl_seconds=s.cache_lock_ttl_seconds,
                 lock_wait_seconds=s.cache_lock_wait_seconds,
             ),
+            replay_day=self._replay_transport.replay_day
+            if self.replay and isinstance(self._replay_transport, ReplayCalendar)
+            else None,
         )
 
     @functools.cached_property

@@ -4,6 +4,7 @@ document is generated from). Every market payload carries its provenance: ``sour
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -76,6 +77,10 @@ class ProvenanceFields(MarketModel):
     retrieved_at: AwareDatetime = Field(description="when this service fetched it from the source")
     cached: bool = Field(description="served from the cache rather than fetched for this request")
     stale: bool = Field(description="past its freshness TTL; served because every source failed")
+    replay_day: date | None = Field(
+        default=None,
+        description="replay only: the replayed trading day this data belongs to (null for live data)",
+    )
 
 
 # --- responses ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Field names on the wire follow the spec's quote example (`price`, `change`, `cha
 from __future__ import annotations
 
 import re
+from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
@@ -94,6 +95,10 @@ class QuoteResponse(Quote):
     retrieved_at: AwareDatetime
     cached: bool
     stale: bool
+    replay_day: date | None = Field(
+        default=None,
+        description="replay only: the replayed trading day this data belongs to (null for live data)",
+    )
 
 
 class CachedQuote(MarketModel):
@@ -102,6 +107,7 @@ class CachedQuote(MarketModel):
     quote: Quote
     source: str
     retrieved_at: AwareDatetime
+    replay_day: date | None = None
 
 
 class CacheKindStats(MarketModel):

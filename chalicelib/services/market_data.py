@@ -7,11 +7,12 @@ counts as "unknown symbol" lives in provider_chain.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -141,9 +142,16 @@ class Served(Generic[T]):
     retrieved_at: datetime
     cached: bool
     stale: bool
+    replay_day: date | None = None
 
     def provenance(self) -> dict[str, Any]:
-        return {"source": self.source, "retrieved_at": self.retrieved_at, "cached": self.cached, "stale": self.stale}
+        return {
+            "source": self.source,
+            "retrieved_at": self.retrieved_at,
+            "cached": self.cached,
+            "stale": self.stale,
+            "replay_day": self.replay_day,
+        }
 
 
 def validate_history_request(period: Period, interval: Interval) -> None:
@@ -166,7 +174,11 @@ class MarketDataService:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        replay_day: Callable[[], date] | None = None,
     ) -> None:
+        """``replay_day``: in replay only, the replayed trading day the source answers for right now;
+        it is stored with each fetched value, so every payload says which day it belongs to."""
+        self._replay_day = replay_day
         self._cache = cache
         self._chain = chain
         self._timings = timings
@@ -205,7 +217,9 @@ class MarketDataService:
                 return self._stale_quote_or_raise(symbol, found, exc)
             if symbol in batch.found:
                 quote, source = batch.found[symbol]
-                stored = CachedQuote(quote=quote, source=source, retrieved_at=datetime.now(UTC))
+                stored = CachedQuote(
+                    quote=quote, source=source, retrieved_at=datetime.now(UTC), replay_day=self._current_replay_day()
+                )
                 self._store_quotes({symbol: stored})
                 return _quote_response(stored, cached=False, stale=False)
             if symbol in batch.unknown:
@@ -294,9 +308,9 @@ class MarketDataService:
                 if upstream_calls is not None:
                     for vendor, calls in batch.outcome.upstream_calls.items():
                         upstream_calls[vendor] = upstream_calls.get(vendor, 0) + calls
-                retrieved = datetime.now(UTC)
+                retrieved, day = datetime.now(UTC), self._current_replay_day()
                 fresh = {
-                    symbol: CachedQuote(quote=quote, source=source, retrieved_at=retrieved)
+                    symbol: CachedQuote(quote=quote, source=source, retrieved_at=retrieved, replay_day=day)
                     for symbol, (quote, source) in batch.found.items()
                 }
                 self._store_quotes(fresh)
@@ -587,13 +601,13 @@ class MarketDataService:
                     raise
                 logger.warning("serving stale copy", extra={"key": key, "error": exc.message})
                 observability.count("StaleServed", dimensions={"kind": kind})
-                stale = found[1]
-                return Served(stale.payload, stale.source, stale.retrieved_at, cached=True, stale=True)
-            retrieved = datetime.now(UTC)
+                return dataclasses.replace(found[1], cached=True, stale=True)
+            retrieved, day = datetime.now(UTC), self._current_replay_day()
             envelope = {
                 "data": payload.model_dump(mode="json"),
                 "source": source,
                 "retrieved_at": retrieved.isoformat(),
+                "replay_day": day.isoformat() if day else None,
             }
             self._cache.set(
                 key,
@@ -601,7 +615,7 @@ class MarketDataService:
                 fresh_ttl_seconds=ttl,
                 stale_ttl_seconds=self._timings.stale_ttl_seconds,
             )
-            return Served(payload, source, retrieved, cached=False, stale=False)
+            return Served(payload, source, retrieved, cached=False, stale=False, replay_day=day)
         finally:
             if token is not None:
                 self._cache.release_lock(key, token)
@@ -616,6 +630,9 @@ class MarketDataService:
             if found is not None and found[0].is_fresh(self._clock()):
                 return found[1]
         return None
+
+    def _current_replay_day(self) -> date | None:
+        return self._replay_day() if self._replay_day is not None else None
 
     # --- cache statistics -------------------------------------------------------------------------
 
@@ -673,6 +690,7 @@ def _decode_served(entry: CacheEntry, payload_type: type[P]) -> Served[P] | None
             retrieved_at=datetime.fromisoformat(envelope["retrieved_at"]),
             cached=True,
             stale=False,
+            replay_day=date.fromisoformat(envelope["replay_day"]) if envelope.get("replay_day") else None,
         )
     except (ValueError, KeyError, TypeError, ValidationError):
         logger.warning("discarding unreadable cache entry")
@@ -686,4 +704,5 @@ def _quote_response(stored: CachedQuote, *, cached: bool, stale: bool) -> QuoteR
         retrieved_at=stored.retrieved_at,
         cached=cached,
         stale=stale,
+        replay_day=stored.replay_day,
     )
