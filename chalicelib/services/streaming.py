@@ -44,6 +44,7 @@ from chalicelib.models.streaming import (
     indices_update,
     movers_update,
     parse_client_message,
+    quote_topic,
     quote_update,
     sectors_update,
     sentiment_update,
@@ -181,27 +182,39 @@ class StreamingService:
             if remaining is None:
                 raise _unknown_connection()
             return [_ack("unsubscribed", remaining)]
-        new_topics = [t for t in request.topics if t not in connection.topics]
         cap = self._limits.max_subscriptions_per_connection
-        if len(connection.topics) + len(new_topics) > cap:
+        requested = [t for t in request.topics if t not in connection.topics]
+        if len(connection.topics) + len(requested) > cap:
             raise ProtocolError(
                 "too_many_symbols",
-                f"this connection would hold {len(connection.topics) + len(new_topics)} subscriptions; "
+                f"this connection would hold {len(connection.topics) + len(requested)} subscriptions; "
                 f"at most {cap}. Unsubscribe from some first.",
             )
+        quotes = self._market.get_quotes(list(request.symbols)) if request.symbols else None
+        failed = [item for item in (quotes.quotes if quotes else []) if item.error is not None]
+        # A symbol no provider knows is not subscribed (nothing would ever arrive for it); one that is
+        # only unavailable right now stays subscribed and gets its updates once a provider answers.
+        unknown = {quote_topic(item.symbol) for item in failed if item.error and item.error.code == "symbol_not_found"}
+        new_topics = [t for t in requested if t not in unknown]
         current = self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
         if current is None:
             raise _unknown_connection()
-        return [_ack("subscribed", current), *(update.encoded() for update in self._snapshots(request))]
+        snapshots = [
+            quote_update(item.quote, snapshot=True) for item in (quotes.quotes if quotes else []) if item.quote
+        ]
+        snapshots.extend(self._channel_snapshots(request.channels))
+        errors = [
+            error_message(item.error.code, f"cannot stream {item.symbol}: {item.error.message}")
+            for item in failed
+            if item.error is not None
+        ]
+        return [_ack("subscribed", current), *(update.encoded() for update in snapshots), *errors]
 
-    def _snapshots(self, request: ClientRequest) -> list[StreamUpdate]:
-        """The current value of each requested item, from the cache (read-through: a miss is fetched once
-        and cached), so a new subscriber's screen is filled before the next refresh tick."""
+    def _channel_snapshots(self, channels: Sequence[Channel]) -> list[StreamUpdate]:
+        """The current value of each requested channel, from the cache (read-through: a miss is fetched
+        once and cached), so a new subscriber's screen is filled before the next refresh tick."""
         updates: list[StreamUpdate] = []
-        if request.symbols:
-            batch = self._market.get_quotes(list(request.symbols))
-            updates.extend(quote_update(item.quote, snapshot=True) for item in batch.quotes if item.quote is not None)
-        for channel in request.channels:
+        for channel in channels:
             try:
                 updates.append(self._channel_snapshot(channel))
             except AppError as exc:

@@ -215,6 +215,23 @@ def test_subscribe_to_stock_quotes_gives_an_ack_and_a_quote_update_per_symbol(
     assert sorted(topics) == ["quote:AAPL", "quote:MSFT"]
 
 
+def test_a_symbol_no_provider_knows_gets_an_error_naming_it_and_is_not_subscribed(
+    ws: Lambda, broadcaster: RecordingBroadcaster
+) -> None:
+    # GIVEN a connection; WHEN it subscribes to a quotable symbol and one no provider knows
+    cid = _connected(ws)
+    ws.send(cid, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL", "QZXQ"]}})
+    ack, *rest = broadcaster.messages_to(cid)
+    # THEN the ack holds the quotable one, its snapshot follows, and an error names the other
+    assert ack["data"]["subscriptions"] == {"channels": [], "symbols": ["AAPL"]}
+    assert [m["data"]["symbol"] for m in rest if m["type"] == "quote_update"] == ["AAPL"]
+    errors = [m["data"] for m in rest if m["type"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["code"] == "symbol_not_found"
+    assert "QZXQ" in errors[0]["message"]
+    assert _container().connection_store.topics_of(cid, now=time.time()) == ["quote:AAPL"]
+
+
 def test_each_ack_holds_the_whole_current_set_and_unsubscribe_removes(
     ws: Lambda, broadcaster: RecordingBroadcaster
 ) -> None:
