@@ -110,6 +110,10 @@ def _split_origins(value: Any) -> Any:
 DEFAULT_POPULAR_SYMBOLS = (
     "AAPL", "MSFT", "NVDA", "GOOGL", "AMZN", "META", "TSLA", "BRK-B", "JPM", "V", "SPY", "QQQ",
 )  # fmt: skip
+# The same list inside the replay universe (S&P 500 of Feb 2018: Meta was still FB, Tesla not yet listed).
+REPLAY_POPULAR_SYMBOLS = (
+    "AAPL", "MSFT", "NVDA", "GOOGL", "AMZN", "FB", "BRK-B", "JPM", "V", "XOM", "SPY", "QQQ",
+)  # fmt: skip
 
 
 def _split_symbols(value: Any) -> Any:
@@ -231,6 +235,15 @@ class Settings(BaseModel):
         if self.jwt_jwks_url and self.stage is not Stage.LOCAL and not self.jwt_jwks_url.startswith("https://"):
             raise ValueError("JWT_JWKS_URL must use https outside the local stage")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_popular_symbols(cls, data: Any) -> Any:
+        """In replay the popular list defaults to symbols the replay universe holds."""
+        if isinstance(data, dict) and str(data.get("market_data_source", "")).lower() == DataSource.REPLAY.value:
+            data = dict(data)  # never change the caller's mapping
+            data.setdefault("job_popular_symbols", REPLAY_POPULAR_SYMBOLS)
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -318,3 +318,16 @@ def test_settings_are_immutable() -> None:
     with pytest.raises(ValueError, match="frozen"):
         settings.stage = Stage.PROD  # type: ignore[misc]
     assert settings.stage is Stage.LOCAL
+
+
+def test_in_replay_the_popular_list_defaults_to_symbols_of_the_replay_universe() -> None:
+    from chalicelib.settings import DEFAULT_POPULAR_SYMBOLS, REPLAY_POPULAR_SYMBOLS
+
+    replay = load_settings({"STAGE": "local", "MARKET_DATA_SOURCE": "replay"})
+    live = load_settings({"STAGE": "local"})
+    chosen = load_settings({"STAGE": "local", "MARKET_DATA_SOURCE": "replay", "JOB_POPULAR_SYMBOLS": "MSFT,brk.b"})
+    assert replay.job_popular_symbols == REPLAY_POPULAR_SYMBOLS
+    assert "META" not in replay.job_popular_symbols
+    assert "TSLA" not in replay.job_popular_symbols
+    assert live.job_popular_symbols == DEFAULT_POPULAR_SYMBOLS
+    assert chosen.job_popular_symbols == ("MSFT", "BRK-B")
