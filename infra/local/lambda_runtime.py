@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -278,6 +278,13 @@ def websocket_handlers(app_root: Path = REPO_ROOT) -> dict[str, str]:
     handler's attribute on the app module ("app.on_ws_connect" → "on_ws_connect"). Empty without any."""
     handlers: Mapping[str, Any] = getattr(_chalice_app(app_root), "websocket_handlers", {})
     return {route_key: config.handler_string.rsplit(".", 1)[-1] for route_key, config in handlers.items()}
+
+
+def lambda_functions(app_root: Path = REPO_ROOT) -> dict[str, str]:
+    """The app's `@app.lambda_function`s: Chalice name → the name of the handler's attribute on the app
+    module (what the local Invoke API runs for that function)."""
+    functions: Sequence[Any] = getattr(_chalice_app(app_root), "pure_lambda_functions", [])
+    return {function.name: function.handler_string.rsplit(".", 1)[-1] for function in functions}
 
 
 def schedule_handlers(app_root: Path = REPO_ROOT) -> list[ScheduledFunction]:
