@@ -47,10 +47,12 @@ from aiohttp import web
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import load_settings
 from infra.local import gateway
+from infra.local.lambda_invoke import AsyncInvocations, invoke_registrar
 from infra.local.lambda_runtime import (
     REPO_ROOT,
     LambdaPool,
     ScheduledFunction,
+    lambda_functions,
     route_table,
     schedule_handlers,
     websocket_handlers,
@@ -263,6 +265,9 @@ def app_environment(config: StackConfig, env: Mapping[str, str], *, started_at: 
         "REDIS_URL": config.redis_url,
         # Where the WebSocket handlers' apigatewaymanagementapi client posts (this gateway).
         "WEBSOCKET_MANAGEMENT_ENDPOINT": config.gateway_url,
+        # boto3's service-specific endpoint: Lambda invocations (the fan-out dispatch) go to this
+        # gateway's Invoke API, which runs them in the same worker pool; everything else goes to moto.
+        "AWS_ENDPOINT_URL_LAMBDA": config.gateway_url,
     }
 
 
@@ -385,7 +390,11 @@ def run(config: StackConfig, stack: contextlib.ExitStack) -> None:
 
     pool = LambdaPool()
     stack.callback(pool.close)
-    registrars = [websocket_registrar(websocket_handlers(), limits=config.websocket_limits)]
+    invocations = AsyncInvocations(lambda_functions(), pool.invoke, stage=STAGE)
+    registrars = [
+        websocket_registrar(websocket_handlers(), limits=config.websocket_limits),
+        invoke_registrar(invocations),
+    ]
     scheduler = None
     if schedule.enabled:
         scheduler = LocalScheduler(functions, pool, overrides=schedule.overrides, region=REGION)
