@@ -360,3 +360,26 @@ class JobRunStore(Protocol):
     def delete_expired(self, *, now: float) -> int:
         """Remove runs past their retention (DynamoDB's TTL deletes late); returns how many went."""
         ...
+
+
+# --- sharded fan-out: one asynchronous worker invocation per shard of a publish round ---------------
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One worker invocation: deliver round ``round_id``'s changed values to the connections of ``shard``."""
+
+    round_id: str
+    shard: int
+
+
+@dataclass(frozen=True)
+class DispatchReport:
+    dispatched: int
+    failed: tuple[int, ...]  # shards whose invocation could not be queued
+
+
+class ShardDispatcher(Protocol):
+    def dispatch(self, tasks: Sequence[ShardTask]) -> DispatchReport:
+        """Queue one asynchronous worker invocation per task; never raises for a failed invocation."""
+        ...
