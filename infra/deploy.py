@@ -12,6 +12,8 @@ deploy:
 4. ``chalice deploy --stage <stage>`` in the rendered project; if the WebSocket API id was not known
    yet (first deploy), render again with it and deploy once more (the jobs need the management
    endpoint). ``.chalice/deployed/<stage>.json`` is copied back so the next deploy updates in place.
+5. Set the fan-out worker's asynchronous-invoke config (retries, maximum event age, on-failure
+   destination: the stack's FanoutFailureQueue), which Chalice has no setting for.
 
 destroy: ``chalice delete`` in the rendered project, then delete the stack (the tables' point-in-time
 recovery and the secrets' recovery window still apply), then empty and delete the artifact bucket.
@@ -40,6 +42,8 @@ STACK_PREFIX = "market-data"
 FROM_STACK = "from-stack:"
 FROM_DEPLOY = "from-deploy:"
 DEPLOYABLE_STAGES = ("dev", "prod")
+FANOUT_WORKER = "fanout_worker"
+FANOUT_MAX_EVENT_AGE_SECONDS = 60
 
 
 class RenderError(Exception):
@@ -246,6 +250,24 @@ def _chalice(project: Path, *arguments: str) -> None:
     subprocess.run([str(chalice), "--project-dir", str(project), *arguments], check=True)  # noqa: S603
 
 
+def fanout_worker_invoke_config(stage: str, failure_queue_arn: str) -> dict[str, Any]:
+    """Lambda's asynchronous-invoke settings of the fan-out worker, which Chalice cannot set: Lambda's
+    two retries, a maximum event age of one refresh period (an older round is superseded by the next
+    one), and the on-failure destination (the stack's queue, watched by an alarm)."""
+    return {
+        "FunctionName": f"{STACK_PREFIX}-{stage}-{FANOUT_WORKER}",
+        "MaximumRetryAttempts": 2,
+        "MaximumEventAgeInSeconds": FANOUT_MAX_EVENT_AGE_SECONDS,
+        "DestinationConfig": {"OnFailure": {"Destination": failure_queue_arn}},
+    }
+
+
+def configure_fanout_worker(lambda_client: Any, stage: str, failure_queue_arn: str) -> dict[str, Any]:
+    settings = fanout_worker_invoke_config(stage, failure_queue_arn)
+    lambda_client.put_function_event_invoke_config(**settings)
+    return settings
+
+
 def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool) -> int:
     boto3 = _boto3()
     session = boto3.session.Session()
@@ -280,6 +302,8 @@ def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool)
     if dry_run:
         print(json.dumps({"config": config["stages"][stage], "policy": policy}, indent=2))
         print(f"dry run: would `chalice deploy --stage {stage}` in {project}")
+        invoke_config = fanout_worker_invoke_config(stage, outputs.get("FanoutFailureQueueArn", "<queue>"))
+        print(f"dry run: would put the fan-out worker's event invoke config {json.dumps(invoke_config)}")
         return 0
     _chalice(project, "deploy", "--stage", stage)
     shutil.copy2(project / ".chalice" / "deployed" / f"{stage}.json", CHALICE_DIR / "deployed" / f"{stage}.json")
@@ -288,6 +312,7 @@ def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool)
         render_project(stage, outputs, deploy_values(stage, region, account, api_id, extra), project)
         _chalice(project, "deploy", "--stage", stage)
         shutil.copy2(project / ".chalice" / "deployed" / f"{stage}.json", CHALICE_DIR / "deployed" / f"{stage}.json")
+    configure_fanout_worker(session.client("lambda"), stage, outputs["FanoutFailureQueueArn"])
     return 0
 
 

@@ -126,3 +126,40 @@ def test_the_dry_run_renders_the_stage_without_calling_aws(
     printed = capsys.readouterr().out
     assert "would `chalice deploy --stage dev`" in printed
     assert "<subnet-a>" in printed
+
+
+def test_the_fanout_worker_gets_retries_a_maximum_age_and_the_failure_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On moto's Lambda API: the event invoke config deploy sets is what Lambda then reports."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        iam = boto3.client("iam", region_name="us-east-1")
+        role = iam.create_role(RoleName="worker", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        queue = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="market-data-dev-fanout-failures")
+        queue_arn = boto3.client("sqs", region_name="us-east-1").get_queue_attributes(
+            QueueUrl=queue["QueueUrl"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        client = boto3.client("lambda", region_name="us-east-1")
+        client.create_function(
+            FunctionName="market-data-dev-fanout_worker", Runtime="python3.11", Role=role, Handler="app.fanout_worker",
+            Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        )  # fmt: skip
+        deploy.configure_fanout_worker(client, "dev", queue_arn)
+        config = client.get_function_event_invoke_config(FunctionName="market-data-dev-fanout_worker")
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] == deploy.FANOUT_MAX_EVENT_AGE_SECONDS
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
+
+
+@pytest.mark.parametrize("stage", deploy.DEPLOYABLE_STAGES)
+def test_the_policy_lets_the_jobs_start_only_the_fanout_worker_and_reach_its_failure_queue(stage: str) -> None:
+    _, policy = deploy.stage_documents(stage)
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["StartFanoutWorkers"]["Action"] == ["lambda:InvokeFunction"]
+    (function,) = statements["StartFanoutWorkers"]["Resource"]
+    assert function.endswith(f":function:market-data-from-deploy:Stage-{deploy.FANOUT_WORKER}")
+    assert statements["FanoutFailureDestination"]["Resource"] == ["from-stack:FanoutFailureQueueArn"]

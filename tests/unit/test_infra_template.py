@@ -38,6 +38,7 @@ OUTPUTS = {
     "RedisAuthSecretArn",
     "JwtSecretArn",
     "ProviderKeysSecretArn",
+    "FanoutFailureQueueArn",
     "AlarmTopicArn",
     "YFinanceLayerArn",
     "DashboardName",
@@ -441,3 +442,16 @@ def test_no_execute_api_interface_endpoint() -> None:
     for logical_id, endpoint in _of_type("AWS::EC2::VPCEndpoint").items():
         assert "execute-api" not in json.dumps(endpoint["Properties"]["ServiceName"]), logical_id
         assert endpoint["Properties"].get("VpcEndpointType") == "Gateway", logical_id
+
+
+def test_a_failed_fanout_shard_lands_in_a_queue_whose_alarm_pages() -> None:
+    resources = TEMPLATE["Resources"]
+    queue = resources["FanoutFailureQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    alarm = resources["FanoutFailureAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["FanoutFailureQueue", "QueueName"]}}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert TEMPLATE["Outputs"]["FanoutFailureQueueArn"]["Value"] == {"Fn::GetAtt": ["FanoutFailureQueue", "Arn"]}
