@@ -79,6 +79,9 @@ _CLOSE_HANDSHAKE_SECONDS = 2.0  # how long a server-side close waits for the cli
 REASON_GOING_AWAY = "Going away"
 REASON_NO_STATUS = "Client-side close frame status not set"
 REASON_ABNORMAL = "Connection was closed abnormally"
+# API Gateway meters WebSocket messages in 32 KB steps.
+BILLING_STEP_BYTES = 32 * 1024
+USAGE_PATH = "/_local/management-usage"
 REASON_DELETED = "Connection deleted through the @connections API"
 REASON_TOO_BIG = "Message too big"
 
@@ -317,6 +320,24 @@ class ConnectionRegistry:
 # --- The aiohttp side. ---
 
 
+@dataclass
+class ManagementUsage:
+    """What API Gateway would count and bill for the management API: every POST @connections call counts
+    against the account's request rate, and a message is billed per started 32 KB."""
+
+    posts: int = 0
+    bytes_posted: int = 0
+    billed_messages: int = 0
+
+    def record_post(self, size: int) -> None:
+        self.posts += 1
+        self.bytes_posted += size
+        self.billed_messages += max(1, -(-size // BILLING_STEP_BYTES))
+
+    def as_dict(self) -> dict[str, int]:
+        return {"posts": self.posts, "bytes_posted": self.bytes_posted, "billed_messages": self.billed_messages}
+
+
 class WebSocketApi:
     """The WebSocket routes and the @connections management API of one gateway app."""
 
@@ -326,6 +347,7 @@ class WebSocketApi:
         self.registry = ConnectionRegistry()
         self._live: set[Connection] = set()  # upgraded and $disconnect not yet done (includes closing ones)
         self._tasks: set[asyncio.Task[None]] = set()  # $default invocations in flight
+        self.usage = ManagementUsage()
 
     # -- WebSocket. --
 
@@ -508,6 +530,7 @@ class WebSocketApi:
             if request.content_length is not None and request.content_length > self.limits.max_message_bytes:
                 return _management_error(413, "PayloadTooLargeException", request_id, force_close=True)
             data = await request.read()
+            self.usage.record_post(len(data))
             if len(data) > self.limits.max_message_bytes:
                 return _management_error(413, "PayloadTooLargeException", request_id)
             if connection is None:
@@ -567,6 +590,8 @@ def websocket_registrar(
         for prefix in ("", "/{stage}"):
             for method in ("POST", "GET", "DELETE"):
                 app.router.add_route(method, prefix + "/@connections/{connection_id}", api.handle_management)
+        # Local only (not an API Gateway route): what the management API was asked to post, for benchmarks.
+        app.router.add_route("GET", USAGE_PATH, lambda _request: web.json_response(api.usage.as_dict()))
         app.on_shutdown.append(api.shutdown)
 
     return register

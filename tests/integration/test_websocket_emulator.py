@@ -490,3 +490,17 @@ def test_raw_management_http_percent_encoded_id_and_gone_shape(
     assert gone.status_code == 410
     assert gone.headers["x-amzn-ErrorType"] == "GoneException"
     assert gone.json() == {"message": None}
+
+
+def test_management_usage_counts_every_post_and_bills_per_started_32_kb(
+    gateway: Gateway, functions: FakeWebSocketFunctions
+) -> None:
+    client = connect(gateway)
+    target = connection_id(functions).replace("=", "%3D")
+    for size in (10, 32 * 1024, 32 * 1024 + 1):
+        assert requests.post(f"{gateway.url}/@connections/{target}", data=b"x" * size, timeout=3).status_code == 200
+        assert len(client.recv()) == size
+    assert requests.post(f"{gateway.url}/@connections/Sz1XdcAnoAMCKfg%3D", data=b"x", timeout=3).status_code == 410
+    usage = requests.get(f"{gateway.url}/_local/management-usage", timeout=3).json()
+    # Four calls against the request rate (the 410 too); 1 + 1 + 2 + 1 billed 32 KB messages.
+    assert usage == {"posts": 4, "bytes_posted": 10 + 32 * 1024 + 32 * 1024 + 1 + 1, "billed_messages": 5}
