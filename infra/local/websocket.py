@@ -550,6 +550,9 @@ class WebSocketApi:
         connection.close(WSCloseCode.OK, REASON_DELETED)
         return web.Response(status=204, headers={"x-amzn-RequestId": request_id})
 
+    async def handle_usage(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.usage.as_dict())
+
     # -- Shutdown. --
 
     async def shutdown(self, _app: web.Application) -> None:
@@ -591,7 +594,7 @@ def websocket_registrar(
             for method in ("POST", "GET", "DELETE"):
                 app.router.add_route(method, prefix + "/@connections/{connection_id}", api.handle_management)
         # Local only (not an API Gateway route): what the management API was asked to post, for benchmarks.
-        app.router.add_route("GET", USAGE_PATH, lambda _request: web.json_response(api.usage.as_dict()))
+        app.router.add_route("GET", USAGE_PATH, api.handle_usage)
         app.on_shutdown.append(api.shutdown)
 
     return register
