@@ -231,6 +231,8 @@ class Container:
                 max_connections_per_user=s.ws_max_connections_per_user,
                 max_subscriptions_per_connection=s.ws_max_subscriptions_per_connection,
                 max_message_bytes=s.ws_max_message_bytes,
+                max_frame_bytes=s.ws_max_frame_bytes,
+                resync_interval_seconds=s.ws_resync_interval_seconds,
             ),
         )
 

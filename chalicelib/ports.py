@@ -219,6 +219,7 @@ class ConnectionRecord:
     source_ip: str | None = None
     user_agent: str | None = None
     topics: frozenset[str] = frozenset()  # what it subscribes to (kept on the connection item)
+    message_format: str = "spec"  # chalicelib.models.streaming.StreamFormat, chosen at $connect
 
 
 @dataclass(frozen=True)
@@ -294,9 +295,37 @@ class Broadcaster(Protocol):
         ...
 
 
+# What StreamState.claim_sequences answers for a claim besides a first sequence number (>= 1).
+SEQ_UNSEQUENCED = 0  # the backend is down: send anyway, with seq 0 ("not sequenced")
+SEQ_DROP = -1  # the connection already got a newer round of this lane: do not send this one
+
+
+@dataclass(frozen=True)
+class SequenceClaim:
+    """``count`` data messages about to go to one connection. ``lane`` names a publisher whose rounds
+    are ordered (e.g. ``quote``): a claim whose ``round_id`` is not newer than the last one claimed for the
+    connection in that lane is refused (SEQ_DROP). ``lane`` None (snapshots) is never refused."""
+
+    connection_id: str
+    count: int
+    lane: str | None = None
+    round_id: int = 0
+
+
 class StreamState(Protocol):
-    """What fan-out remembers between runs (Redis in AWS): the last value published per topic, and
-    per-minute delivery counters for /ws/stats."""
+    """What fan-out remembers between runs (Redis in AWS): the last value published per topic, per-minute
+    delivery counters for /ws/stats, and per-connection sequence numbers and resync allowance."""
+
+    def claim_sequences(self, claims: Sequence[SequenceClaim], *, ttl_seconds: int) -> list[int]:
+        """For each claim, atomically per connection: the first of ``count`` consecutive sequence numbers
+        (the connection's counter advances by ``count``), SEQ_DROP, or SEQ_UNSEQUENCED when the backend is
+        down. One round trip for all claims; the per-connection state expires ``ttl_seconds`` after its
+        last claim."""
+        ...
+
+    def allow_resync(self, connection_id: str, *, interval_seconds: int) -> bool:
+        """True at most once per ``interval_seconds`` per connection (True when the backend is down)."""
+        ...
 
     def claim_change(self, topic: str, fingerprint: str) -> bool:
         """Atomically record ``fingerprint`` as the topic's latest; False when it already was (unchanged:

@@ -79,6 +79,8 @@ ENV_VARS: dict[str, str] = {
     "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": "ws_max_subscriptions_per_connection",
     "WS_MAX_MESSAGE_BYTES": "ws_max_message_bytes",
     "WS_FANOUT_CONCURRENCY": "ws_fanout_concurrency",
+    "WS_MAX_FRAME_BYTES": "ws_max_frame_bytes",
+    "WS_RESYNC_INTERVAL_SECONDS": "ws_resync_interval_seconds",
     "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
     "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
     "JOB_FAILING_AFTER": "job_failing_after",
@@ -206,6 +208,10 @@ class Settings(BaseModel):
     # The service's own cap on a client message; API Gateway itself closes past 128 KB (code 1009).
     ws_max_message_bytes: int = Field(default=16 * 1024, ge=256, le=128 * 1024)
     ws_fanout_concurrency: int = Field(default=32, ge=1, le=256)
+    # A batch frame's encoded size cap: API Gateway bills (and frames) WebSocket messages in 32 KB steps.
+    ws_max_frame_bytes: int = Field(default=32 * 1024, ge=1024, le=128 * 1024)
+    # At most one {"type":"resync"} per connection in this many seconds (a snapshot is many cache reads).
+    ws_resync_interval_seconds: int = Field(default=10, ge=0, le=3600)
 
     # Refreshed every minute and warmed every 6 h besides whatever is subscribed (comma-separated).
     job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(_split_symbols)] = DEFAULT_POPULAR_SYMBOLS

@@ -69,6 +69,7 @@ def on_connect(event: WebsocketEvent) -> Response:
     logger.append_keys(connection_id=event.connection_id, route="$connect")
     try:
         token, subprotocol = connect_credentials(raw)
+        query = raw.get("queryStringParameters") or {}
         container = bootstrap.container()
         principal = container.token_verifier.verify(token)
         logger.append_keys(user=principal.subject)
@@ -77,6 +78,7 @@ def on_connect(event: WebsocketEvent) -> Response:
             principal.subject,
             source_ip=identity.get("sourceIp"),
             user_agent=identity.get("userAgent"),
+            message_format=query.get("format") if isinstance(query, dict) else None,
         )
     except AppError as exc:
         logger.info("connection refused", extra={"status": exc.status_code, "code": exc.code})

@@ -88,6 +88,7 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
             "user_id": attr_s(record.user_id),
             "connected_at": attr_s(iso_utc(record.connected_at)),
             "expires_at": attr_n(record.expires_at),
+            "format": attr_s(record.message_format),
         }
         if record.source_ip is not None:
             item["source_ip"] = attr_s(record.source_ip)
@@ -334,6 +335,7 @@ def _connection_from_item(item: Item) -> ConnectionRecord:
         source_ip=item["source_ip"]["S"] if "source_ip" in item else None,
         user_agent=item["user_agent"]["S"] if "user_agent" in item else None,
         topics=_topic_set(item),
+        message_format=item["format"]["S"] if "format" in item else "spec",  # items written before formats existed
     )
 
 

@@ -3,16 +3,23 @@
 ``claim_change`` is one Lua script (compare and set), so two refresh runs racing on one topic send a
 changed value once, not twice. Counters are per UTC minute (``ws:count:<name>:<epoch minute>``, kept two
 hours) so "messages sent in the last hour" is one MGET of 60 keys per name.
+
+Per connection, one hash ``ws:conn:<connection id>`` holds its data-message counter (``seq``) and the
+last round sent per lane (``round:<lane>``). ``claim_sequences`` runs one Lua script per connection (check
+the round, advance the counter by the number of frames, return the first number), all of a publish's
+connections pipelined into one round trip. The hash expires with the connection (its TTL is refreshed on
+every claim). ``allow_resync`` is a SET NX EX per connection.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim
 
 COUNTER_NAMES = ("sent", "gone", "failed")
 _FINGERPRINT_TTL_SECONDS = 24 * 3600
@@ -25,11 +32,27 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+# KEYS: the connection's hash. ARGV: lane ('' = none: never dropped), round id, count, ttl seconds.
+# Returns the first of `count` sequence numbers, or 'drop' when the lane already had this round or a newer one.
+_SEQUENCE = """
+if ARGV[1] ~= '' then
+  local field = 'round:' .. ARGV[1]
+  local last = redis.call('HGET', KEYS[1], field)
+  if last and tonumber(ARGV[2]) <= tonumber(last) then return 'drop' end
+  redis.call('HSET', KEYS[1], field, ARGV[2])
+end
+local count = tonumber(ARGV[3])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', count)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return seq - count + 1
+"""
+
 
 class RedisStreamState(DegradingRedisAdapter):
     def __init__(self, client: redis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__(client, key_prefix=key_prefix)
         self._claim = client.register_script(_CLAIM)
+        self._sequence = client.register_script(_SEQUENCE)
         self._clock = clock
 
     def claim_change(self, topic: str, fingerprint: str) -> bool:
@@ -48,6 +71,35 @@ class RedisStreamState(DegradingRedisAdapter):
             self._client.delete(self._key(f"ws:last:{topic}"))
         except REDIS_FAILURES as exc:
             self._failed("forget", exc)
+
+    def claim_sequences(self, claims: Sequence[SequenceClaim], *, ttl_seconds: int) -> list[int]:
+        if not claims:
+            return []
+        if not self.available:
+            return [SEQ_UNSEQUENCED] * len(claims)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for claim in claims:
+                self._sequence(
+                    keys=[self._key(f"ws:conn:{claim.connection_id}")],
+                    args=[claim.lane or "", claim.round_id, claim.count, ttl_seconds],
+                    client=pipe,
+                )
+            results = pipe.execute()
+        except REDIS_FAILURES as exc:
+            self._failed("claim_sequences", exc)
+            return [SEQ_UNSEQUENCED] * len(claims)
+        return [SEQ_DROP if result == b"drop" else int(result) for result in results]
+
+    def allow_resync(self, connection_id: str, *, interval_seconds: int) -> bool:
+        if not self.available or interval_seconds <= 0:
+            return True
+        try:
+            key = self._key(f"ws:resync:{connection_id}")
+            return bool(self._client.set(key, "1", nx=True, ex=interval_seconds))
+        except REDIS_FAILURES as exc:
+            self._failed("allow_resync", exc)
+            return True
 
     def _minute(self) -> int:
         return int(self._clock() // 60)

@@ -6,6 +6,9 @@ Inbound, exactly as the spec's JavaScript example sends them::
     {"type": "subscribe",   "data": {"type": "stock_quotes", "symbols": ["AAPL", "MSFT"]}}
     {"type": "unsubscribe", "data": {...the same two shapes...}}
     {"type": "ping"}
+    {"type": "resync"}
+
+A client picks a message format at ``$connect`` (``?format=spec``, the default, or ``?format=batch``).
 
 Outbound: ``subscribed`` / ``unsubscribed`` acks holding the connection's whole subscription set,
 ``pong``, ``error`` (``{"code", "message"}``; the connection stays open), and the updates
@@ -13,6 +16,10 @@ Outbound: ``subscribed`` / ``unsubscribed`` acks holding the connection's whole 
 ``sector_update`` and ``sentiment_update``. Every update carries ``timestamp`` (ISO 8601 UTC, when the
 value was current at its source), ``source`` (the provider, or ``replay``) and ``snapshot`` (true when
 sent from the cache on subscribe rather than by a refresh).
+
+Data messages (updates and snapshots, and in the batch format the ``batch`` frame that carries them) have
+a top-level ``seq``: 1, 2, 3... per connection, so a client sees a gap; acks, ``pong`` and ``error`` have
+none. ``seq`` 0 means "not sequenced" (the sequencing store was unavailable; see README).
 
 Topics name what a subscription is to, and key the subscriptions table: ``quote:<SYMBOL>`` and
 ``channel:<name>``.
@@ -25,7 +32,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
@@ -57,10 +64,35 @@ class SelectionType(StrEnum):
     STOCK_QUOTES = "stock_quotes"
 
 
+class StreamFormat(StrEnum):
+    """How data reaches a connection, chosen at ``$connect`` with ``?format=``."""
+
+    SPEC = "spec"  # the spec's messages, one per changed item (the default)
+    BATCH = "batch"  # one ``batch`` frame per publish round holding every changed item
+
+
 class Action(StrEnum):
     SUBSCRIBE = "subscribe"
     UNSUBSCRIBE = "unsubscribe"
     PING = "ping"
+    RESYNC = "resync"
+
+
+# Every ``error`` code a client can receive, and what it means (documented in the AsyncAPI document).
+ERROR_CODES: dict[str, str] = {
+    "invalid_json": "the message is not valid JSON",
+    "invalid_message": "the message is not one of the documented shapes",
+    "unknown_type": "unknown message type",
+    "unknown_channel": "a channel other than indices, sectors, sentiment, movers",
+    "invalid_symbol": "a symbol that is not a well-formed ticker",
+    "too_many_symbols": "more subscriptions in one message, or on the connection, than allowed",
+    "message_too_large": "a client message over the service's size cap",
+    "unknown_connection": "the connection is no longer registered (expired); reconnect",
+    "resync_rate_limited": "a resync sooner than the per-connection interval after the previous one",
+    "store_unavailable": "storage is unreachable; retry shortly",
+    "service_unavailable": "no source can serve the request right now; retry shortly",
+    "internal_error": "an unexpected failure; retry shortly",
+}
 
 
 def quote_topic(symbol: str) -> str:
@@ -92,6 +124,17 @@ class ClientRequest:
         return tuple(channel_topic(c) for c in self.channels) + tuple(quote_topic(s) for s in self.symbols)
 
 
+def request_for_topics(action: Action, topics: frozenset[str] | list[str]) -> ClientRequest:
+    """The request that names exactly these topics (a resync asks for all of a connection's)."""
+    channels = sorted(
+        Channel(t.removeprefix(CHANNEL_TOPIC_PREFIX))
+        for t in topics
+        if t.startswith(CHANNEL_TOPIC_PREFIX) and t.removeprefix(CHANNEL_TOPIC_PREFIX) in set(Channel)
+    )
+    symbols = sorted(t.removeprefix(QUOTE_TOPIC_PREFIX) for t in topics if t.startswith(QUOTE_TOPIC_PREFIX))
+    return ClientRequest(action, channels=tuple(channels), symbols=tuple(symbols))
+
+
 def _strings(value: object, field: str, *, limit: int) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ProtocolError("invalid_message", f"data.{field} must be a non-empty list of strings")
@@ -116,8 +159,8 @@ def parse_client_message(raw: str | None, *, max_bytes: int, max_items: int) -> 
     if not isinstance(document, dict):
         raise ProtocolError("invalid_message", 'the message must be a JSON object with a "type"')
     kind = document.get("type")
-    if kind == Action.PING.value:
-        return ClientRequest(Action.PING)
+    if kind in (Action.PING.value, Action.RESYNC.value):
+        return ClientRequest(Action(kind))
     if kind not in (Action.SUBSCRIBE.value, Action.UNSUBSCRIBE.value):
         known = ", ".join(a.value for a in Action)
         raise ProtocolError("unknown_type", f"unknown message type {str(kind)[:40]!r}; use one of: {known}")
@@ -195,7 +238,7 @@ class PongMessage(WireModel):
 
 
 class ErrorData(WireModel):
-    code: str
+    code: str = Field(description="machine-readable: " + "; ".join(f"{c}: {m}" for c, m in ERROR_CODES.items()))
     message: str
 
 
@@ -273,6 +316,86 @@ class SentimentUpdateMessage(WireModel):
 
 
 UpdateMessage = QuoteUpdateMessage | MarketUpdateMessage | SectorUpdateMessage | SentimentUpdateMessage
+
+_SEQ_DESCRIPTION = (
+    "this connection's data-message sequence number: 1 for its first data message, then +1 per data message "
+    "(gapless); 0 when the message could not be sequenced (the sequencing store was unavailable)"
+)
+
+
+# What a spec-format connection receives: the update plus its ``seq``. (The same messages inside a batch
+# frame carry no ``seq`` of their own: the frame's sequences them.) The service does not build these per
+# connection (it splices ``seq`` into bytes encoded once per round, chalicelib/services/frames.py); they
+# document the wire format and validate it in the tests.
+class SequencedQuoteUpdate(QuoteUpdateMessage):
+    seq: int = Field(ge=0, description=_SEQ_DESCRIPTION)
+
+
+class SequencedMarketUpdate(MarketUpdateMessage):
+    seq: int = Field(ge=0, description=_SEQ_DESCRIPTION)
+
+
+class SequencedSectorUpdate(SectorUpdateMessage):
+    seq: int = Field(ge=0, description=_SEQ_DESCRIPTION)
+
+
+class SequencedSentimentUpdate(SentimentUpdateMessage):
+    seq: int = Field(ge=0, description=_SEQ_DESCRIPTION)
+
+
+class BatchData(WireModel):
+    updates: list[Annotated[UpdateMessage, Field(discriminator="type")]] = Field(
+        description="every changed item of the round this connection subscribes to, each exactly the message "
+        "a spec-format connection receives (without seq)"
+    )
+
+
+class BatchMessage(WireModel):
+    """The batch format's data message: one per publish round (several with consecutive ``seq`` when the
+    round would not fit one frame), or the snapshot answering a subscribe or resync."""
+
+    type: Literal["batch"] = "batch"
+    seq: int = Field(ge=0, description=_SEQ_DESCRIPTION)
+    timestamp: AwareDatetime = Field(description="when the frame was built")
+    data: BatchData
+
+
+# --- inbound, as models: documentation only (parse_client_message is the parser; tests check they agree)
+
+
+class ClientModel(BaseModel):
+    # The parser ignores keys it does not know, so the documented shapes allow them too.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class MarketDataSelection(ClientModel):
+    type: Literal["market_data"]
+    channels: list[Channel] = Field(min_length=1)
+
+
+class StockQuotesSelection(ClientModel):
+    type: Literal["stock_quotes"]
+    symbols: list[str] = Field(min_length=1, description="tickers, e.g. AAPL, BRK-B, ^GSPC (case-insensitive)")
+
+
+class SubscribeRequest(ClientModel):
+    type: Literal["subscribe"]
+    data: MarketDataSelection | StockQuotesSelection = Field(discriminator="type")
+
+
+class UnsubscribeRequest(ClientModel):
+    type: Literal["unsubscribe"]
+    data: MarketDataSelection | StockQuotesSelection = Field(discriminator="type")
+
+
+class PingRequest(ClientModel):
+    type: Literal["ping"]
+
+
+class ResyncRequest(ClientModel):
+    """Ask for a snapshot of every current subscription (after a ``seq`` gap); rate-limited."""
+
+    type: Literal["resync"]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,13 @@ worth sending); storage and delivery sit behind the ConnectionStore, StreamState
 - Bad client input is answered with an ``error`` message; it never raises out of the handler, so the
   connection stays open.
 - ``publish`` sends a topic's update only when its value changed since the last publish (a fingerprint
-  in Redis, compare-and-set), to every subscriber at once on a bounded pool; a 410 Gone deletes that
-  connection and all its subscriptions.
+  in Redis, compare-and-set); each subscriber gets the round in its format (chalicelib/services/frames.py:
+  one message per item, or one ``batch`` frame), numbered with its ``seq``, connections in parallel on a
+  bounded pool; a 410 Gone deletes that connection and all its subscriptions.
+- Rounds are ordered per *lane* (the publisher: ``quote`` for quotes, the channel topics for the others),
+  by a round id (epoch milliseconds, strictly increasing per process). A connection that already got a
+  newer round of the lane does not get an older one; the older round's topics are forgotten, so the next
+  refresh sends them again rather than never.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from chalicelib import observability
-from chalicelib.errors import AppError
+from chalicelib.errors import AppError, ValidationFailed
 from chalicelib.models.market import MoverType, QuoteResponse
 from chalicelib.models.streaming import (
+    QUOTE_TOPIC_PREFIX,
     AckData,
     AckMessage,
     Action,
@@ -35,6 +41,7 @@ from chalicelib.models.streaming import (
     PongData,
     PongMessage,
     ProtocolError,
+    StreamFormat,
     StreamUpdate,
     SubscriptionSet,
     TopicCount,
@@ -46,10 +53,13 @@ from chalicelib.models.streaming import (
     parse_client_message,
     quote_topic,
     quote_update,
+    request_for_topics,
     sectors_update,
     sentiment_update,
 )
 from chalicelib.ports import Broadcaster, ConnectionRecord, ConnectionStore, DeliveryStatus, StreamState
+from chalicelib.services import frames
+from chalicelib.services.frames import API_GATEWAY_FRAME_BYTES, FrameBuilder, FrameTarget
 from chalicelib.services.market_data import MarketDataService
 
 logger = observability.logger
@@ -72,12 +82,42 @@ class TooManyConnections(AppError):
     code = "too_many_connections"
 
 
+class UnknownFormat(ValidationFailed):
+    code = "unknown_format"
+
+
+def parse_format(value: str | None) -> StreamFormat:
+    """The ``?format=`` of a $connect: absent or empty means the spec format; anything unknown is refused."""
+    if value is None or value == "":
+        return StreamFormat.SPEC
+    try:
+        return StreamFormat(value)
+    except ValueError:
+        known = ", ".join(f.value for f in StreamFormat)
+        raise UnknownFormat(f"unknown format {value[:40]!r}; use one of: {known} (default spec)") from None
+
+
+def _format_of(record: ConnectionRecord) -> StreamFormat:
+    try:
+        return StreamFormat(record.message_format)
+    except ValueError:  # written by a newer version: the spec format is what every client understands
+        return StreamFormat.SPEC
+
+
+def lane_of(updates: Sequence[StreamUpdate]) -> str:
+    """The publisher a round belongs to, from its topics: ``quote``, or the channel topics it carries."""
+    families = {"quote" if u.topic.startswith(QUOTE_TOPIC_PREFIX) else u.topic for u in updates}
+    return "+".join(sorted(families))
+
+
 @dataclass(frozen=True)
 class StreamingLimits:
     max_connections_per_user: int = 5
     max_subscriptions_per_connection: int = 50
     max_message_bytes: int = 16 * 1024
     ttl_margin_seconds: int = 600
+    max_frame_bytes: int = API_GATEWAY_FRAME_BYTES
+    resync_interval_seconds: int = 10
 
     @property
     def connection_ttl_seconds(self) -> int:
@@ -89,9 +129,11 @@ class PublishReport:
     topics: int = 0
     unchanged: int = 0
     without_subscribers: int = 0
-    sent: int = 0
+    sent: int = 0  # messages posted (frames in the batch format, updates in the spec format)
     gone: int = 0
     failed: int = 0
+    connections: int = 0  # connections the round went to
+    dropped: int = 0  # connections that had already got a newer round of this lane
     gone_connections: list[str] = field(default_factory=list)
     lookup_seconds: float = 0.0  # finding subscribers and claiming changes
     send_seconds: float = 0.0  # posting to them
@@ -114,13 +156,23 @@ class StreamingService:
         self._limits = limits
         self._clock = clock
         self._lookup_concurrency = lookup_concurrency
+        self._frames = FrameBuilder(max_frame_bytes=limits.max_frame_bytes)
+        self._last_round = 0
 
     # --- $connect / $disconnect -------------------------------------------------------------------
 
     def connect(
-        self, connection_id: str, user_id: str, *, source_ip: str | None = None, user_agent: str | None = None
+        self,
+        connection_id: str,
+        user_id: str,
+        *,
+        source_ip: str | None = None,
+        user_agent: str | None = None,
+        message_format: str | None = None,
     ) -> ConnectionRecord:
-        """Store a new connection; TooManyConnections when the user already holds the maximum."""
+        """Store a new connection; UnknownFormat for a ``format`` other than spec/batch, TooManyConnections
+        when the user already holds the maximum."""
+        chosen = parse_format(message_format)
         now = self._clock()
         open_ones = self._store.connections_of_user(user_id, now=now)
         if len(open_ones) >= self._limits.max_connections_per_user:
@@ -136,6 +188,7 @@ class StreamingService:
             expires_at=int(now) + self._limits.connection_ttl_seconds,
             source_ip=source_ip,
             user_agent=user_agent[:256] if user_agent else None,
+            message_format=chosen.value,
         )
         self._store.add_connection(record)
         observability.count("ConnectionOpened")
@@ -182,6 +235,15 @@ class StreamingService:
             if remaining is None:
                 raise _unknown_connection()
             return [_ack("unsubscribed", remaining)]
+        if request.action is Action.RESYNC:
+            interval = self._limits.resync_interval_seconds
+            if not self._state.allow_resync(connection_id, interval_seconds=interval):
+                raise ProtocolError(
+                    "resync_rate_limited",
+                    f"at most one resync per {interval} s per connection; try again shortly "
+                    "(or re-read GET /api/v1/market/quotes)",
+                )
+            return self._numbered(connection, self._resync_snapshots(connection), now, empty_batch=True)
         cap = self._limits.max_subscriptions_per_connection
         requested = [t for t in request.topics if t not in connection.topics]
         if len(connection.topics) + len(requested) > cap:
@@ -208,7 +270,30 @@ class StreamingService:
             for item in failed
             if item.error is not None
         ]
-        return [_ack("subscribed", current), *(update.encoded() for update in snapshots), *errors]
+        return [_ack("subscribed", current), *self._numbered(connection, snapshots, now), *errors]
+
+    def _resync_snapshots(self, connection: ConnectionRecord) -> list[StreamUpdate]:
+        """Every current subscription's value (a symbol that cannot be quoted right now is left out: its
+        next update arrives when a provider answers)."""
+        wanted = request_for_topics(Action.RESYNC, connection.topics)
+        snapshots: list[StreamUpdate] = []
+        if wanted.symbols:
+            batch = self._market.get_quotes(list(wanted.symbols))
+            snapshots.extend(quote_update(item.quote, snapshot=True) for item in batch.quotes if item.quote)
+        snapshots.extend(self._channel_snapshots(wanted.channels))
+        return snapshots
+
+    def _numbered(
+        self, connection: ConnectionRecord, updates: list[StreamUpdate], now: float, *, empty_batch: bool = False
+    ) -> list[bytes]:
+        """Snapshot updates as this connection's data messages (its format), each with its ``seq``."""
+        pending = self._frames.for_connection(
+            connection.connection_id, _format_of(connection), updates, timestamp=now, empty_batch=empty_batch
+        )
+        outgoing, _ = frames.sequence(
+            self._state, [pending], lane=None, round_id=0, ttl_seconds=self._limits.connection_ttl_seconds
+        )
+        return [payload for item in outgoing for payload in item.payloads]
 
     def _channel_snapshots(self, channels: Sequence[Channel]) -> list[StreamUpdate]:
         """The current value of each requested channel, from the cache (read-through: a miss is fetched
@@ -234,52 +319,81 @@ class StreamingService:
 
     # --- fan-out ----------------------------------------------------------------------------------
 
-    def publish(self, updates: Sequence[StreamUpdate], broadcaster: Broadcaster) -> PublishReport:
-        """Send each changed update to its topic's subscribers; report what happened."""
+    def _next_round(self, now: float) -> int:
+        # Epoch milliseconds, strictly increasing within this process (two rounds in one millisecond).
+        self._last_round = max(int(now * 1000), self._last_round + 1)
+        return self._last_round
+
+    def publish(
+        self,
+        updates: Sequence[StreamUpdate],
+        broadcaster: Broadcaster,
+        *,
+        round_id: int | None = None,
+        lane: str | None = None,
+    ) -> PublishReport:
+        """Send each changed update to its topic's subscribers, each in its format and numbered; report.
+        ``round_id`` / ``lane`` default to now (ms) and the updates' publisher (``lane_of``)."""
         started = time.monotonic()
         report = PublishReport()
         now = self._clock()
-        # Gather every delivery of the round first, then send them all on one bounded pool: a round of
-        # 100 topics with 10 subscribers each is 1,000 concurrent posts, not 100 sequential batches.
-        deliveries: list[tuple[str, str, bytes]] = []  # topic, connection id, payload
-        # Subscriber lookups run concurrently too (one Query per topic; a round of 100 topics is 100
-        # Queries): DynamoDB serves them in parallel, and the boto3 client is thread-safe.
-        workers = max(1, min(self._lookup_concurrency, len(updates)))
+        round_id = round_id if round_id is not None else self._next_round(now)
+        lane = lane or lane_of(updates)
+        changed: list[StreamUpdate] = []
+        workers = max(1, self._lookup_concurrency)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookup") as pool:
+            # Subscriber lookups run concurrently (one Query per topic): DynamoDB serves them in parallel,
+            # and the boto3 client is thread-safe.
             found = list(pool.map(lambda update: self._store.subscribers(update.topic, now=now), updates))
-        for update, subscribers in zip(updates, found, strict=True):
-            report.topics += 1
-            if not subscribers:
-                # Nobody to tell. The value is not claimed, so a later subscriber's first refresh sends it.
-                report.without_subscribers += 1
-                continue
-            if not self._state.claim_change(update.topic, update.fingerprint):
-                report.unchanged += 1
-                continue
-            payload = update.encoded()
-            deliveries.extend((update.topic, connection_id, payload) for connection_id in subscribers)
+            subscriber_ids: dict[str, None] = {}
+            for update, subscribers in zip(updates, found, strict=True):
+                report.topics += 1
+                if not subscribers:
+                    # Nobody to tell. Not claimed, so a later subscriber's first refresh sends it.
+                    report.without_subscribers += 1
+                    continue
+                if not self._state.claim_change(update.topic, update.fingerprint):
+                    report.unchanged += 1
+                    continue
+                changed.append(update)
+                subscriber_ids.update(dict.fromkeys(subscribers))
+            # Each subscriber's format and topic set: one consistent GetItem each, concurrently. (A
+            # shard worker reads these for all its connections in a few paged reads instead.)
+            records = list(pool.map(lambda cid: self._store.get_connection(cid, now=now), subscriber_ids))
+        targets = [FrameTarget(r.connection_id, _format_of(r), r.topics) for r in records if r is not None]
+        pending = self._frames.for_round(targets, changed, timestamp=now)
+        outgoing, dropped = frames.sequence(
+            self._state, pending, lane=lane, round_id=round_id, ttl_seconds=self._limits.connection_ttl_seconds
+        )
+        report.connections = len(outgoing)
+        report.dropped = len(dropped)
         sending = time.monotonic()
         report.lookup_seconds = sending - started
-        statuses = broadcaster.send_many([(connection_id, payload) for _, connection_id, payload in deliveries])
+        statuses = frames.send_in_order(broadcaster, outgoing)
         report.send_seconds = time.monotonic() - sending
-        delivered_topics: set[str] = set()
-        for (topic, connection_id, _), status in zip(deliveries, statuses, strict=True):
-            if status is DeliveryStatus.SENT:
-                report.sent += 1
-                delivered_topics.add(topic)
-            elif status is DeliveryStatus.GONE:
-                report.gone += 1
-                report.gone_connections.append(connection_id)
-            else:
-                report.failed += 1
-        for topic in {topic for topic, _, _ in deliveries} - delivered_topics:
-            self._state.forget(topic)  # nobody received it: the next refresh must send it again
+        for connection_id, results in statuses.items():
+            for status in results:
+                if status is DeliveryStatus.SENT:
+                    report.sent += 1
+                elif status is DeliveryStatus.GONE:
+                    report.gone += 1
+                    report.gone_connections.append(connection_id)
+                else:
+                    report.failed += 1
+        delivered = frames.topics_delivered(outgoing, statuses)
+        dropped_ids = set(dropped)
+        skipped = {t for item in pending if item.connection_id in dropped_ids for f in item.frames for t in f.topics}
+        attempted = {topic for item in outgoing for topics in item.topics for topic in topics}
+        for topic in (attempted - delivered) | skipped:
+            # Nobody received it, or a connection skipped it as an older round: the next refresh sends it again.
+            self._state.forget(topic)
         for connection_id in dict.fromkeys(report.gone_connections):
             self._store.remove_connection(connection_id)
         self._state.add_counts({"sent": report.sent, "gone": report.gone, "failed": report.failed})
         observability.count("FanoutSent", value=report.sent)
         observability.count("ConnectionGone", value=report.gone)
         observability.count("FanoutFailed", value=report.failed)
+        observability.count("FanoutRoundDropped", value=report.dropped)
         observability.milliseconds("PublishDuration", (time.monotonic() - started) * 1000)
         return report
 
