@@ -8,9 +8,10 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
 
-from chalicelib import bootstrap, jobs_api, ws_api
+from chalicelib import asyncapi, bootstrap, jobs_api, ws_api
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
+    ASYNCAPI_PATH,
     OPENAPI_PATH,
     api_view,
     http_middleware,
@@ -318,6 +319,23 @@ def job_cleanup(event: CloudWatchEvent) -> dict[str, Any]:
 @view
 def get_openapi() -> Response:
     document = document_for(ROUTES, title=API_TITLE, version=API_VERSION)
+    return Response(
+        body=document,
+        status_code=200,
+        headers={
+            "Content-Type": "application/json",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "max-age=300",
+        },
+    )
+
+
+@app.route(ASYNCAPI_PATH, methods=["GET"])
+@view
+def get_asyncapi() -> Response:
+    """The WebSocket protocol (AsyncAPI 3.0), with this stage's limits; public like the OpenAPI document."""
+    limits = asyncapi.ProtocolLimits.of(bootstrap.container().settings)
+    document = asyncapi.document_for(title=f"{API_TITLE}: WebSocket", version=API_VERSION, limits=limits)
     return Response(
         body=document,
         status_code=200,

@@ -35,7 +35,8 @@ tracer = observability.tracer
 
 # Routes reachable without a token: the API description only.
 OPENAPI_PATH = "/api/v1/openapi.json"
-PUBLIC_RESOURCES: frozenset[str] = frozenset({OPENAPI_PATH})
+ASYNCAPI_PATH = "/api/v1/asyncapi.json"
+PUBLIC_RESOURCES: frozenset[str] = frozenset({OPENAPI_PATH, ASYNCAPI_PATH})
 
 CORS_ALLOWED_HEADERS = "Authorization,Content-Type"
 CORS_EXPOSED_HEADERS = "Retry-After,X-RateLimit-Limit,X-RateLimit-Remaining,X-RateLimit-Reset"
