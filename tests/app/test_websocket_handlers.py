@@ -19,12 +19,14 @@ import app as app_module
 from chalicelib import bootstrap
 from chalicelib.models.market import QuoteResponse
 from chalicelib.models.streaming import quote_update
-from chalicelib.ports import ConnectionRecord
+from chalicelib.ports import ConnectionRecord, DeliveryStatus
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
 from tests.app.conftest import app_settings_env
 from tests.fakes.broadcaster import RecordingBroadcaster
+from tests.real_rounds import daily_quotes, fixture_symbols
+from tests.ws_protocol import assert_server_message
 
 
 def _context(event_type: str, connection_id: str, route_key: str) -> dict[str, Any]:
@@ -45,11 +47,16 @@ def _context(event_type: str, connection_id: str, route_key: str) -> dict[str, A
 
 
 def connect_event(
-    connection_id: str, *, token: str | None = None, headers: dict[str, str] | None = None
+    connection_id: str,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    parameters = {**({"token": token} if token else {}), **(query or {})}
     return {
         "headers": {"Host": "abc123.execute-api.us-east-1.amazonaws.com", **(headers or {})},
-        "queryStringParameters": {"token": token} if token else None,
+        "queryStringParameters": parameters or None,
         "requestContext": _context("CONNECT", connection_id, "$connect"),
         "isBase64Encoded": False,
     }
@@ -82,6 +89,27 @@ class Lambda:
 @pytest.fixture
 def ws(client: Client) -> Lambda:
     return Lambda()
+
+
+@pytest.fixture(autouse=True)
+def every_message_matches_the_asyncapi_document(
+    broadcaster: RecordingBroadcaster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Whatever a test makes the service post is checked against the published protocol (collected, then
+    asserted at the end: an assertion inside the handler would be caught by its last-resort except)."""
+    problems: list[str] = []
+    send = broadcaster.send
+
+    def checked(connection_id: str, message: bytes) -> DeliveryStatus:
+        try:
+            assert_server_message(json.loads(message))
+        except AssertionError as exc:
+            problems.append(str(exc))
+        return send(connection_id, message)
+
+    monkeypatch.setattr(broadcaster, "send", checked)
+    yield
+    assert not problems, problems[:3]
 
 
 def _container() -> bootstrap.Container:
@@ -383,3 +411,222 @@ def test_ws_stats_counts_connections_users_topics_and_messages(
     assert (body["open_connections"], body["distinct_users"]) == (3, 2)
     assert body["top_topics"] == [{"topic": "quote:AAPL", "subscribers": 3}]
     assert body["messages_last_hour"]["sent"] == 3
+
+
+# --- message formats, sequence numbers, resync ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["xml", "BATCH", "batch,spec"])
+def test_connect_with_an_unknown_format_is_refused_with_400_and_nothing_is_stored(ws: Lambda, value: str) -> None:
+    result = ws.connect("c-fmt", token=_token(), query={"format": value})
+    assert result["statusCode"] == 400
+    error = json.loads(result["body"])["error"]
+    assert error["code"] == "unknown_format"
+    assert "batch" in error["message"]
+    assert "spec" in error["message"]
+    assert _container().connection_store.get_connection("c-fmt", now=time.time()) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "stored"), [(None, "spec"), ({"format": "spec"}, "spec"), ({"format": "batch"}, "batch")]
+)
+def test_the_format_is_stored_with_the_connection(ws: Lambda, query: dict[str, str] | None, stored: str) -> None:
+    assert ws.connect("c-f", token=_token(), query=query)["statusCode"] == 200
+    record = _container().connection_store.get_connection("c-f", now=time.time())
+    assert record is not None
+    assert record.message_format == stored
+
+
+def _subscribed_to_the_20(ws: Lambda, connection_id: str, message_format: str, subject: str) -> str:
+    """Connected in a format and subscribed to the 20 fixture symbols (in the store directly: the replay
+    source cannot quote most of them, so a subscribe message would also bring errors and no snapshots)."""
+    assert ws.connect(connection_id, token=_token(subject), query={"format": message_format})["statusCode"] == 200
+    record = _container().connection_store.get_connection(connection_id, now=time.time())
+    assert record is not None
+    _container().connection_store.add_subscriptions(
+        connection_id, [f"quote:{s}" for s in fixture_symbols()], expires_at=record.expires_at
+    )
+    return connection_id
+
+
+def test_a_batch_connection_gets_one_frame_per_round_holding_every_changed_symbol(
+    ws: Lambda, broadcaster: RecordingBroadcaster
+) -> None:
+    batch = _subscribed_to_the_20(ws, "batch-1", "batch", "u-batch")
+    spec = _subscribed_to_the_20(ws, "spec-1", "spec", "u-spec")
+    streaming = _container().streaming
+    rounds = daily_quotes()
+    for day, quotes in enumerate(rounds, start=1):
+        broadcaster.clear()
+        report = streaming.publish_quotes(quotes, broadcaster)
+        assert (report.sent, report.connections, report.failed) == (21, 2, 0)
+        (frame,) = broadcaster.messages_to(batch)
+        assert frame["type"] == "batch"
+        assert frame["seq"] == day  # one data message per round: 1, 2, 3, ...
+        updates = frame["data"]["updates"]
+        assert [u["data"]["symbol"] for u in updates] == [q.symbol for q in quotes]
+        assert [u["data"]["quote"]["price"] for u in updates] == [q.price for q in quotes]
+        # Each item is exactly the message the spec-format connection got, without its seq.
+        singles = broadcaster.messages_to(spec)
+        assert [m["seq"] for m in singles] == list(range(20 * (day - 1) + 1, 20 * day + 1))
+        assert updates == [{k: v for k, v in m.items() if k != "seq"} for m in singles]
+    # A round in which nothing changed sends nothing and uses no number; the next change continues the count.
+    broadcaster.clear()
+    assert streaming.publish_quotes(rounds[-1], broadcaster).sent == 0
+    changed = [rounds[0][3]]  # one symbol back to its first day's close
+    streaming.publish_quotes(changed, broadcaster)
+    (frame,) = broadcaster.messages_to(batch)
+    assert frame["seq"] == len(rounds) + 1
+    assert [u["data"]["symbol"] for u in frame["data"]["updates"]] == [changed[0].symbol]
+    assert [m["seq"] for m in broadcaster.messages_to(spec)] == [20 * len(rounds) + 1]
+
+
+def _container_with(
+    redis_url: str, tmp_path: Path, transport: YahooReplayTransport, broadcaster: RecordingBroadcaster, **env: str
+) -> Lambda:
+    settings = load_settings(app_settings_env(redis_url, tmp_path, **env))
+    bootstrap.use_container(bootstrap.Container(settings, replay_transport=transport, broadcaster=broadcaster))
+    return Lambda()
+
+
+@pytest.fixture
+def small_frames(
+    aws: None,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    replay_transport: YahooReplayTransport,
+    broadcaster: RecordingBroadcaster,
+) -> Iterator[Lambda]:
+    """The smallest frame the settings allow: 1 KB."""
+    yield _container_with(redis_url, tmp_path, replay_transport, broadcaster, WS_MAX_FRAME_BYTES="1024")
+    bootstrap.use_container(None)
+
+
+@pytest.fixture
+def quick_resync(
+    aws: None,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    replay_transport: YahooReplayTransport,
+    broadcaster: RecordingBroadcaster,
+) -> Iterator[Lambda]:
+    """One resync per second per connection (the default is one per 10 s)."""
+    yield _container_with(redis_url, tmp_path, replay_transport, broadcaster, WS_RESYNC_INTERVAL_SECONDS="1")
+    bootstrap.use_container(None)
+
+
+def test_a_round_larger_than_a_frame_is_split_into_frames_with_consecutive_seq(
+    small_frames: Lambda, broadcaster: RecordingBroadcaster
+) -> None:
+    cid = _subscribed_to_the_20(small_frames, "split-1", "batch", "u-split")
+    streaming = _container().streaming
+    seen: list[int] = []
+    for quotes in daily_quotes()[:2]:
+        broadcaster.clear()
+        streaming.publish_quotes(quotes, broadcaster)
+        frames = broadcaster.messages_to(cid)
+        assert len(frames) > 1, "20 quote updates do not fit in 1 KB"
+        sizes = [len(raw) for target, raw in broadcaster.raw if target == cid]
+        assert max(sizes) <= 1024
+        # Every changed item exactly once, in order, across the frames of the round.
+        carried = [u["data"]["symbol"] for f in frames for u in f["data"]["updates"]]
+        assert carried == [q.symbol for q in quotes]
+        seen.extend(f["seq"] for f in frames)
+    assert seen == list(range(1, len(seen) + 1))
+
+
+def test_an_older_round_is_dropped_and_its_values_are_sent_by_the_next_round(
+    ws: Lambda, broadcaster: RecordingBroadcaster
+) -> None:
+    cid = _subscribed_to_the_20(ws, "order-1", "batch", "u-order")
+    streaming = _container().streaming
+    day1, day2 = daily_quotes()[:2]
+    assert streaming.publish_quotes(day1, broadcaster).sent == 1
+    late = streaming.publish([quote_update(q) for q in day2], broadcaster, round_id=1)  # older than day 1's
+    assert (late.sent, late.dropped) == (0, 1)
+    assert [f["seq"] for f in broadcaster.messages_to(cid)] == [1]
+    # The dropped round's values were forgotten, so the next round carries them (and the count goes on).
+    assert streaming.publish_quotes(day2, broadcaster).sent == 1
+    frames = broadcaster.messages_to(cid)
+    assert [f["seq"] for f in frames] == [1, 2]
+    assert [u["data"]["quote"]["price"] for u in frames[1]["data"]["updates"]] == [q.price for q in day2]
+
+
+def test_seq_counts_snapshots_and_updates_but_not_acks_pong_or_errors(
+    ws: Lambda, broadcaster: RecordingBroadcaster
+) -> None:
+    cid = _connected(ws, "seq-1")
+    ws.send(cid, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL", "MSFT"]}})
+    ws.send(cid, {"type": "ping"})
+    ws.send(cid, {"type": "hello"})
+    ws.send(cid, {"type": "subscribe", "data": {"type": "market_data", "channels": ["indices"]}})
+    _container().streaming.publish([quote_update(_aapl(123.0))], broadcaster)
+    messages = broadcaster.messages_to(cid)
+    assert [m["type"] for m in messages] == [
+        "subscribed", "quote_update", "quote_update", "pong", "error", "subscribed", "market_update", "quote_update"
+    ]  # fmt: skip
+    assert [m.get("seq") for m in messages] == [None, 1, 2, None, None, None, 3, 4]
+
+
+def test_resync_answers_with_a_snapshot_of_every_subscription_and_is_rate_limited(
+    quick_resync: Lambda, broadcaster: RecordingBroadcaster
+) -> None:
+    spec = _connected(quick_resync, "rs-spec", "u1")
+    assert quick_resync.connect("rs-batch", token=_token("u2"), query={"format": "batch"})["statusCode"] == 200
+    for cid in (spec, "rs-batch"):
+        quick_resync.send(cid, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL", "MSFT"]}})
+        quick_resync.send(cid, {"type": "subscribe", "data": {"type": "market_data", "channels": ["indices"]}})
+    broadcaster.clear()
+    quick_resync.send(spec, {"type": "resync"})
+    snapshot = broadcaster.messages_to(spec)
+    assert sorted(m["type"] for m in snapshot) == ["market_update", "quote_update", "quote_update"]
+    assert all(m["data"]["snapshot"] is True for m in snapshot)
+    assert [m["seq"] for m in snapshot] == [4, 5, 6]  # after the 3 snapshots of the two subscribes
+    quick_resync.send("rs-batch", {"type": "resync"})
+    (frame,) = broadcaster.messages_to("rs-batch")
+    assert (frame["type"], frame["seq"]) == ("batch", 3)  # the subscribes' two snapshot frames were 1 and 2
+    carried = {u["data"].get("symbol") or u["data"].get("channel") for u in frame["data"]["updates"]}
+    assert carried == {"AAPL", "MSFT", "indices"}
+    assert all(u["data"]["snapshot"] is True for u in frame["data"]["updates"])
+    # A second resync within the interval is refused with an error (which has no seq); later it works.
+    broadcaster.clear()
+    quick_resync.send(spec, {"type": "resync"})
+    (refused,) = broadcaster.messages_to(spec)
+    assert (refused["type"], refused["data"]["code"]) == ("error", "resync_rate_limited")
+    time.sleep(1.1)
+    broadcaster.clear()
+    quick_resync.send(spec, {"type": "resync"})
+    assert [m["seq"] for m in broadcaster.messages_to(spec)] == [7, 8, 9]
+
+
+def test_without_redis_updates_still_go_out_unsequenced(
+    aws: None,
+    tmp_path: Path,
+    replay_transport: YahooReplayTransport,
+    broadcaster: RecordingBroadcaster,
+) -> None:
+    """Degraded mode: with the sequencing store down, data messages are sent with seq 0 ("not sequenced")
+    rather than withheld, and resync is not rate-limited."""
+    from infra.local.run import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings = load_settings(app_settings_env(dead, tmp_path))
+    bootstrap.use_container(bootstrap.Container(settings, replay_transport=replay_transport, broadcaster=broadcaster))
+    try:
+        ws = Lambda()
+        batch = _subscribed_to_the_20(ws, "nr-batch", "batch", "u1")
+        spec = _subscribed_to_the_20(ws, "nr-spec", "spec", "u2")
+        report = _container().streaming.publish_quotes(daily_quotes()[0], broadcaster)
+        assert report.sent == 21
+        (frame,) = broadcaster.messages_to(batch)
+        assert frame["seq"] == 0
+        assert len(frame["data"]["updates"]) == 20
+        assert {m["seq"] for m in broadcaster.messages_to(spec)} == {0}
+        broadcaster.clear()
+        ws.send(batch, {"type": "resync"})
+        ws.send(batch, {"type": "resync"})
+        assert [m["type"] for m in broadcaster.messages_to(batch)] == ["batch", "batch"]
+    finally:
+        bootstrap.use_container(None)

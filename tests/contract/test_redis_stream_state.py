@@ -1,5 +1,6 @@
 """RedisStreamState against a real Redis server (the suite's own): compare-and-set of the last published
-fingerprint, per-minute delivery counters, and degrading when Redis is unreachable."""
+fingerprint, per-minute delivery counters, per-connection sequence numbers and resync allowance, and
+degrading when Redis is unreachable."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import redis
 
 from chalicelib.adapters.redis_stream_state import RedisStreamState
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim
 from infra.local.run import free_port
 
 MINUTE = 60.0
@@ -70,3 +72,69 @@ def test_unreachable_redis_resends_rather_than_loses_and_reports_no_counts() -> 
     assert state.claim_change("quote:AAPL", "v1") is True  # cannot tell: send again
     state.add_counts({"sent": 1})
     assert state.counts_last_hour() is None
+
+
+# --- per-connection sequence numbers and resync allowance --------------------------------------------
+
+TTL = 2 * 3600 + 600
+
+
+def test_sequence_numbers_start_at_one_and_advance_by_the_number_of_messages(redis_client: redis.Redis) -> None:
+    state = RedisStreamState(redis_client, key_prefix="t:")
+    claims = [SequenceClaim("c1", 1), SequenceClaim("c2", 3)]
+    assert state.claim_sequences(claims, ttl_seconds=TTL) == [1, 1]
+    assert state.claim_sequences([SequenceClaim("c1", 2), SequenceClaim("c2", 1)], ttl_seconds=TTL) == [2, 4]
+    assert state.claim_sequences([SequenceClaim("c1", 1)], ttl_seconds=TTL) == [4]
+    # The state lives as long as a connection can (refreshed on every claim).
+    assert TTL - 5 <= redis_client.ttl("t:ws:conn:c1") <= TTL
+
+
+def test_a_round_not_newer_than_the_last_of_its_lane_is_dropped_without_using_a_number(
+    redis_client: redis.Redis,
+) -> None:
+    state = RedisStreamState(redis_client, key_prefix="t:")
+    assert state.claim_sequences([SequenceClaim("c", 2, "quote", 2000)], ttl_seconds=TTL) == [1]
+    older = [SequenceClaim("c", 1, "quote", 1000), SequenceClaim("c", 1, "quote", 2000)]
+    assert state.claim_sequences(older, ttl_seconds=TTL) == [SEQ_DROP, SEQ_DROP]
+    # Lanes are independent, and snapshots (no lane) are never dropped.
+    assert state.claim_sequences([SequenceClaim("c", 1, "channel:indices", 5)], ttl_seconds=TTL) == [3]
+    assert state.claim_sequences([SequenceClaim("c", 1)], ttl_seconds=TTL) == [4]
+    assert state.claim_sequences([SequenceClaim("c", 1, "quote", 2001)], ttl_seconds=TTL) == [5]
+
+
+def test_concurrent_claims_on_one_connection_never_share_a_number(redis_client: redis.Redis) -> None:
+    state = RedisStreamState(redis_client, key_prefix="t:")
+    barrier = threading.Barrier(10)
+    firsts: list[int] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        barrier.wait()
+        (first,) = state.claim_sequences([SequenceClaim("busy", 3)], ttl_seconds=TTL)
+        with lock:
+            firsts.append(first)
+
+    threads = [threading.Thread(target=claim) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(firsts) == list(range(1, 31, 3))  # ten disjoint runs of three: 1-3, 4-6, ... 28-30
+
+
+def test_resync_is_allowed_once_per_interval(redis_client: redis.Redis) -> None:
+    state = RedisStreamState(redis_client, key_prefix="t:")
+    assert state.allow_resync("c1", interval_seconds=10) is True
+    assert state.allow_resync("c1", interval_seconds=10) is False
+    assert state.allow_resync("c2", interval_seconds=10) is True  # per connection
+    assert 0 < redis_client.ttl("t:ws:resync:c1") <= 10
+    redis_client.delete("t:ws:resync:c1")  # the interval has passed
+    assert state.allow_resync("c1", interval_seconds=10) is True
+
+
+def test_unreachable_redis_sends_unsequenced_and_allows_resync() -> None:
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    state = RedisStreamState(dead, key_prefix="t:")
+    claims = [SequenceClaim("c1", 2, "quote", 1), SequenceClaim("c2", 1)]
+    assert state.claim_sequences(claims, ttl_seconds=TTL) == [SEQ_UNSEQUENCED, SEQ_UNSEQUENCED]
+    assert state.allow_resync("c1", interval_seconds=10) is True

@@ -17,6 +17,7 @@ from chalicelib.ports import DeliveryStatus
 class RecordingBroadcaster:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.raw: list[tuple[str, bytes]] = []  # the bytes exactly as posted (frame sizes)
         self.gone: set[str] = set()
         self.failing: set[str] = set()
         self._lock = threading.Lock()
@@ -28,6 +29,7 @@ class RecordingBroadcaster:
             return DeliveryStatus.FAILED
         with self._lock:
             self.sent.append((connection_id, json.loads(message)))
+            self.raw.append((connection_id, message))
         return DeliveryStatus.SENT
 
     def send_many(self, deliveries: Sequence[tuple[str, bytes]]) -> list[DeliveryStatus]:
@@ -38,3 +40,4 @@ class RecordingBroadcaster:
 
     def clear(self) -> None:
         self.sent.clear()
+        self.raw.clear()
