@@ -34,7 +34,7 @@ def daily_quotes() -> tuple[tuple[QuoteResponse, ...], ...]:
                     symbol=row["symbol"],
                     price=close,
                     change=round(close - before, 4) if before is not None else None,
-                    changePercent=round((close - before) / before * 100, 4) if before else None,
+                    change_percent=round((close - before) / before * 100, 4) if before else None,
                     volume=int(row["volume"]),
                     as_of=close_at,
                     source=SOURCE,
