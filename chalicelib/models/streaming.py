@@ -89,6 +89,9 @@ ERROR_CODES: dict[str, str] = {
     "message_too_large": "a client message over the service's size cap",
     "unknown_connection": "the connection is no longer registered (expired); reconnect",
     "resync_rate_limited": "a resync sooner than the per-connection interval after the previous one",
+    "symbol_not_found": "a symbol no provider knows: it is not subscribed (the message names it)",
+    "provider_unavailable": "a symbol no provider can quote right now: it stays subscribed (other codes of a "
+    "GET /quotes item error can name a symbol the same way)",
     "store_unavailable": "storage is unreachable; retry shortly",
     "service_unavailable": "no source can serve the request right now; retry shortly",
     "internal_error": "an unexpected failure; retry shortly",

@@ -33,6 +33,8 @@ from infra.local.run import free_port
 from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
 from infra.local.websocket import CONNECTION_REGISTRY, WebSocketLimits, websocket_registrar
+from tests.real_rounds import daily_quotes
+from tests.ws_protocol import assert_server_message
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +111,7 @@ def _receive_until(ws: websocket.WebSocket, wanted: str, timeout: float = 15.0) 
     while time.monotonic() < deadline:
         ws.settimeout(max(0.1, deadline - time.monotonic()))
         message = json.loads(ws.recv())
+        assert_server_message(message)  # every message a test receives is one the AsyncAPI document describes
         seen.append(message)
         if message["type"] == wanted:
             return seen
@@ -135,10 +138,13 @@ def test_the_specs_javascript_example_gets_acks_snapshots_and_then_updates(stack
         for line in process.stdout or ():
             lines.put(json.loads(line))
 
-    threading.Thread(target=pump, daemon=True).start()
-
     def next_message(timeout: float = 20) -> dict[str, Any]:
-        return lines.get(timeout=timeout)
+        message = lines.get(timeout=timeout)
+        if "harness" not in message:  # the harness's own close notice is not a protocol message
+            assert_server_message(message)
+        return message
+
+    threading.Thread(target=pump, daemon=True).start()
 
     try:
         received: list[dict[str, Any]] = []
@@ -173,11 +179,17 @@ def test_the_specs_javascript_example_gets_acks_snapshots_and_then_updates(stack
         assert report.sent == 1
         while True:
             message = next_message()
+            received.append(message)
             if message.get("type") == "quote_update" and not message["data"]["snapshot"]:
                 break
         assert message["data"]["symbol"] == "AAPL"
         assert message["data"]["quote"]["price"] == aapl.price
         assert message["data"]["source"] == "replay"
+        # The default format is the spec's messages plus seq: every data message numbered 1, 2, 3... with no
+        # gap (the two subscribes run concurrently, so their snapshots may interleave), the update last.
+        data = [m for m in received if m.get("type", "").endswith("_update")]
+        assert sorted(m["seq"] for m in data) == list(range(1, len(data) + 1))
+        assert message["seq"] == len(data)
     finally:
         process.kill()
         process.wait()
@@ -189,6 +201,47 @@ def test_connect_without_or_with_a_bad_token_is_refused_before_the_socket_opens(
             websocket.create_connection(url, timeout=10)
         assert refused.value.status_code == 401
     assert len(stack.registry) == 0
+
+
+def test_an_unknown_format_is_refused_with_400_before_the_socket_opens(stack: Stack) -> None:
+    before = len(stack.registry)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"{stack.ws_url}?token={issue_dev_token('fmt-user')}&format=xml", timeout=10)
+    assert refused.value.status_code == 400
+    assert len(stack.registry) == before
+
+
+def test_a_batch_connection_gets_one_numbered_frame_per_round_and_a_resync_snapshot(
+    stack: Stack, tmp_path: Path
+) -> None:
+    url = f"{stack.ws_url}?token={issue_dev_token('batch-user')}&format=batch"
+    ws = websocket.create_connection(url, timeout=15)
+    try:
+        ws.send(json.dumps({"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL", "MSFT"]}}))
+        ack, snapshot = _receive_until(ws, "batch")
+        assert ack["type"] == "subscribed"
+        assert snapshot["seq"] == 1
+        assert sorted(u["data"]["symbol"] for u in snapshot["data"]["updates"]) == ["AAPL", "MSFT"]
+        assert all(u["data"]["snapshot"] for u in snapshot["data"]["updates"])
+        # Two refresh rounds of real prices for 20 symbols: this connection gets one frame per round
+        # holding its two, numbered 2 and 3.
+        publisher = stack.publisher(tmp_path)
+        for expected_seq, quotes in enumerate(daily_quotes()[:2], start=2):
+            report = publisher.streaming.publish_quotes(quotes, publisher.broadcaster())
+            assert report.failed == 0
+            (frame,) = _receive_until(ws, "batch")
+            assert frame["seq"] == expected_seq
+            prices = {u["data"]["symbol"]: u["data"]["quote"]["price"] for u in frame["data"]["updates"]}
+            assert prices == {q.symbol: q.price for q in quotes if q.symbol in ("AAPL", "MSFT")}
+        ws.send(json.dumps({"type": "resync"}))
+        (resync,) = _receive_until(ws, "batch")
+        assert resync["seq"] == 4
+        assert all(u["data"]["snapshot"] for u in resync["data"]["updates"])
+        ws.send(json.dumps({"type": "resync"}))
+        (refused,) = _receive_until(ws, "error")
+        assert refused["data"]["code"] == "resync_rate_limited"
+    finally:
+        ws.close()
 
 
 def test_per_user_cap_refuses_the_connection_past_the_limit(stack: Stack) -> None:
