@@ -13,12 +13,15 @@ worker's paged reads of its connections later):
    last one the connection got in that lane and reserves one ``seq`` per message; renders the bytes.
 3. ``send_in_order(broadcaster, outgoing)``: posts every connection's messages in ``seq`` order (its
    k-th message only after its (k-1)-th was answered), connections in parallel on the broadcaster's pool.
+
+``deliver_round`` does the three for one round and returns what happened (a shard worker calls it with
+its connections; the caller removes gone connections and re-arms ``undelivered_topics``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from chalicelib import observability
@@ -197,3 +200,45 @@ def topics_delivered(outgoing: Sequence[Outgoing], statuses: Mapping[str, list[D
             if status is DeliveryStatus.SENT:
                 delivered.update(topics)
     return delivered
+
+
+@dataclass
+class RoundResult:
+    outgoing: list[Outgoing] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # connections that already had a newer round of the lane
+    statuses: dict[str, list[DeliveryStatus]] = field(default_factory=dict)  # per connection, per message
+    skipped_topics: set[str] = field(default_factory=set)  # topics the dropped connections did not get
+
+    def count(self, status: DeliveryStatus) -> int:
+        return sum(results.count(status) for results in self.statuses.values())
+
+    @property
+    def gone_connections(self) -> list[str]:
+        return [cid for cid, results in self.statuses.items() if DeliveryStatus.GONE in results]
+
+    @property
+    def undelivered_topics(self) -> set[str]:
+        """Topics nobody received, or that a connection skipped as an older round: the next refresh must
+        send them again (forget their fingerprints)."""
+        attempted = {topic for item in self.outgoing for topics in item.topics for topic in topics}
+        return (attempted - topics_delivered(self.outgoing, self.statuses)) | self.skipped_topics
+
+
+def deliver_round(
+    state: StreamState,
+    broadcaster: Broadcaster,
+    builder: FrameBuilder,
+    targets: Sequence[FrameTarget],
+    updates: Sequence[StreamUpdate],
+    *,
+    lane: str,
+    round_id: int,
+    ttl_seconds: int,
+    timestamp: float,
+) -> RoundResult:
+    """Build, number and post one round's frames to these connections."""
+    pending = builder.for_round(targets, updates, timestamp=timestamp)
+    outgoing, dropped = sequence(state, pending, lane=lane, round_id=round_id, ttl_seconds=ttl_seconds)
+    dropped_ids = set(dropped)
+    skipped = {t for p in pending if p.connection_id in dropped_ids for f in p.frames for t in f.topics}
+    return RoundResult(outgoing, dropped, send_in_order(broadcaster, outgoing), skipped)

@@ -361,31 +361,27 @@ class StreamingService:
             # shard worker reads these for all its connections in a few paged reads instead.)
             records = list(pool.map(lambda cid: self._store.get_connection(cid, now=now), subscriber_ids))
         targets = [FrameTarget(r.connection_id, _format_of(r), r.topics) for r in records if r is not None]
-        pending = self._frames.for_round(targets, changed, timestamp=now)
-        outgoing, dropped = frames.sequence(
-            self._state, pending, lane=lane, round_id=round_id, ttl_seconds=self._limits.connection_ttl_seconds
-        )
-        report.connections = len(outgoing)
-        report.dropped = len(dropped)
         sending = time.monotonic()
         report.lookup_seconds = sending - started
-        statuses = frames.send_in_order(broadcaster, outgoing)
+        result = frames.deliver_round(
+            self._state,
+            broadcaster,
+            self._frames,
+            targets,
+            changed,
+            lane=lane,
+            round_id=round_id,
+            ttl_seconds=self._limits.connection_ttl_seconds,
+            timestamp=now,
+        )
         report.send_seconds = time.monotonic() - sending
-        for connection_id, results in statuses.items():
-            for status in results:
-                if status is DeliveryStatus.SENT:
-                    report.sent += 1
-                elif status is DeliveryStatus.GONE:
-                    report.gone += 1
-                    report.gone_connections.append(connection_id)
-                else:
-                    report.failed += 1
-        delivered = frames.topics_delivered(outgoing, statuses)
-        dropped_ids = set(dropped)
-        skipped = {t for item in pending if item.connection_id in dropped_ids for f in item.frames for t in f.topics}
-        attempted = {topic for item in outgoing for topics in item.topics for topic in topics}
-        for topic in (attempted - delivered) | skipped:
-            # Nobody received it, or a connection skipped it as an older round: the next refresh sends it again.
+        report.connections = len(result.outgoing)
+        report.dropped = len(result.dropped)
+        report.sent = result.count(DeliveryStatus.SENT)
+        report.gone = result.count(DeliveryStatus.GONE)
+        report.failed = result.count(DeliveryStatus.FAILED)
+        report.gone_connections = result.gone_connections
+        for topic in result.undelivered_topics:
             self._state.forget(topic)
         for connection_id in dict.fromkeys(report.gone_connections):
             self._store.remove_connection(connection_id)
