@@ -85,6 +85,27 @@ def test_optional_fields_are_omitted_when_none(store: DynamoDBConnectionStore, d
     assert got.user_agent is None
 
 
+def test_the_message_format_is_stored_and_an_item_without_one_reads_as_spec(
+    store: DynamoDBConnectionStore, dynamodb: Any
+) -> None:
+    store.add_connection(_record("b1", message_format="batch"))
+    got = store.get_connection("b1", now=NOW)
+    assert got is not None
+    assert got.message_format == "batch"
+    item = dynamodb.get_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "b1"}})["Item"]
+    assert item["format"] == {"S": "batch"}
+    # A connection stored before formats existed has no attribute: it gets the spec's messages.
+    dynamodb.update_item(
+        TableName=CONNECTIONS,
+        Key={"connection_id": {"S": "b1"}},
+        UpdateExpression="REMOVE #format",
+        ExpressionAttributeNames={"#format": "format"},
+    )
+    old = store.get_connection("b1", now=NOW)
+    assert old is not None
+    assert old.message_format == "spec"
+
+
 def test_connected_at_is_stored_in_utc(store: DynamoDBConnectionStore) -> None:
     paris = timezone(timedelta(hours=1))
     record = ConnectionRecord("c1", "u1", datetime(2023, 11, 14, 23, 13, 20, tzinfo=paris), LATER)
