@@ -7,6 +7,7 @@ from __future__ import annotations
 import calendar
 import csv
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -484,7 +485,7 @@ def test_no_per_symbol_miss_is_a_vendor_failure(tmp_path: Path, symbol: str) -> 
     """Whatever the replay has no data for, each endpoint answers a per-symbol shape (not found or no
     data), never one the adapter reads as the vendor failing."""
     provider = provider_on(tmp_path, data.first_day_index("APTV") - 1)
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: provider.get_quotes([symbol], timeout_seconds=2),
         lambda: provider.get_historical(symbol, Period.MO1, Interval.D1, timeout_seconds=2),
         lambda: provider.get_historical(symbol, Period.D1, Interval.M1, timeout_seconds=2),
