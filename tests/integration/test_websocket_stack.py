@@ -159,10 +159,10 @@ def test_the_specs_javascript_example_gets_acks_snapshots_and_then_updates(stack
             "channels": ["indices", "sentiment"],
             "symbols": ["AAPL", "GOOGL", "MSFT"],
         }
-        # Snapshots right after the acks (GOOGL has no recorded price in the replay data: no snapshot).
+        # Snapshots right after the acks: all three are in the replay universe.
         while not {"market_update", "sentiment_update"} <= {m.get("type") for m in received} or {
             m["data"]["symbol"] for m in received if m.get("type") == "quote_update"
-        } != {"AAPL", "MSFT"}:
+        } != {"AAPL", "GOOGL", "MSFT"}:
             received.append(next_message())
         assert all(m["data"]["snapshot"] for m in received if m.get("type", "").endswith("_update"))
 
