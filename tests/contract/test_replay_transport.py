@@ -188,6 +188,26 @@ def test_names_come_from_the_constituents_list_or_are_left_out() -> None:
     )
 
 
+def test_a_name_is_given_only_where_the_list_describes_the_2017_company() -> None:
+    """A row added to the index after the window may be another company on the same ticker (FOX was
+    Twenty-First Century Fox): no name then, rather than a wrong one."""
+    with CONSTITUENTS_CSV.open() as handle:
+        rows = {row["Symbol"].replace(".", "-"): row for row in csv.DictReader(handle)}
+    last_day = data.trading_days()[-1]
+    stocks = data.stocks()
+    items = {}
+    for start in range(0, len(stocks), 200):
+        chunk = ",".join(stocks[start : start + 200])
+        items.update({item["symbol"]: item for item in quote_body(chunk, LAST)["quoteResponse"]["result"]})
+    assert set(items) == set(stocks)
+    for symbol, item in items.items():
+        row = rows.get(symbol)
+        expected = row["Security"] if row is not None and row["Date added"] <= last_day else None
+        assert item.get("longName") == expected, symbol
+    assert "longName" not in items["FOX"]
+    assert "longName" not in items["IR"]
+
+
 @pytest.mark.parametrize("symbol", data.LATE_LISTINGS)
 def test_a_first_listed_day_has_no_previous_close(tmp_path: Path, symbol: str) -> None:
     first = data.first_day_index(symbol)

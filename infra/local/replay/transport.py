@@ -354,6 +354,7 @@ class Constituent:
     sector: str
     sub_industry: str
     headquarters: str | None
+    date_added: date
 
 
 def read_constituents(path: Path = CONSTITUENTS_CSV) -> dict[str, Constituent]:
@@ -369,6 +370,7 @@ def read_constituents(path: Path = CONSTITUENTS_CSV) -> dict[str, Constituent]:
                 sector=row["GICS Sector"],
                 sub_industry=row["GICS Sub-Industry"],
                 headquarters=location if location and location.lower() != "none" else None,
+                date_added=date.fromisoformat(row["Date added"]),
             )
     return rows
 
@@ -380,9 +382,13 @@ class YahooReplayData:
     def __init__(self, universe: ReplayUniverse | None = None) -> None:
         self.universe = universe or load_universe()
         known = read_constituents()
-        # Only companies the universe holds: the list is a 2020s one (META, not FB); a ticker it lacks
-        # simply has no name or sector here.
-        self.constituents = {symbol: row for symbol, row in known.items() if symbol in self.universe}
+        # The list is a 2020s one (META, not FB): a ticker it lacks has no name or sector here. A row
+        # added to the index after the window may describe another company than the one that held the
+        # ticker then (FOX was Twenty-First Century Fox, IR Ingersoll-Rand plc): left out too, never guessed.
+        last_day = self.universe.days[-1]
+        self.constituents = {
+            symbol: row for symbol, row in known.items() if symbol in self.universe and row.date_added <= last_day
+        }
         self.news: list[dict[str, Any]] = []
         seen: set[str] = set()
         for meta_path in sorted(YAHOO_DIR.glob("search_*.meta.json")):
