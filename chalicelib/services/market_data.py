@@ -544,7 +544,7 @@ class MarketDataService:
         ]
         missing = [s for s in symbols if s not in quotes]
         reasons = {
-            s: batch.unknown_reasons.get(s) or f"{s} is not known to the data source ({'+'.join(sources)})"
+            s: (batch.unknown_reasons.get(s) or f"{s} is not known to the data source ({'+'.join(sources)})")
             if s in batch.unknown
             else f"no source could quote {s} ({batch.outcome.summary()})"
             for s in missing
@@ -659,7 +659,10 @@ def _rate(hits: int, misses: int) -> float | None:
 def _symbol_not_found(symbol: str, reason: str | None = None) -> SymbolNotFound:
     """404 for an unknown symbol; with the vendor's ``reason`` when it gave one (e.g. not yet listed)."""
     if reason:
-        return SymbolNotFound(f"no instrument with symbol {symbol!r} is available: {reason}")
+        return SymbolNotFound(
+            f"no instrument with symbol {symbol!r} is available ({reason}); "
+            "look symbols up with POST /api/v1/market/search"
+        )
     return SymbolNotFound(
         f"no instrument with symbol {symbol!r} is known to our providers. Check the ticker "
         "(class shares use a dash, e.g. BRK-B; indices a caret, e.g. ^GSPC) or look it up "

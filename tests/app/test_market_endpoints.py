@@ -171,3 +171,16 @@ def test_unknown_symbol_profile_is_404(client: Client) -> None:
     response = client.http.get("/api/v1/market/profile/ZZZZZZ", headers=_auth())
     assert response.status_code == 404
     assert json.loads(response.body)["error"]["code"] == "symbol_not_found"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/market/historical/APTV?period=1y&interval=1d", "/api/v1/market/profile/APTV"]
+)
+def test_a_symbol_not_yet_listed_is_a_404_saying_so_for_history_and_profile(client: Client, path: str) -> None:
+    day = universe_data.DEFAULT_DAY_INDEX
+    assert universe_data.first_day_index("APTV") > day
+    response = client.http.get(path, headers=_auth())
+    assert response.status_code == 404
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "symbol_not_found"
+    assert f"APTV was not yet listed on {universe_data.trading_days()[day]}" in error["message"]
