@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -53,15 +54,17 @@ class DailyBar:
     low: float | None = None
 
 
-def _row(line: str, source: str) -> tuple[str, str, DailyBar]:
-    """(raw symbol, ISO date, bar) of one ``date,symbol,open,high,low,close,volume`` line."""
+def _row(line: str, source: str, calendar: Mapping[str, date] | None = None) -> tuple[str, str, DailyBar]:
+    """(raw symbol, ISO date, bar) of one ``date,symbol,open,high,low,close,volume`` line. ``calendar``
+    (ISO → date) spares re-parsing the window's dates (most of a row's cost)."""
     try:
         day, symbol, open_, high, low, close, volume = line.split(",")
+        known = calendar.get(day) if calendar is not None else None
         return (
             symbol,
             day,
             DailyBar(
-                day=date.fromisoformat(day),
+                day=known or date.fromisoformat(day),
                 close=float(close),
                 volume=int(volume),
                 open=float(open_) if open_ else None,
@@ -135,6 +138,7 @@ class ReplayUniverse:
             if tuple(bar.day for bar in bars) != self.days:
                 raise ValueError(f"{series_file(fund)}: its dates differ from {series_file(MARKET_ETFS[0])}'s")
         self._index = {day: index for index, day in enumerate(self.days)}
+        self._calendar = {day.isoformat(): day for day in self.days}
         text = gzip.decompress((directory / STOCKS_FILE).read_bytes()).decode("ascii")
         blocks = _blocks(text, STOCKS_FILE, self.days[-1].isoformat(), len(self.days))
         self._blocks: dict[str, _Block] = {}
@@ -192,7 +196,7 @@ class ReplayUniverse:
         lines = self._lines.get(symbol)
         if lines is None:
             lines = self._lines[symbol] = block.text[block.begin : block.end].split("\n")
-        raw, _, bar = _row(lines[day_index - block.start], block.source)
+        raw, _, bar = _row(lines[day_index - block.start], block.source, self._calendar)
         if raw != block.raw_symbol or bar.day != self.days[day_index]:
             raise ValueError(f"{block.source}: {block.raw_symbol}'s rows are not one run of the window's days")
         return bar
@@ -205,7 +209,7 @@ class ReplayUniverse:
         if cached is not None:
             return cached
         block = self._blocks[symbol]
-        rows = [_row(line, block.source) for line in block.text[block.begin : block.end].split("\n")]
+        rows = [_row(line, block.source, self._calendar) for line in block.text[block.begin : block.end].split("\n")]
         listed = self.days[block.start :]
         for (raw, _, bar), day in zip(rows, listed, strict=True):
             if raw != block.raw_symbol or bar.day != day:
