@@ -343,10 +343,6 @@ def chart_from_daily(
     return {"chart": {"result": [{"meta": meta, "timestamp": stamps, "indicators": indicators}], "error": None}}
 
 
-def _recorded_query(meta: Mapping[str, Any]) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(meta["request"]["url"]).query)
-
-
 @dataclass(frozen=True)
 class Constituent:
     symbol: str
