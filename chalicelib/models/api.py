@@ -151,6 +151,9 @@ class SectorsPayload(MarketModel):
     advancers: int
     decliners: int
     unavailable: list[str] = Field(description="sectors whose ETF no source could quote this time")
+    unavailable_reasons: dict[str, str] = Field(
+        default_factory=dict, description="why each unavailable sector is missing (sector → reason)"
+    )
     as_of: AwareDatetime
 
 

@@ -223,7 +223,7 @@ class MarketDataService:
                 self._store_quotes({symbol: stored})
                 return _quote_response(stored, cached=False, stale=False)
             if symbol in batch.unknown:
-                raise _symbol_not_found(symbol)
+                raise _symbol_not_found(symbol, batch.unknown_reasons.get(symbol))
             failure = AllProvidersFailed(f"a quote for {symbol}", batch.outcome)
             return self._stale_quote_or_raise(symbol, found, failure)
         finally:
@@ -319,7 +319,7 @@ class MarketDataService:
                         symbol=symbol, quote=_quote_response(stored, cached=False, stale=False)
                     )
                 for symbol in batch.unknown:
-                    error = _symbol_not_found(symbol)
+                    error = _symbol_not_found(symbol, batch.unknown_reasons.get(symbol))
                     items[symbol] = BatchQuoteItem(
                         symbol=symbol, error=QuoteError(code=error.code, message=error.message)
                     )
@@ -451,7 +451,7 @@ class MarketDataService:
 
     def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> IndicesResponse:
         def fetch() -> tuple[IndicesPayload, str]:
-            quotes, source, missing = self._quote_set(
+            quotes, source, missing, _ = self._quote_set(
                 DataKind.INDICES, [s for s, _ in INDICES], "market indices", deadline
             )
             names = dict(INDICES)
@@ -471,7 +471,7 @@ class MarketDataService:
     def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
         def fetch() -> tuple[SectorsPayload, str]:
             etfs = [etf for _, etf in SECTOR_ETFS]
-            quotes, source, _ = self._quote_set(DataKind.SECTORS, etfs, "sector performance", deadline)
+            quotes, source, _, reasons = self._quote_set(DataKind.SECTORS, etfs, "sector performance", deadline)
             sectors = [
                 SectorPerformance(
                     sector=name,
@@ -488,6 +488,7 @@ class MarketDataService:
                 advancers=sum(1 for c in changes if c > 0),
                 decliners=sum(1 for c in changes if c < 0),
                 unavailable=[s.sector for s in sectors if s.change_percent is None],
+                unavailable_reasons={s.sector: reasons[s.etf] for s in sectors if s.etf in reasons},
                 as_of=max((q.as_of for q in quotes.values()), default=datetime.now(UTC)),
             ), source
 
@@ -543,10 +544,11 @@ class MarketDataService:
 
     def _quote_set(
         self, kind: DataKind, symbols: list[str], what: str, deadline: float | None
-    ) -> tuple[dict[str, Quote], str, list[str]]:
+    ) -> tuple[dict[str, Quote], str, list[str], dict[str, str]]:
         """Quotes for a fixed list (indices, sector ETFs). Symbols the sources do not carry are listed as
-        unavailable; when nothing was found because sources failed (not because they lack the symbols),
-        it is an error, so a stale copy can be served instead of an empty panel."""
+        unavailable, each with why (unknown to the source, or the sources failed); when nothing was found
+        because sources failed (not because they lack the symbols), it is an error, so a stale copy can
+        be served instead of an empty panel."""
         batch = self._chain.fetch_quotes(kind, symbols, deadline=deadline)
         if not batch.found and batch.failed:
             raise AllProvidersFailed(what, batch.outcome)
@@ -554,7 +556,14 @@ class MarketDataService:
         sources = sorted({source for _, source in batch.found.values()}) or [
             p.name for p in self._chain.serving(kind)[:1]
         ]
-        return quotes, "+".join(sources) or "none", [s for s in symbols if s not in quotes]
+        missing = [s for s in symbols if s not in quotes]
+        reasons = {
+            s: (batch.unknown_reasons.get(s) or f"{s} is not known to the data source ({'+'.join(sources)})")
+            if s in batch.unknown
+            else f"no source could quote {s} ({batch.outcome.summary()})"
+            for s in missing
+        }
+        return quotes, "+".join(sources) or "none", missing, reasons
 
     # --- the read-through core --------------------------------------------------------------------
 
@@ -595,7 +604,7 @@ class MarketDataService:
             try:
                 payload, source = fetch()
             except UnknownSymbol as exc:
-                raise _symbol_not_found(symbol or "?") from exc
+                raise _symbol_not_found(symbol or "?", exc.reason) from exc
             except ServiceUnavailable as exc:
                 if found is None:
                     raise
@@ -664,7 +673,13 @@ def _rate(hits: int, misses: int) -> float | None:
     return round(hits / (hits + misses), 4) if hits + misses else None
 
 
-def _symbol_not_found(symbol: str) -> SymbolNotFound:
+def _symbol_not_found(symbol: str, reason: str | None = None) -> SymbolNotFound:
+    """404 for an unknown symbol; with the vendor's ``reason`` when it gave one (e.g. not yet listed)."""
+    if reason:
+        return SymbolNotFound(
+            f"no instrument with symbol {symbol!r} is available ({reason}); "
+            "look symbols up with POST /api/v1/market/search"
+        )
     return SymbolNotFound(
         f"no instrument with symbol {symbol!r} is known to our providers. Check the ticker "
         "(class shares use a dash, e.g. BRK-B; indices a caret, e.g. ^GSPC) or look it up "

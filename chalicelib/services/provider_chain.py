@@ -78,6 +78,8 @@ class QuoteBatch:
     unknown: set[str]
     failed: set[str]
     outcome: ChainOutcome
+    # Why a vendor said a symbol is unknown, where it said (e.g. "replay: APTV was not yet listed on …").
+    unknown_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class AllProvidersFailed(ServiceUnavailable):
@@ -91,11 +93,12 @@ class AllProvidersFailed(ServiceUnavailable):
 
 
 class UnknownSymbol(Exception):
-    """A vendor that can judge says the symbol does not exist."""
+    """A vendor that can judge says the symbol does not exist (``reason``: its words, if it gave any)."""
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, reason: str | None = None) -> None:
         super().__init__(provider)
         self.provider = provider
+        self.reason = reason
 
 
 class QuotaExhausted(ProviderRateLimited):
@@ -172,9 +175,9 @@ class ProviderChain:
         for provider in self.serving(kind):
             try:
                 value = self._call(provider, kind, functools.partial(call, provider), deadline, outcome)
-            except ProviderSymbolNotFound:
+            except ProviderSymbolNotFound as exc:
                 outcome.attempts.append(Attempt(provider.name, "not_found"))
-                raise UnknownSymbol(provider.name) from None
+                raise UnknownSymbol(provider.name, exc.message) from None
             except ProviderError as exc:
                 outcome.attempts.append(_failed_attempt(provider.name, exc))
                 continue
@@ -193,6 +196,7 @@ class ProviderChain:
         outcome = ChainOutcome()
         found: dict[str, tuple[Quote, str]] = {}
         unknown: set[str] = set()
+        reasons: dict[str, str] = {}
         pending = list(dict.fromkeys(symbols))
         for provider in self.serving(kind):
             if not pending:
@@ -203,6 +207,13 @@ class ProviderChain:
                 chunk = pending[start : start + size]
                 try:
                     quotes = self._call(provider, kind, _quote_call(provider, chunk), deadline, outcome)
+                except ProviderSymbolNotFound as exc:
+                    # The vendor answered, naming why (a one-symbol call): unknown, like a symbol left out
+                    # of a batch answer, and not a failure (_call recorded a breaker success).
+                    outcome.attempts.append(Attempt(provider.name, "not_found", exc.message))
+                    unknown.update(chunk)
+                    reasons.update(dict.fromkeys(chunk, exc.message))
+                    continue
                 except ProviderError as exc:
                     outcome.attempts.append(_failed_attempt(provider.name, exc))
                     still_pending.extend(chunk)
@@ -221,7 +232,7 @@ class ProviderChain:
                 if not still_pending:
                     outcome.attempts.append(Attempt(provider.name, "ok"))
             pending = still_pending
-        return QuoteBatch(found=found, unknown=unknown, failed=set(pending), outcome=outcome)
+        return QuoteBatch(found=found, unknown=unknown, failed=set(pending), outcome=outcome, unknown_reasons=reasons)
 
     # --- one upstream call with quota, breaker and retries ---------------------------------------
 

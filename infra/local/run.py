@@ -17,9 +17,10 @@ tests, e.g. `LOCAL_SCHEDULE=refresh_quotes=5s,refresh_indices=10s,cleanup=off` (
 from start; `off` disables the job); LOCAL_SCHEDULER=off disables the scheduler altogether.
 
 Replay clock (MARKET_DATA_SOURCE=replay): REPLAY_STEP_SECONDS (60; 0 freezes the replay) is how often
-quotes of the symbols with a real daily series move on to the next real bar, counted from
-REPLAY_EPOCH (epoch seconds; set to the stack's start unless given), which every worker inherits so
-that all of them are on the same step (infra/local/replay/README.md).
+the whole replay universe moves on to the next real trading day, counted from REPLAY_EPOCH (epoch
+seconds; set to the stack's start unless given), which every worker inherits so that all of them are on
+the same day; REPLAY_START_DAY (a trading-day number or date; default 130) is the first replay day
+(infra/local/replay/README.md).
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ from infra.local.lambda_runtime import (
     schedule_handlers,
     websocket_handlers,
 )
-from infra.local.replay.transport import REPLAY_EPOCH_ENV, REPLAY_STEP_ENV, replay_clock_from_env
+from infra.local.replay.transport import (
+    REPLAY_EPOCH_ENV,
+    REPLAY_START_DAY_ENV,
+    REPLAY_STEP_ENV,
+    replay_calendar_from_env,
+    replay_clock_from_env,
+)
 from infra.local.scheduler import LocalScheduler, SchedulerSettings, scheduler_registrar, scheduler_settings_from_env
 from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
@@ -272,13 +279,18 @@ def app_environment(config: StackConfig, env: Mapping[str, str], *, started_at: 
 
 
 def replay_clock_environment(env: Mapping[str, str], started_at: float) -> dict[str, str]:
-    """REPLAY_STEP_SECONDS (default 60) and REPLAY_EPOCH (default: the stack's start), validated."""
+    """REPLAY_STEP_SECONDS (default 60) and REPLAY_EPOCH (default: the stack's start), validated, and
+    REPLAY_START_DAY validated when given (a bad value stops the stack here, not in every worker)."""
     clock_env = {
         REPLAY_STEP_ENV: (env.get(REPLAY_STEP_ENV) or "").strip() or DEFAULT_REPLAY_STEP_SECONDS,
         REPLAY_EPOCH_ENV: (env.get(REPLAY_EPOCH_ENV) or "").strip() or f"{started_at:.3f}",
     }
     try:
         replay_clock_from_env(clock_env)
+        start_day = (env.get(REPLAY_START_DAY_ENV) or "").strip()
+        if start_day:
+            clock_env[REPLAY_START_DAY_ENV] = start_day
+            replay_calendar_from_env(clock_env)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     return clock_env
@@ -318,8 +330,13 @@ def banner(
     websocket = rest.replace("http://", "ws://", 1) + "/ws/market-data?token=<dev token>"
     redis_note = "started by make run, persistence off" if redis_started else "already running, reused"
     source = env["MARKET_DATA_SOURCE"]
-    if source == "replay" and replay_clock_from_env(env) is not None:
-        source += f"  (quotes step to the next real daily bar every {float(env[REPLAY_STEP_ENV]):g}s)"
+    if source == "replay":
+        calendar = replay_calendar_from_env(env)
+        first = f"from trading day {calendar.start + 1} ({calendar.days[calendar.start].isoformat()})"
+        if replay_clock_from_env(env) is not None:
+            source += f"  ({first}, one trading day every {float(env[REPLAY_STEP_ENV]):g}s)"
+        else:
+            source += f"  (frozen on trading day {calendar.start + 1}, {calendar.days[calendar.start].isoformat()})"
     lines = [
         "Local stack ready (Ctrl-C stops it)",
         f"  REST API     {rest}",

@@ -1,4 +1,4 @@
-"""Every market endpoint in replay mode (recorded genuine data, offline), labelled `replay`, and a walk
+"""Every market endpoint in replay mode (the replay universe's real bars, offline), labelled `replay`, and a walk
 of the OpenAPI document that calls every route and validates each body against the document."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 
 import app as app_module
 from infra.local.token import issue_dev_token
+from tests.fakes import replay_universe as universe_data
 
 SAMPLE_PATH_VALUES = {"symbol": "AAPL", "job_name": "refresh_indices"}
 SAMPLE_QUERIES = {"/api/v1/market/quotes": "?symbols=AAPL,MSFT,NOPE"}
@@ -113,11 +114,37 @@ def test_movers_limit_slices_the_cached_list(client: Client) -> None:
     assert two["cached"] is True
 
 
-def test_indices_name_each_index_and_list_what_replay_lacks(client: Client) -> None:
+def test_indices_are_all_five_from_their_series(client: Client) -> None:
     body = json.loads(client.http.get("/api/v1/market/indices", headers=_auth()).body)
-    served = {q["symbol"]: q["indexName"] for q in body["indices"]}
-    assert served.get("^GSPC") == "S&P 500"
-    assert set(served) | set(body["unavailable"]) == {"^GSPC", "^DJI", "^IXIC", "^RUT", "^VIX"}
+    served = {q["symbol"]: q for q in body["indices"]}
+    assert served["^GSPC"]["indexName"] == "S&P 500"
+    assert set(served) == {"^GSPC", "^DJI", "^IXIC", "^RUT", "^VIX"}
+    assert body["unavailable"] == []
+    for symbol, quote in served.items():
+        assert quote["price"] == universe_data.close(symbol, universe_data.DEFAULT_DAY_INDEX)
+
+
+def test_sectors_come_from_the_ten_spdrs_and_say_why_communication_services_is_missing(client: Client) -> None:
+    body = json.loads(client.http.get("/api/v1/market/sectors", headers=_auth()).body)
+    priced = {s["etf"]: s for s in body["sectors"] if s["changePercent"] is not None}
+    assert len(priced) == 10
+    for etf, sector in priced.items():
+        assert sector["price"] == universe_data.close(etf, universe_data.DEFAULT_DAY_INDEX)
+    assert body["unavailable"] == ["Communication Services"]
+    assert "XLC" in body["unavailable_reasons"]["Communication Services"]
+
+
+def test_every_mover_can_be_quoted_that_day(client: Client) -> None:
+    named: set[str] = set()
+    for kind in ("gainers", "losers", "actives"):
+        body = json.loads(client.http.get(f"/api/v1/market/movers?type={kind}&limit=25", headers=_auth()).body)
+        named |= {mover["symbol"] for mover in body["movers"]}
+    assert len(named) > 25
+    ordered = sorted(named)
+    for start in range(0, len(ordered), 50):
+        chunk = ",".join(ordered[start : start + 50])
+        quotes = json.loads(client.http.get(f"/api/v1/market/quotes?symbols={chunk}", headers=_auth()).body)
+        assert [item.get("error") for item in quotes["quotes"]] == [None] * len(quotes["quotes"])
 
 
 def test_sentiment_shows_its_formula_and_inputs(client: Client) -> None:
@@ -144,3 +171,16 @@ def test_unknown_symbol_profile_is_404(client: Client) -> None:
     response = client.http.get("/api/v1/market/profile/ZZZZZZ", headers=_auth())
     assert response.status_code == 404
     assert json.loads(response.body)["error"]["code"] == "symbol_not_found"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/market/historical/APTV?period=1y&interval=1d", "/api/v1/market/profile/APTV"]
+)
+def test_a_symbol_not_yet_listed_is_a_404_saying_so_for_history_and_profile(client: Client, path: str) -> None:
+    day = universe_data.DEFAULT_DAY_INDEX
+    assert universe_data.first_day_index("APTV") > day
+    response = client.http.get(path, headers=_auth())
+    assert response.status_code == 404
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "symbol_not_found"
+    assert f"APTV was not yet listed on {universe_data.trading_days()[day]}" in error["message"]

@@ -142,6 +142,28 @@ def test_an_unknown_symbol_costs_one_upstream_call_and_is_a_404(api: Client, tra
     assert transport.calls == {"yahoo": 1}
 
 
+def test_a_vendors_reason_for_an_unknown_symbol_reaches_the_404_and_is_no_failure(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, transport: VendorTransport
+) -> None:
+    # The replay's shape for a symbol not yet listed on its day: left out, with a "Not Found" error saying why.
+    reason = "APTV was not yet listed on 2017-08-02 (replay)"
+    answer = {"quoteResponse": {"result": [], "error": {"code": "Not Found", "description": reason}}}
+    container = make_container(redis_url, tmp_path, transport, BREAKER_FAILURE_THRESHOLD="2")
+    transport.answer("yahoo", CannedResponse(200, json.dumps(answer).encode())).answer("fmp", FMP_AAPL)
+    bootstrap.use_container(container)
+    try:
+        with Client(app_module.app, stage_name="local") as api:
+            for _ in range(4):
+                status, body, _ = _get(api, "/api/v1/market/quote/APTV")
+                assert status == 404
+                assert reason in body["error"]["message"]  # type: ignore[index]
+    finally:
+        bootstrap.use_container(None)
+    assert transport.calls == {"yahoo": 4}, "the vendor's not-found ends the walk: nobody else is asked"
+    status_of = {p.name: p for p in container.provider_status.status().providers}["yahoo"]
+    assert status_of.breaker_state == "closed"
+
+
 def test_when_every_vendor_fails_the_answer_is_503_with_retry_after_and_no_key_leaks(
     api: Client, transport: VendorTransport
 ) -> None:

@@ -1,4 +1,4 @@
-"""GET /api/v1/market/quote/{symbol} through the Chalice app, served offline from recorded data."""
+"""GET /api/v1/market/quote/{symbol} through the Chalice app, served offline from the replay universe."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from chalice.test import Client
 
 from infra.local.replay.transport import YahooReplayTransport
 from tests.conftest import REPO_ROOT
+from tests.fakes import replay_universe as universe_data
 
 QUOTE = "/api/v1/market/quote/"
 
@@ -39,14 +40,20 @@ def test_quote_is_served_from_replay_and_labelled(client: Client, auth_headers: 
     assert quote["symbol"] == "AAPL"
     assert quote["source"] == "replay"
     assert (quote["cached"], quote["stale"]) == (False, False)
-    # The spec's quote fields, with the recorded values.
-    assert (quote["price"], quote["change"], quote["changePercent"], quote["volume"]) == (
-        244.6,
-        3.0700073,
-        1.2710667,
-        40896227,
+    # The spec's quote fields: the replay day's bar and the day before's close, as in the CSV.
+    day = universe_data.DEFAULT_DAY_INDEX
+    today = universe_data.row("AAPL", day)
+    assert today is not None
+    previous_close = universe_data.close("AAPL", day - 1)
+    assert (quote["price"], quote["previousClose"], quote["volume"]) == (
+        float(today["close"]),
+        previous_close,
+        int(today["volume"]),
     )
-    assert quote["as_of"].startswith("2025-02-14T21:00:00")  # regularMarketTime of the recording
+    assert quote["change"] == pytest.approx(float(today["close"]) - previous_close)
+    assert quote["changePercent"] == pytest.approx(universe_data.change_percent("AAPL", day))
+    # Frozen replay: the quote is as of the replay day's close (16:00 New York).
+    assert quote["as_of"].startswith(today["date"])
     assert "retrieved_at" in quote
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
@@ -98,13 +105,27 @@ def test_well_formed_unknown_symbol_is_a_helpful_404(client: Client, auth_header
     assert "/api/v1/market/search" in error["message"]
 
 
-def test_real_company_missing_from_replay_is_a_503_with_retry_after(
+def test_every_company_of_the_universe_is_quoted(client: Client, auth_headers: dict[str, str]) -> None:
+    # JPM had no recording in the old replay (a 503); the universe has its bars.
+    day = universe_data.DEFAULT_DAY_INDEX
+    for symbol in ("JPM", "GOOGL", "BRK-B", "FB"):
+        response = client.http.get(QUOTE + symbol, headers=auth_headers)
+        assert response.status_code == 200, response.body
+        assert body_of(response)["price"] == universe_data.close(symbol, day)
+
+
+def test_a_symbol_not_yet_listed_on_the_replay_day_is_a_404_saying_so(
     client: Client, auth_headers: dict[str, str]
 ) -> None:
-    response = client.http.get(QUOTE + "JPM", headers=auth_headers)
-    error = assert_standard_error(response, 503, "service_unavailable")
-    assert "replay has no recorded data for JPM" in error["message"]
-    assert response.headers["Retry-After"] == "30"
+    day = universe_data.DEFAULT_DAY_INDEX
+    assert universe_data.first_day_index("APTV") > day
+    response = client.http.get(QUOTE + "APTV", headers=auth_headers)
+    error = assert_standard_error(response, 404, "symbol_not_found")
+    assert f"APTV was not yet listed on {universe_data.trading_days()[day]}" in error["message"]
+    # Not a vendor failure: the replay's breaker stays closed and later quotes still work.
+    for _ in range(8):
+        client.http.get(QUOTE + "APTV", headers=auth_headers)
+    assert client.http.get(QUOTE + "AAPL", headers=auth_headers).status_code == 200
 
 
 def test_wrong_method_gets_the_standard_error_body(client: Client, auth_headers: dict[str, str]) -> None:

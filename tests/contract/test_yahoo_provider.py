@@ -149,6 +149,28 @@ def test_vendor_failures_become_typed_errors(
     assert fragment in str(caught.value)
 
 
+NOT_LISTED = b'{"quoteResponse":{"result":[],"error":{"code":"Not Found","description":"APTV was not yet listed"}}}'
+
+
+def test_a_not_found_error_for_one_symbol_is_symbol_not_found_with_its_reason(tmp_path: Path) -> None:
+    provider = yahoo_provider(yahoo_transport([_body(200, NOT_LISTED)]), tmp_path)
+    with pytest.raises(ProviderSymbolNotFound) as caught:
+        provider.get_quotes(["APTV"], timeout_seconds=2)
+    assert "APTV was not yet listed" in caught.value.message
+    assert not caught.value.counts_as_failure
+
+
+def test_a_not_found_error_in_a_batch_leaves_the_missing_symbols_unknown(tmp_path: Path) -> None:
+    body = (
+        b'{"quoteResponse":{"result":[{"symbol":"AAPL","regularMarketPrice":1.5}],'
+        b'"error":{"code":"Not Found","description":"APTV was not yet listed"}}}'
+    )
+    provider = yahoo_provider(yahoo_transport([_body(200, body)]), tmp_path)
+    assert set(provider.get_quotes(["AAPL", "APTV"], timeout_seconds=2)) == {"AAPL"}
+    empty = yahoo_provider(yahoo_transport([_body(200, NOT_LISTED)]), tmp_path)
+    assert empty.get_quotes(["APTV", "DXC"], timeout_seconds=2) == {}
+
+
 @pytest.mark.parametrize(
     ("exception", "error"),
     [

@@ -25,7 +25,7 @@ from locust import User, between, events, task
 
 from infra.local.token import issue_dev_token
 
-SYMBOLS = ("AAPL", "MSFT", "GOOG", "NVDA", "QQQ", "SPY", "BABA", "BTC-USD")
+SYMBOLS = ("AAPL", "MSFT", "GOOG", "NVDA", "QQQ", "SPY", "JPM", "BRK-B")
 ANSWER_TIMEOUT_SECONDS = 10.0
 _numbers = itertools.count(1)
 _numbers_lock = threading.Lock()

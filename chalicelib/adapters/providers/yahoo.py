@@ -283,19 +283,30 @@ def quote_from_item(item: Mapping[str, Any], provider: str, *, now: datetime) ->
         raise ProviderParseError(provider, f"unexpected quote for {symbol!r}: {exc.errors()[0]['msg']}") from exc
 
 
-def parse_quote_response(payload: object, provider: str, *, now: datetime | None = None) -> dict[str, Quote]:
+def parse_quote_response(
+    payload: object, provider: str, *, now: datetime | None = None, requested: Sequence[str] = ()
+) -> dict[str, Quote]:
     """Map a v7 quote payload onto Quote models, keyed by symbol. Items without a price are skipped
-    (Yahoo lists some instruments it has no market data for); unknown symbols are simply absent."""
+    (Yahoo lists some instruments it has no market data for); unknown symbols are simply absent.
+
+    A "Not Found" error beside a result list is about symbols left out of it, not about the call: for a
+    single requested symbol with an empty result it is ProviderSymbolNotFound carrying the description
+    (the reason reaches the 404); for a batch it is ignored (missing symbols are unknown, as always).
+    Any other error object is the call failing (ProviderUnavailable)."""
     body = _object(payload, provider)
     # Errors come either inside quoteResponse or, for auth/crumb failures, under "finance".
     envelope = body.get("quoteResponse") or body.get("finance")
     if not isinstance(envelope, dict):
         raise ProviderParseError(provider, "no quoteResponse in payload")
     error = envelope.get("error")
+    result = envelope.get("result")
     if error:
         description = error.get("description") if isinstance(error, dict) else str(error)
-        raise ProviderUnavailable(provider, f"Yahoo error: {str(description)[:200]}")
-    result = envelope.get("result")
+        per_symbol = isinstance(error, dict) and error.get("code") == "Not Found" and isinstance(result, list)
+        if not per_symbol:
+            raise ProviderUnavailable(provider, f"Yahoo error: {str(description)[:200]}")
+        if len(requested) == 1 and not result and description:
+            raise ProviderSymbolNotFound(provider, str(description)[:200])
     if not isinstance(result, list):
         raise ProviderParseError(provider, "quoteResponse.result is not a list")
     moment = now or datetime.now(UTC)
@@ -597,7 +608,7 @@ class YahooProvider(BaseProvider):
     def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
         request = build_quote_request(symbols)
         payload = self._fetch_json(request, timeout_seconds)
-        return parse_quote_response(payload, self._label, now=self._clock())
+        return parse_quote_response(payload, self._label, now=self._clock(), requested=symbols)
 
     def get_historical(
         self, symbol: str, period: Period, interval: Interval, *, timeout_seconds: float

@@ -1,4 +1,5 @@
-"""The offline replay source: recorded genuine provider data served at the HTTP layer.
+"""The offline replay source: the replay universe's real daily bars (and genuine recorded Yahoo answer shapes)
+served at the HTTP layer, one replay day at a time (see README.md here).
 
 Local-only (never shipped in the Lambda package). `install_if_configured()` runs in each local Lambda
 worker before the app is imported, and in tests.

@@ -1,14 +1,14 @@
-"""requests transport adapters that answer provider HTTP calls from recorded genuine data.
+"""requests transport adapters that answer provider HTTP calls offline.
 
 Mounted into the provider's requests.Session (see chalicelib/adapters/http.py), they let the real
-adapter code — yfinance included — run offline: only the bytes on the wire come from disk.
+adapter code — yfinance included — run offline: only the bytes on the wire are made here.
 See README.md beside this file for what is served and where each file came from.
 
-The replay clock (opt-in: REPLAY_STEP_SECONDS > 0) makes successive quotes move: every symbol with a
-real daily series is quoted from bar k of that series at replay step k, where
-k = floor((now - REPLAY_EPOCH) / REPLAY_STEP_SECONDS). REPLAY_EPOCH is shared by every Lambda worker
-of a stack (run.py sets it once), so all of them are on the same step; without it the transport's
-creation time is the origin.
+``YahooReplayTransport`` answers Yahoo's endpoints from the replay universe (universe.py: 505 S&P 500
+stocks, ETFs and indices on 260 real trading days). Every answer is for one replay day: the day index
+is ``start + k mod (days - start)`` where k is the replay clock's step (REPLAY_STEP_SECONDS /
+REPLAY_EPOCH; no clock: the start day) and start is REPLAY_START_DAY (default: the 130th day).
+On that day every endpoint agrees: a symbol any answer names can be quoted.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
+from infra.local.replay.universe import DailyBar, ReplayUniverse, load_universe
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 YAHOO_DIR = DATA_DIR / "yahoo"
-DAILY_DIR = DATA_DIR / "daily"
 CONSTITUENTS_CSV = DATA_DIR / "sp500_constituents.csv"
 
 # Placeholder for Yahoo's cookie/crumb handshake: plumbing, not market data (recordings redact it).
@@ -43,18 +44,9 @@ REPLAY_CRUMB = "replay-crumb"
 _NEW_YORK = ZoneInfo("America/New_York")
 REPLAY_STEP_ENV = "REPLAY_STEP_SECONDS"
 REPLAY_EPOCH_ENV = "REPLAY_EPOCH"
-# Static identity fields a recorded v7 item lends to its series' stepped quotes (no market data).
-_IDENTITY_FIELDS = (
-    "shortName",
-    "longName",
-    "displayName",
-    "quoteType",
-    "currency",
-    "exchange",
-    "fullExchangeName",
-    "exchangeTimezoneName",
-    "market",
-)
+REPLAY_START_DAY_ENV = "REPLAY_START_DAY"
+# The 130th trading day (1-based): half a year of history lies behind the first replay day.
+DEFAULT_START_DAY = 130
 
 
 @dataclass(frozen=True)
@@ -89,206 +81,7 @@ def recorded(name: str, directory: Path = YAHOO_DIR) -> CannedResponse:
     return CannedResponse(status=int(meta["status"]), body=body, content_type=content_type)
 
 
-@dataclass(frozen=True)
-class DailyBar:
-    day: date
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    adj_close: float | None = None
-
-
-def read_daily_series(path: Path) -> list[DailyBar]:
-    """Yahoo-download style CSV (Date,Open,High,Low,Close[,Adj Close],Volume); the date column may be unnamed."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        column = {name: index for index, name in enumerate(header)}
-        bars = [
-            DailyBar(
-                day=date.fromisoformat(row[0]),
-                open=float(row[column["Open"]]),
-                high=float(row[column["High"]]),
-                low=float(row[column["Low"]]),
-                close=float(row[column["Close"]]),
-                volume=int(float(row[column["Volume"]])),
-                adj_close=float(row[column["Adj Close"]]) if "Adj Close" in column else None,
-            )
-            for row in reader
-            if row and row[0]
-        ]
-    return sorted(bars, key=lambda bar: bar.day)
-
-
-def quote_item_from_daily(symbol: str, bars: list[DailyBar], name: str | None) -> dict[str, Any]:
-    """A v7-quote-shaped item from the last two real daily bars (no value is altered or made up)."""
-    last, previous = bars[-1], bars[-2]
-    closed_at = datetime.combine(last.day, time(16, 0), tzinfo=_NEW_YORK)
-    return quote_item_from_bar(symbol, last, previous, market_time=int(closed_at.timestamp()), name=name)
-
-
-def replay_bar_index(step: int, bar_count: int) -> int:
-    """The bar quoted at replay step ``step``: 1, 2, …, last, then 1 again. Bar 0 has no real previous
-    close in its series, so it is only ever bar 1's previous close."""
-    if bar_count < 2:
-        raise ValueError("a replayed series needs at least two bars")
-    return 1 + step % (bar_count - 1)
-
-
-def quote_item_for_step(
-    symbol: str, bars: Sequence[DailyBar], step: int, *, market_time: int, name: str | None
-) -> dict[str, Any]:
-    """A v7-quote-shaped item for replay step ``step``: bar k's close, open, high, low and volume, the
-    previous bar's close, the change between them (all real); ``regularMarketTime`` is the step's
-    wall-clock time, and ``replayBarDate`` the bar's real date."""
-    index = replay_bar_index(step, len(bars))
-    item = quote_item_from_bar(symbol, bars[index], bars[index - 1], market_time=market_time, name=name)
-    item["replayBarDate"] = bars[index].day.isoformat()
-    item["replayStep"] = step
-    return item
-
-
-def quote_item_from_bar(
-    symbol: str, bar: DailyBar, previous: DailyBar, *, market_time: int, name: str | None
-) -> dict[str, Any]:
-    """A v7-quote-shaped item from one real bar and the bar before it (values unchanged)."""
-    change = bar.close - previous.close
-    item: dict[str, Any] = {
-        "symbol": symbol,
-        "quoteType": "INDEX" if symbol.startswith("^") else "EQUITY",
-        "marketState": "CLOSED",
-        "currency": "USD",
-        "regularMarketPrice": bar.close,
-        "regularMarketPreviousClose": previous.close,
-        "regularMarketChange": change,
-        "regularMarketChangePercent": change / previous.close * 100,
-        "regularMarketOpen": bar.open,
-        "regularMarketDayHigh": bar.high,
-        "regularMarketDayLow": bar.low,
-        "regularMarketVolume": bar.volume,
-        "regularMarketTime": market_time,
-    }
-    if name:
-        item["shortName"] = name
-    return item
-
-
-# Daily series → the symbol Yahoo quotes it under.
-_DAILY_SYMBOLS = {"AAPL": "AAPL", "GOOG": "GOOG", "GSPC": "^GSPC", "MSFT": "MSFT", "NVDA": "NVDA", "SPY": "SPY"}
-
-# Yahoo's chart ranges (the standard Period values), counted back from a series' last date.
-_RANGE_MONTHS = {"1mo": 1, "3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "10y": 120}
-_RANGE_BARS = {"1d": 1, "5d": 5}
-_DAILY_OR_LONGER = ("1d", "1wk", "1mo")
-# Wikipedia footnote markers left in the constituents list ("Virginia[2]").
-_FOOTNOTE = re.compile(r"\[\d+\]")
-
-
-def _months_before(day: date, months: int) -> date:
-    month_index = day.year * 12 + day.month - 1 - months
-    year, month = divmod(month_index, 12)
-    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
-
-
-def bars_in_range(bars: Sequence[DailyBar], chart_range: str) -> list[DailyBar] | None:
-    """The bars of ``chart_range`` counted back from the series' last date (None: not a Yahoo range).
-    1d and 5d are the last 1 and 5 sessions; month and year ranges are calendar spans; ytd starts on
-    1 January of the last bar's year; max is everything."""
-    if not bars:
-        return []
-    last = bars[-1].day
-    if chart_range in _RANGE_BARS:
-        return list(bars[-_RANGE_BARS[chart_range] :])
-    if chart_range in _RANGE_MONTHS:
-        cutoff = _months_before(last, _RANGE_MONTHS[chart_range])
-        return [bar for bar in bars if bar.day > cutoff]
-    if chart_range == "ytd":
-        return [bar for bar in bars if bar.day.year == last.year]
-    if chart_range == "max":
-        return list(bars)
-    return None
-
-
-def resample(bars: Sequence[DailyBar], interval: str) -> list[DailyBar]:
-    """Daily bars as 1d (unchanged), 1wk (ISO weeks) or 1mo (calendar months): first open, highest high,
-    lowest low, last close and adjusted close, summed volume; each dated by its first session."""
-    if interval == "1d":
-        return list(bars)
-    groups: dict[tuple[int, int], list[DailyBar]] = {}
-    for bar in bars:
-        key = bar.day.isocalendar()[:2] if interval == "1wk" else (bar.day.year, bar.day.month)
-        groups.setdefault((key[0], key[1]), []).append(bar)
-    return [
-        DailyBar(
-            day=group[0].day,
-            open=group[0].open,
-            high=max(bar.high for bar in group),
-            low=min(bar.low for bar in group),
-            close=group[-1].close,
-            volume=sum(bar.volume for bar in group),
-            adj_close=group[-1].adj_close,
-        )
-        for group in groups.values()
-    ]
-
-
-def chart_from_daily(
-    symbol: str, bars: Sequence[DailyBar], *, chart_range: str, interval: str, name: str | None, source: str
-) -> dict[str, Any]:
-    """A v8-chart-shaped payload from real daily bars (values unchanged; bars stamped at the session's
-    09:30 New York open, as Yahoo stamps daily bars). ``meta.replaySource`` names the CSV."""
-    stamps = [int(datetime.combine(bar.day, time(9, 30), tzinfo=_NEW_YORK).timestamp()) for bar in bars]
-    meta: dict[str, Any] = {
-        "currency": "USD",
-        "symbol": symbol,
-        "exchangeTimezoneName": "America/New_York",
-        "dataGranularity": interval,
-        "range": chart_range,
-        "replaySource": source,
-    }
-    if name:
-        meta["longName"] = name
-    indicators: dict[str, Any] = {
-        "quote": [
-            {
-                "open": [bar.open for bar in bars],
-                "high": [bar.high for bar in bars],
-                "low": [bar.low for bar in bars],
-                "close": [bar.close for bar in bars],
-                "volume": [bar.volume for bar in bars],
-            }
-        ]
-    }
-    if bars and all(bar.adj_close is not None for bar in bars):
-        indicators["adjclose"] = [{"adjclose": [bar.adj_close for bar in bars]}]
-    return {"chart": {"result": [{"meta": meta, "timestamp": stamps, "indicators": indicators}], "error": None}}
-
-
-def _recorded_symbol(meta: Mapping[str, Any]) -> str:
-    """The symbol a recording was made for: the last path segment of its request URL."""
-    return unquote(urlsplit(meta["request"]["url"]).path.rsplit("/", 1)[-1]).upper()
-
-
-def _recorded_query(meta: Mapping[str, Any]) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(meta["request"]["url"]).query)
-
-
-@dataclass(frozen=True)
-class ChartRecording:
-    name: str
-    granularity: str
-    bar_count: int
-
-
-@dataclass(frozen=True)
-class Constituent:
-    symbol: str
-    name: str
-    sector: str
-    sub_industry: str
-    headquarters: str | None
+# --- the replay day ---------------------------------------------------------------------------------
 
 
 def _wall_clock() -> float:
@@ -341,146 +134,320 @@ def replay_clock_from_env(env: Mapping[str, str], *, created_at: float | None = 
     return ReplayClock(step_seconds, epoch)
 
 
+@dataclass(frozen=True)
+class ReplayCalendar:
+    """Which trading day replay step k shows: ``start + k mod (days - start)``, so the replay walks from
+    the start day to the last day and wraps back to the start day (never to the days before it, which
+    are the start day's history). No step (the frozen replay): the start day."""
+
+    days: tuple[date, ...]
+    start: int  # 0-based day index
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < len(self.days):
+            raise ValueError(f"the replay start day index {self.start} is outside 0..{len(self.days) - 1}")
+
+    def day_index(self, step: int | None) -> int:
+        if step is None:
+            return self.start
+        return self.start + step % (len(self.days) - self.start)
+
+
+def replay_start_index(raw: str | None, days: Sequence[date]) -> int:
+    """REPLAY_START_DAY onto a 0-based day index: a 1-based trading-day number (1..len(days)) or an ISO
+    date that is a trading day of the window; unset: DEFAULT_START_DAY. ValueError naming the variable."""
+    text = (raw or "").strip()
+    if not text:
+        return DEFAULT_START_DAY - 1
+    window = f"{days[0].isoformat()}..{days[-1].isoformat()}"
+    if text.isdigit():
+        number = int(text)
+        if not 1 <= number <= len(days):
+            raise ValueError(
+                f"{REPLAY_START_DAY_ENV} must be a trading-day number 1..{len(days)} or a trading day "
+                f"{window} (YYYY-MM-DD), got {text!r}"
+            )
+        return number - 1
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{REPLAY_START_DAY_ENV} must be a trading-day number 1..{len(days)} or a date {window} (YYYY-MM-DD), "
+            f"got {text!r}"
+        ) from None
+    if day not in days:
+        raise ValueError(f"{REPLAY_START_DAY_ENV}={text} is not a trading day of the replay window {window}")
+    return days.index(day)
+
+
+def replay_calendar_from_env(env: Mapping[str, str], universe: ReplayUniverse | None = None) -> ReplayCalendar:
+    days = (universe or load_universe()).days
+    return ReplayCalendar(days, replay_start_index(env.get(REPLAY_START_DAY_ENV), days))
+
+
+# --- Yahoo payloads from real bars --------------------------------------------------------------------
+
+
+def _close_time(day: date) -> int:
+    """Epoch seconds of ``day``'s 16:00 New York close."""
+    return int(datetime.combine(day, time(16, 0), tzinfo=_NEW_YORK).timestamp())
+
+
+def _quote_type(universe: ReplayUniverse, symbol: str) -> str:
+    if symbol in universe.indices:
+        return "INDEX"
+    return "ETF" if symbol in universe.etfs else "EQUITY"
+
+
+def quote_item(
+    universe: ReplayUniverse, symbol: str, day_index: int, *, market_time: int, name: str | None
+) -> dict[str, Any] | None:
+    """A v7-quote-shaped item for ``symbol`` on day ``day_index`` (None: no bar that day): that day's close,
+    open, high, low and volume, the previous day's close and the change between them, all as published.
+    On a symbol's first listed day there is no previous close: it and the change are left out, as are
+    open/high/low where the source has none. ``replayBarDate`` (ignored by the parser) is the bar's date."""
+    bar = universe.bar(symbol, day_index)
+    if bar is None:
+        return None
+    item: dict[str, Any] = {
+        "symbol": symbol,
+        "quoteType": _quote_type(universe, symbol),
+        "marketState": "CLOSED",
+        "currency": "USD",
+        "regularMarketPrice": bar.close,
+        "regularMarketVolume": bar.volume,
+        "regularMarketTime": market_time,
+        "replayBarDate": bar.day.isoformat(),
+    }
+    previous = universe.bar(symbol, day_index - 1) if day_index > 0 else None
+    if previous is not None:
+        change = bar.close - previous.close
+        item["regularMarketPreviousClose"] = previous.close
+        item["regularMarketChange"] = change
+        item["regularMarketChangePercent"] = change / previous.close * 100
+    for key, value in (
+        ("regularMarketOpen", bar.open),
+        ("regularMarketDayHigh", bar.high),
+        ("regularMarketDayLow", bar.low),
+    ):
+        if value is not None:
+            item[key] = value
+    if name:
+        item["shortName"] = name
+        item["longName"] = name
+    return item
+
+
+# Yahoo's chart ranges (the standard Period values), counted back from the replay day.
+_RANGE_MONTHS = {"1mo": 1, "3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "10y": 120}
+_RANGE_BARS = {"1d": 1, "5d": 5}
+_DAILY_OR_LONGER = ("1d", "1wk", "1mo")
+_INTRADAY = ("1m", "2m", "5m", "15m", "30m", "60m", "90m", "1h")
+# Wikipedia footnote markers left in the constituents list ("Virginia[2]").
+_FOOTNOTE = re.compile(r"\[\d+\]")
+
+
+def _months_before(day: date, months: int) -> date:
+    month_index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(month_index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+def bars_in_range(bars: Sequence[DailyBar], chart_range: str) -> list[DailyBar] | None:
+    """The bars of ``chart_range`` counted back from the last bar's date (None: not a Yahoo range).
+    1d and 5d are the last 1 and 5 sessions; month and year ranges are calendar spans; ytd starts on
+    1 January of the last bar's year; max is everything."""
+    if not bars:
+        return []
+    last = bars[-1].day
+    if chart_range in _RANGE_BARS:
+        return list(bars[-_RANGE_BARS[chart_range] :])
+    if chart_range in _RANGE_MONTHS:
+        cutoff = _months_before(last, _RANGE_MONTHS[chart_range])
+        return [bar for bar in bars if bar.day > cutoff]
+    if chart_range == "ytd":
+        return [bar for bar in bars if bar.day.year == last.year]
+    if chart_range == "max":
+        return list(bars)
+    return None
+
+
+def _highest(values: Iterable[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return max(known) if known else None
+
+
+def _lowest(values: Iterable[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return min(known) if known else None
+
+
+def resample(bars: Sequence[DailyBar], interval: str) -> list[DailyBar]:
+    """Daily bars as 1d (unchanged), 1wk (ISO weeks) or 1mo (calendar months): first open, highest high,
+    lowest low (of the days that have them), last close, summed volume; each dated by its first session."""
+    if interval == "1d":
+        return list(bars)
+    groups: dict[tuple[int, int], list[DailyBar]] = {}
+    for bar in bars:
+        key = bar.day.isocalendar()[:2] if interval == "1wk" else (bar.day.year, bar.day.month)
+        groups.setdefault((key[0], key[1]), []).append(bar)
+    return [
+        DailyBar(
+            day=group[0].day,
+            open=group[0].open,
+            high=_highest(bar.high for bar in group),
+            low=_lowest(bar.low for bar in group),
+            close=group[-1].close,
+            volume=sum(bar.volume for bar in group),
+        )
+        for group in groups.values()
+    ]
+
+
+def chart_from_daily(
+    symbol: str,
+    bars: Sequence[DailyBar],
+    *,
+    chart_range: str,
+    interval: str,
+    name: str | None,
+    source: str,
+    replay_day: date,
+) -> dict[str, Any]:
+    """A v8-chart-shaped payload from real daily bars (values unchanged, a missing open/high/low as null,
+    as Yahoo sends gaps; bars stamped at the session's 09:30 New York open, as Yahoo stamps daily bars).
+    ``meta.replaySource`` names the CSV, ``meta.replayDay`` the replay day (keys the parser ignores)."""
+    stamps = [int(datetime.combine(bar.day, time(9, 30), tzinfo=_NEW_YORK).timestamp()) for bar in bars]
+    meta: dict[str, Any] = {
+        "currency": "USD",
+        "symbol": symbol,
+        "exchangeTimezoneName": "America/New_York",
+        "dataGranularity": interval,
+        "range": chart_range,
+        "replaySource": source,
+        "replayDay": replay_day.isoformat(),
+    }
+    if name:
+        meta["longName"] = name
+    indicators: dict[str, Any] = {
+        "quote": [
+            {
+                "open": [bar.open for bar in bars],
+                "high": [bar.high for bar in bars],
+                "low": [bar.low for bar in bars],
+                "close": [bar.close for bar in bars],
+                "volume": [bar.volume for bar in bars],
+            }
+        ]
+    }
+    return {"chart": {"result": [{"meta": meta, "timestamp": stamps, "indicators": indicators}], "error": None}}
+
+
+@dataclass(frozen=True)
+class Constituent:
+    symbol: str
+    name: str
+    sector: str
+    sub_industry: str
+    headquarters: str | None
+    date_added: date
+
+
+def read_constituents(path: Path = CONSTITUENTS_CSV) -> dict[str, Constituent]:
+    """The constituents list by Yahoo symbol (the list spells class shares with a dot: BRK.B → BRK-B)."""
+    rows: dict[str, Constituent] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            symbol = row["Symbol"].strip().upper().replace(".", "-")
+            location = _FOOTNOTE.sub("", row.get("Headquarters Location") or "").strip()
+            rows[symbol] = Constituent(
+                symbol=symbol,
+                name=row["Security"],
+                sector=row["GICS Sector"],
+                sub_industry=row["GICS Sub-Industry"],
+                headquarters=location if location and location.lower() != "none" else None,
+                date_added=date.fromisoformat(row["Date added"]),
+            )
+    return rows
+
+
 class YahooReplayData:
-    """Everything the Yahoo replay knows, loaded once: recorded responses, daily series, constituents."""
+    """What the replay serves besides the bars, loaded once: the constituents list (names, sectors) and
+    the news items of the recorded search responses."""
 
-    def __init__(self) -> None:
-        self.recorded_items: dict[str, dict[str, Any]] = {}
-        for path in sorted(YAHOO_DIR.glob("quote_*.json")):
-            if path.name.endswith(".meta.json"):
-                continue
-            payload = json.loads(path.read_text())
-            for item in payload["quoteResponse"]["result"] or []:
-                # A single-symbol recording wins over the same symbol inside a batch recording.
-                if item["symbol"] not in self.recorded_items or "batch" not in path.name:
-                    self.recorded_items[item["symbol"]] = item
-        self.constituents: dict[str, str] = {}
-        self.constituent_rows: dict[str, Constituent] = {}
-        with CONSTITUENTS_CSV.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                # Yahoo spells class shares with a dash (BRK-B); the list uses a dot (BRK.B).
-                symbol = row["Symbol"].replace(".", "-")
-                self.constituents[symbol] = row["Security"]
-                location = _FOOTNOTE.sub("", row.get("Headquarters Location") or "").strip()
-                self.constituent_rows[symbol] = Constituent(
-                    symbol=symbol,
-                    name=row["Security"],
-                    sector=row["GICS Sector"],
-                    sub_industry=row["GICS Sub-Industry"],
-                    headquarters=location if location and location.lower() != "none" else None,
-                )
-        self.daily: dict[str, list[DailyBar]] = {}
-        self.daily_files: dict[str, str] = {}
-        for path in sorted(DAILY_DIR.glob("*_daily_*.csv")):
-            symbol = _DAILY_SYMBOLS.get(path.name.split("_daily_")[0])
-            if symbol:
-                self.daily[symbol] = read_daily_series(path)
-                self.daily_files[symbol] = f"daily/{path.name}"
-        self._load_recordings()
-
-    def _load_recordings(self) -> None:
-        self.charts: dict[str, list[ChartRecording]] = {}
-        self.chart_errors: dict[str, str] = {}
-        self.summary_modules: dict[str, dict[str, Any]] = {}
-        self.summary_errors: dict[str, str] = {}
-        self.searches: dict[str, str] = {}
-        self.screeners: dict[str, str] = {}
-        for meta_path in sorted(YAHOO_DIR.glob("*.meta.json")):
-            meta = json.loads(meta_path.read_text())
-            name = meta_path.name.removesuffix(".meta.json")
-            ok = int(meta["status"]) == 200
-            if name.startswith("chart_"):
-                symbol = _recorded_symbol(meta)
-                if not ok:
-                    self.chart_errors[symbol] = name
-                    continue
-                result = json.loads((YAHOO_DIR / meta["body_file"]).read_text())["chart"]["result"][0]
-                self.charts.setdefault(symbol, []).append(
-                    ChartRecording(name, result["meta"]["dataGranularity"], len(result.get("timestamp") or []))
-                )
-            elif name.startswith("quoteSummary_"):
-                symbol = _recorded_symbol(meta)
-                if not ok:
-                    self.summary_errors[symbol] = name
-                    continue
-                result = json.loads((YAHOO_DIR / meta["body_file"]).read_text())["quoteSummary"]["result"][0]
-                self.summary_modules.setdefault(symbol, {}).update(result)
-            elif name.startswith("search_") and ok:
-                self.searches[_recorded_query(meta)["q"][0].upper()] = name
-            elif name.startswith("screener_") and ok:
-                self.screeners[_recorded_query(meta)["scrIds"][0]] = name
-        # Every recorded news item once, for symbols whose own search was not recorded.
+    def __init__(self, universe: ReplayUniverse | None = None) -> None:
+        self.universe = universe or load_universe()
+        known = read_constituents()
+        # The list is a 2020s one (META, not FB): a ticker it lacks has no name or sector here. A row
+        # added to the index after the window may describe another company than the one that held the
+        # ticker then (FOX was Twenty-First Century Fox, IR Ingersoll-Rand plc): left out too, never guessed.
+        last_day = self.universe.days[-1]
+        self.constituents = {
+            symbol: row for symbol, row in known.items() if symbol in self.universe and row.date_added <= last_day
+        }
         self.news: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for name in self.searches.values():
-            for item in json.loads((YAHOO_DIR / f"{name}.json").read_text()).get("news", []):
+        for meta_path in sorted(YAHOO_DIR.glob("search_*.meta.json")):
+            meta = json.loads(meta_path.read_text())
+            if int(meta["status"]) != 200:
+                continue
+            for item in json.loads((YAHOO_DIR / meta["body_file"]).read_text()).get("news", []):
                 if item.get("uuid") not in seen:
                     seen.add(item.get("uuid"))
                     self.news.append(item)
 
-    def quote_item(self, symbol: str) -> dict[str, Any] | None:
-        if symbol in self.recorded_items:
-            return self.recorded_items[symbol]
-        if symbol in self.daily:
-            return quote_item_from_daily(symbol, self.daily[symbol], self.constituents.get(symbol))
-        return None
+    def name(self, symbol: str) -> str | None:
+        row = self.constituents.get(symbol)
+        return row.name if row else None
 
-    def stepped_quote_item(self, symbol: str, step: int, *, market_time: int) -> dict[str, Any] | None:
-        """The replay clock's quote for a symbol with a daily series (None without one)."""
-        bars = self.daily.get(symbol)
-        if not bars or len(bars) < 2:
-            return None
-        recorded_item = self.recorded_items.get(symbol) or {}
-        item = quote_item_for_step(symbol, bars, step, market_time=market_time, name=self.constituents.get(symbol))
-        item.update({key: recorded_item[key] for key in _IDENTITY_FIELDS if key in recorded_item})
-        return item
-
-    def is_known_without_data(self, symbol: str) -> bool:
-        return symbol in self.constituents and self.quote_item(symbol) is None
-
-    def is_known(self, symbol: str) -> bool:
-        """A real instrument the replay has some data for, or an S&P 500 constituent."""
-        return (
-            symbol in self.constituents
-            or symbol in self.recorded_items
-            or symbol in self.daily
-            or symbol in self.charts
-            or symbol in self.summary_modules
-        )
-
-    def search_quotes(self, query: str, limit: int) -> list[dict[str, Any]]:
-        """Constituents matching ``query``: exact symbol, then symbol prefix, then name substring
-        (case-insensitive), as search quote items carrying only what the constituents list says."""
+    def search_quotes(self, query: str, day_index: int, limit: int) -> list[dict[str, Any]]:
+        """Symbols listed on the day matching ``query``: exact symbol, then symbol prefix, then
+        constituent-name substring (case-insensitive), carrying only what the data says of them."""
         needle = query.strip().upper()
         symbol_needle = needle.replace(".", "-")
-        ranked: list[tuple[int, str, Constituent]] = []
-        for symbol, row in self.constituent_rows.items():
-            if symbol == symbol_needle:
+        ranked: list[tuple[int, str]] = []
+        for symbol in self.universe.symbols:
+            name = self.name(symbol)
+            if symbol == symbol_needle or symbol.removeprefix("^") == symbol_needle:
                 rank = 0
-            elif symbol.startswith(symbol_needle):
+            elif symbol.startswith(symbol_needle) or symbol.removeprefix("^").startswith(symbol_needle):
                 rank = 1
-            elif needle in row.name.upper():
+            elif name is not None and needle in name.upper():
                 rank = 2
             else:
                 continue
-            ranked.append((rank, symbol, row))
-        ranked.sort(key=lambda entry: (entry[0], entry[1]))
-        return [
-            {
-                "symbol": row.symbol,
-                "shortname": row.name,
-                "longname": row.name,
-                "quoteType": "EQUITY",
-                "typeDisp": "Equity",
-                "sector": row.sector,
-                "industry": row.sub_industry,
-                "isYahooFinance": True,
-            }
-            for _, _, row in ranked[:limit]
-        ]
+            if self.universe.listed_on(symbol, day_index):
+                ranked.append((rank, symbol))
+        ranked.sort()
+        return [self._search_item(symbol) for _, symbol in ranked[:limit]]
 
-    def news_about(self, symbol: str, limit: int) -> list[dict[str, Any]]:
-        return [item for item in self.news if symbol in (item.get("relatedTickers") or [])][:limit]
+    def _search_item(self, symbol: str) -> dict[str, Any]:
+        quote_type = _quote_type(self.universe, symbol)
+        item: dict[str, Any] = {
+            "symbol": symbol,
+            "quoteType": quote_type,
+            "typeDisp": {"EQUITY": "Equity", "ETF": "ETF", "INDEX": "Index"}[quote_type],
+            "isYahooFinance": True,
+        }
+        row = self.constituents.get(symbol)
+        if row is not None:
+            item.update(shortname=row.name, longname=row.name, sector=row.sector, industry=row.sub_industry)
+        return item
+
+    def news_about(self, symbol: str, day_index: int, limit: int) -> list[dict[str, Any]]:
+        """Recorded news items naming ``symbol``, their related tickers cut to those listed on the day
+        (so that every symbol an answer names can be quoted that day)."""
+        if not self.universe.listed_on(symbol, day_index):
+            return []
+        found: list[dict[str, Any]] = []
+        for item in self.news:
+            if symbol in (item.get("relatedTickers") or []):
+                copied = copy.deepcopy(item)
+                copied["relatedTickers"] = [
+                    ticker for ticker in item["relatedTickers"] if self.universe.listed_on(ticker, day_index)
+                ]
+                found.append(copied)
+        return found[:limit]
 
 
 @functools.cache
@@ -500,42 +467,89 @@ def _count(query: Mapping[str, list[str]], key: str, default: int) -> int | None
     return int(raw) if raw.isdigit() else None
 
 
-def _replay_missing(url: str, what: str | None = None) -> CannedResponse:
-    """The replay's own answer for something it holds no recording of (the adapter: provider unavailable)."""
-    message = f"replay has no recorded data for {what}" if what else f"no replay recording for {url}"
-    return CannedResponse(404, json_body({"error": message}))
+def _replay_missing(url: str) -> CannedResponse:
+    """The replay's answer for an endpoint or parameter it does not serve (never a per-symbol miss)."""
+    return CannedResponse(404, json_body({"error": f"no replay answer for {url}"}))
 
 
-def _chart_no_data(description: str) -> CannedResponse:
-    """Yahoo's chart 400 shape (as in chart_BEKE_400_no_data_for_range), with the replay's own reason."""
+def _chart_error(status: int, code: str, description: str) -> CannedResponse:
+    """Yahoo's chart error shape (as in chart_SI_404_delisted, chart_BEKE_400_no_data_for_range)."""
     return CannedResponse(
-        400, json_body({"chart": {"result": None, "error": {"code": "Bad Request", "description": description}}})
+        status, json_body({"chart": {"result": None, "error": {"code": code, "description": description}}})
     )
 
 
-class YahooReplayTransport(BaseAdapter):
-    """Answers yfinance's Yahoo calls from YahooReplayData; everything else is a 404 naming the URL.
+def not_listed_reason(symbols: Sequence[str], day: date) -> str:
+    """The replay's reason for a universe symbol without a bar on the replay day."""
+    return f"{', '.join(symbols)} {'was' if len(symbols) == 1 else 'were'} not yet listed on {day.isoformat()} (replay)"
 
-    ``clock``: a ReplayClock stepping quotes through the daily series, None for the frozen replay, or
-    "env" (the default): REPLAY_STEP_SECONDS / REPLAY_EPOCH, read now (see replay_clock_from_env)."""
+
+# Predefined screeners the replay computes from the day's bars: scrIds → (title, canonical name).
+_SCREENERS = {
+    "day_gainers": ("Day Gainers", "DAY_GAINERS"),
+    "day_losers": ("Day Losers", "DAY_LOSERS"),
+    "most_actives": ("Most Actives", "MOST_ACTIVES"),
+}
+
+
+class YahooReplayTransport(BaseAdapter):
+    """Answers yfinance's Yahoo calls for the replay day; anything else is a 404 naming the URL.
+
+    ``clock``: a ReplayClock stepping the replay day, None for the frozen replay (always the start day),
+    or "env" (the default): REPLAY_STEP_SECONDS / REPLAY_EPOCH, read now (see replay_clock_from_env).
+    ``calendar``: the ReplayCalendar (start day), or "env": REPLAY_START_DAY, read now."""
 
     def __init__(
-        self, data: YahooReplayData | None = None, *, clock: ReplayClock | Literal["env"] | None = "env"
+        self,
+        data: YahooReplayData | None = None,
+        *,
+        clock: ReplayClock | Literal["env"] | None = "env",
+        calendar: ReplayCalendar | Literal["env"] = "env",
     ) -> None:
         super().__init__()
         self._data = data or yahoo_replay_data()
+        self.universe = self._data.universe
         self.clock = replay_clock_from_env(os.environ, created_at=_wall_clock()) if clock == "env" else clock
+        self.calendar = replay_calendar_from_env(os.environ, self.universe) if calendar == "env" else calendar
         self.requests_seen: list[str] = []
 
+    # --- the replay day -----------------------------------------------------------------------------
+
+    def _step(self) -> int | None:
+        return None if self.clock is None else self.clock.step()
+
+    def replay_day_index(self) -> int:
+        """The trading-day index every answer is for right now."""
+        return self.calendar.day_index(self._step())
+
+    def replay_day(self) -> date:
+        """The trading day every answer is for right now."""
+        return self.universe.days[self.replay_day_index()]
+
+    def _market_time(self, step: int | None, day_index: int) -> int:
+        """With the clock: the wall-clock time the step began (the pipeline's freshness is measured
+        against it); frozen: the replay day's 16:00 New York close."""
+        if self.clock is None or step is None:
+            return _close_time(self.universe.days[day_index])
+        return self.clock.step_started_at(step)
+
     def quote_item(self, symbol: str, step: int | None = None) -> dict[str, Any] | None:
-        """The v7 quote item for ``symbol``: with the clock on, a series symbol's bar for the current
-        step (or ``step``, so that one batch answer is all of one step)."""
-        if self.clock is not None and symbol in self._data.daily:
-            step = self.clock.step() if step is None else step
-            stepped = self._data.stepped_quote_item(symbol, step, market_time=self.clock.step_started_at(step))
-            if stepped is not None:
-                return stepped
-        return self._data.quote_item(symbol)
+        """The v7 quote item for ``symbol`` at ``step`` (default: the current step); None when the
+        symbol has no bar that day."""
+        step = self._step() if step is None else step
+        index = self.calendar.day_index(step)
+        item = quote_item(
+            self.universe,
+            symbol,
+            index,
+            market_time=self._market_time(step, index),
+            name=self._data.name(symbol),
+        )
+        if item is not None and step is not None:
+            item["replayStep"] = step
+        return item
+
+    # --- dispatch -----------------------------------------------------------------------------------
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # noqa: ARG002
         url = request.url or ""
@@ -549,65 +563,88 @@ class YahooReplayTransport(BaseAdapter):
             return make_response(request, _replay_missing(url))
         if path == "/v1/test/getcrumb":
             return make_response(request, CannedResponse(200, REPLAY_CRUMB.encode(), "text/plain"))
+        # One step per request: every symbol of a batch, and every bar of a chart, is of the same day.
+        step = self._step()
         if path == "/v7/finance/quote":
-            return make_response(request, self._quote(query))
+            return make_response(request, self._quote(query, step))
         if path.startswith("/v8/finance/chart/"):
-            return make_response(request, self._chart(_path_symbol(path), query, url))
+            return make_response(request, self._chart(_path_symbol(path), query, step))
         if path.startswith("/v10/finance/quoteSummary/"):
-            return make_response(request, self._quote_summary(_path_symbol(path), query, url))
+            return make_response(request, self._quote_summary(_path_symbol(path), query, url, step))
         if path == "/v1/finance/search":
-            return make_response(request, self._search(query, url))
+            return make_response(request, self._search(query, url, step))
         if path == "/v1/finance/screener/predefined/saved":
-            return make_response(request, self._screener(query, url))
+            return make_response(request, self._screener(query, url, step))
         return make_response(request, _replay_missing(url))
 
-    def _quote(self, query: Mapping[str, list[str]]) -> CannedResponse:
-        symbols = [s.strip().upper() for s in ",".join(query.get("symbols", [])).split(",") if s.strip()]
-        step = None if self.clock is None else self.clock.step()
-        items = [item for item in (self.quote_item(s, step) for s in symbols) if item is not None]
-        missing_known = [s for s in symbols if self._data.is_known_without_data(s)]
-        if not items and missing_known:
-            error = {"code": "Not Found", "description": f"replay has no recorded data for {','.join(missing_known)}"}
-            return CannedResponse(404, json_body({"quoteResponse": {"result": None, "error": error}}))
-        return CannedResponse(200, json_body({"quoteResponse": {"result": items, "error": None}}))
+    # --- endpoints ----------------------------------------------------------------------------------
 
-    def _chart(self, symbol: str, query: Mapping[str, list[str]], url: str) -> CannedResponse:
+    def _quote(self, query: Mapping[str, list[str]], step: int | None) -> CannedResponse:
+        """Listed symbols get an item; others are left out, as Yahoo leaves out unknown symbols
+        (quote_SIX_unknown_symbol_empty). Universe symbols not yet listed are also named in the
+        answer's ``error`` (code "Not Found"), which says why."""
+        symbols = [s.strip().upper() for s in ",".join(query.get("symbols", [])).split(",") if s.strip()]
+        index = self.calendar.day_index(step)
+        items: list[dict[str, Any]] = []
+        not_listed: list[str] = []
+        for symbol in dict.fromkeys(symbols):
+            item = self.quote_item(symbol, step)
+            if item is not None:
+                items.append(item)
+            elif symbol in self.universe:
+                not_listed.append(symbol)
+        error = (
+            {"code": "Not Found", "description": not_listed_reason(not_listed, self.universe.days[index])}
+            if not_listed
+            else None
+        )
+        return CannedResponse(200, json_body({"quoteResponse": {"result": items, "error": error}}))
+
+    def _chart(self, symbol: str, query: Mapping[str, list[str]], step: int | None) -> CannedResponse:
         interval = _first(query, "interval") or "1d"
         chart_range = _first(query, "range") or "1mo"
-        if symbol in self._data.chart_errors:
-            return recorded(self._data.chart_errors[symbol])
-        matching = [r for r in self._data.charts.get(symbol, []) if r.granularity == interval]
-        if matching:
-            return recorded(max(matching, key=lambda r: r.bar_count).name)
-        if symbol in self._data.daily and interval in _DAILY_OR_LONGER:
-            bars = bars_in_range(self._data.daily[symbol], chart_range)
-            if bars is None:
-                return _replay_missing(url)
-            payload = chart_from_daily(
-                symbol,
-                resample(bars, interval),
-                chart_range=chart_range,
-                interval=interval,
-                name=self._data.constituents.get(symbol),
-                source=self._data.daily_files[symbol],
+        if symbol not in self.universe:
+            return recorded("chart_SI_404_delisted")
+        index = self.calendar.day_index(step)
+        day = self.universe.days[index]
+        if not self.universe.listed_on(symbol, index):
+            return _chart_error(
+                404, "Not Found", f"No data found, symbol may be delisted ({not_listed_reason([symbol], day)})"
             )
-            return CannedResponse(200, json_body(payload))
-        if self._data.is_known(symbol):
-            return _chart_no_data(f"replay has no recorded {interval} bars for {symbol}")
-        return recorded("chart_SI_404_delisted")
+        if interval in _INTRADAY:
+            return _chart_error(400, "Bad Request", f"replay has daily bars only: no {interval} bars for {symbol}")
+        if interval not in _DAILY_OR_LONGER:
+            return _chart_error(422, "Unprocessable Entity", f"Invalid input - interval={interval} is not supported")
+        bars = bars_in_range(self.universe.history(symbol, index), chart_range)
+        if bars is None:
+            return _chart_error(422, "Unprocessable Entity", f"Invalid input - range={chart_range} is not supported")
+        payload = chart_from_daily(
+            symbol,
+            resample(bars, interval),
+            chart_range=chart_range,
+            interval=interval,
+            name=self._data.name(symbol),
+            source=self.universe.source_of(symbol),
+            replay_day=day,
+        )
+        return CannedResponse(200, json_body(payload))
 
-    def _quote_summary(self, symbol: str, query: Mapping[str, list[str]], url: str) -> CannedResponse:
+    def _quote_summary(self, symbol: str, query: Mapping[str, list[str]], url: str, step: int | None) -> CannedResponse:
+        """Profile modules from the constituents list (name, sector, sub-industry as industry, HQ);
+        what it does not say is left out. A universe symbol it does not know (FB, ETFs, indices) gets an
+        empty result item: the adapter reads that as "no data", not as an unknown symbol."""
         modules = [m.strip() for m in ",".join(query.get("modules", [])).split(",") if m.strip()]
         if not modules:
             return _replay_missing(url)
-        if symbol in self._data.summary_errors:
-            return recorded(self._data.summary_errors[symbol])
+        if symbol not in self.universe:
+            return recorded("quoteSummary_assetProfile_GC_F_404")
+        index = self.calendar.day_index(step)
+        if not self.universe.listed_on(symbol, index):
+            error = {"code": "Not Found", "description": not_listed_reason([symbol], self.universe.days[index])}
+            return CannedResponse(404, json_body({"quoteSummary": {"result": None, "error": error}}))
         found: dict[str, Any] = {}
-        if symbol in self._data.summary_modules:
-            recorded_modules = self._data.summary_modules[symbol]
-            found = {m: recorded_modules[m] for m in modules if m in recorded_modules}
-        elif symbol in self._data.constituent_rows:
-            row = self._data.constituent_rows[symbol]
+        row = self._data.constituents.get(symbol)
+        if row is not None:
             for module in modules:
                 if module in ("assetProfile", "summaryProfile"):
                     profile: dict[str, Any] = {"sector": row.sector, "industry": row.sub_industry}
@@ -615,78 +652,71 @@ class YahooReplayTransport(BaseAdapter):
                         profile["headquartersLocation"] = row.headquarters
                     found[module] = profile
                 elif module == "price":
-                    found[module] = {"symbol": symbol, "longName": row.name}
-        elif not self._data.is_known(symbol):
-            return recorded("quoteSummary_assetProfile_GC_F_404")
-        if not found:
-            return _replay_missing(url, f"{symbol} (modules {','.join(modules)})")
+                    found[module] = {
+                        "symbol": symbol,
+                        "longName": row.name,
+                        "quoteType": _quote_type(self.universe, symbol),
+                    }
         return CannedResponse(200, json_body({"quoteSummary": {"result": [found], "error": None}}))
 
-    def _search(self, query: Mapping[str, list[str]], url: str) -> CannedResponse:
+    def _search(self, query: Mapping[str, list[str]], url: str, step: int | None) -> CannedResponse:
         text = (_first(query, "q") or "").strip()
         if not text:
             return recorded("search_missing_q_400")
         quotes_count, news_count = _count(query, "quotesCount", 6), _count(query, "newsCount", 4)
         if quotes_count is None or news_count is None:
             return _replay_missing(url)
-        key = text.upper()
-        if key in self._data.searches:
-            payload = json.loads((YAHOO_DIR / f"{self._data.searches[key]}.json").read_text())
-            payload["quotes"] = payload.get("quotes", [])[:quotes_count]
-            payload["news"] = payload.get("news", [])[:news_count]
-        else:
-            payload = {
-                "explains": [],
-                "quotes": self._data.search_quotes(text, quotes_count),
-                "news": copy.deepcopy(self._data.news_about(key.replace(".", "-"), news_count)),
-                "nav": [],
-                "lists": [],
-            }
-        payload["count"] = len(payload["quotes"]) + len(payload["news"])
+        index = self.calendar.day_index(step)
+        quotes = self._data.search_quotes(text, index, quotes_count) if quotes_count else []
+        news = self._data.news_about(text.upper().replace(".", "-"), index, news_count) if news_count else []
+        payload = {
+            "explains": [],
+            "count": len(quotes) + len(news),
+            "quotes": quotes,
+            "news": news,
+            "nav": [],
+            "lists": [],
+            "replayDay": self.universe.days[index].isoformat(),
+        }
         return CannedResponse(200, json_body(payload))
 
-    def _screener(self, query: Mapping[str, list[str]], url: str) -> CannedResponse:
+    def _screener(self, query: Mapping[str, list[str]], url: str, step: int | None) -> CannedResponse:
         screener = _first(query, "scrIds") or ""
         count = _count(query, "count", 25)
-        if count is None:
+        if count is None or screener not in _SCREENERS:
             return _replay_missing(url)
-        if screener in self._data.screeners:
-            payload = json.loads((YAHOO_DIR / f"{self._data.screeners[screener]}.json").read_text())
-            result = payload["finance"]["result"][0]
-            result["quotes"] = result["quotes"][:count]
-            result["count"] = len(result["quotes"])
-            return CannedResponse(200, json_body(payload))
-        if screener == "most_actives":
-            return CannedResponse(200, json_body(self._most_actives(count)))
-        return _replay_missing(url)
-
-    def _most_actives(self, count: int) -> dict[str, Any]:
-        """No most_actives recording exists: the recorded day gainers and day losers together, most
-        traded (regularMarketVolume) first. Labelled as such in the screener's title and description."""
-        quotes: dict[str, dict[str, Any]] = {}
-        for screener in ("day_gainers", "day_losers"):
-            payload = json.loads((YAHOO_DIR / f"{self._data.screeners[screener]}.json").read_text())
-            for item in payload["finance"]["result"][0]["quotes"]:
-                quotes.setdefault(item["symbol"], item)
-        ranked = sorted(quotes.values(), key=lambda item: item.get("regularMarketVolume") or 0, reverse=True)
-        return {
-            "finance": {
-                "result": [
-                    {
-                        "id": "replay-most_actives",
-                        "title": "Most Actives (replay)",
-                        "description": "Replay: the recorded day_gainers and day_losers quotes, most traded first; "
-                        "no most_actives recording exists.",
-                        "canonicalName": "MOST_ACTIVES",
-                        "start": 0,
-                        "count": min(count, len(ranked)),
-                        "total": len(ranked),
-                        "quotes": ranked[:count],
-                    }
-                ],
-                "error": None,
-            }
+        index = self.calendar.day_index(step)
+        ranked = self.movers(screener, index)
+        items = [item for item in (self.quote_item(symbol, step) for symbol in ranked[:count]) if item is not None]
+        title, canonical = _SCREENERS[screener]
+        result = {
+            "id": f"replay-{screener}",
+            "title": f"{title} (replay)",
+            "description": f"Replay: computed from the S&P 500 stocks' bars of {self.universe.days[index].isoformat()}",
+            "canonicalName": canonical,
+            "start": 0,
+            "count": len(items),
+            "total": len(ranked),
+            "quotes": items,
         }
+        return CannedResponse(200, json_body({"finance": {"result": [result], "error": None}}))
+
+    def movers(self, screener: str, day_index: int) -> list[str]:
+        """The day's stocks ranked for a screener: day_gainers (rising, largest % change first),
+        day_losers (falling, largest % fall first), most_actives (highest volume first). Ties by symbol."""
+        universe = self.universe
+        stocks = universe.stocks_trading_on(day_index)
+        if screener == "most_actives":
+            volumes = {s: bar.volume for s in stocks if (bar := universe.bar(s, day_index)) is not None}
+            return sorted(volumes, key=lambda s: (-volumes[s], s))
+        changes: dict[str, float] = {}
+        for symbol in stocks:
+            bar, previous = universe.bar(symbol, day_index), universe.bar(symbol, day_index - 1)
+            if bar is not None and previous is not None:
+                changes[symbol] = (bar.close - previous.close) / previous.close * 100
+        if screener == "day_gainers":
+            return sorted((s for s in changes if changes[s] > 0), key=lambda s: (-changes[s], s))
+        return sorted((s for s in changes if changes[s] < 0), key=lambda s: (changes[s], s))
 
     def close(self) -> None:
         return None
