@@ -290,8 +290,9 @@ def build_app(
     app[GATEWAY_CONFIG] = GatewayConfig(table, invoker, stage, integration_timeout_seconds)
     for register in registrars:
         register(app)
-    # Registered last: aiohttp resolves routes in registration order, and this one matches everything.
-    app.router.add_route("*", "/{path:.*}", handle_rest)
+    # Registered last: aiohttp resolves routes in registration order, and this one matches everything
+    # (`[\s\S]`, not `.`: a decoded path may hold a newline, %0A, and must still get our JSON answer).
+    app.router.add_route("*", r"/{path:[\s\S]*}", handle_rest)
     return app
 
 
