@@ -202,6 +202,12 @@ def proxy_response_parts(result: object) -> tuple[int, list[tuple[str, str]], by
     return status, pairs, body.encode()
 
 
+def no_route_message(method: str, path: str) -> str:
+    """The 404 message for an undeclared method or path; infra/template.yaml's MissingRouteGatewayResponse
+    renders the same from $context.httpMethod and $context.path on AWS."""
+    return f"no route for {method} {path}"
+
+
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
     """The service's standard error body (chalicelib.models.errors.ErrorBody's shape)."""
     return {"error": {"code": code, "message": message, "request_id": request_id}}
@@ -306,9 +312,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     if match is None or request.method not in match.route.methods:
         if match is not None and request.method == "OPTIONS" and match.route.preflight_headers is not None:
             return web.Response(status=200, headers={**match.route.preflight_headers, "x-amzn-RequestId": request_id})
-        # A method or resource API Gateway does not know gets its MISSING_AUTHENTICATION_TOKEN response
-        # (403); the infra issue maps that gateway response onto this same 404 body on AWS.
-        message = f"no route for {request.method} {request.path}"
+        # A method or resource API Gateway does not know gets its MISSING_AUTHENTICATION_TOKEN response,
+        # which infra/template.yaml (MissingRouteGatewayResponse) sets to this same 404 and body.
+        message = no_route_message(request.method, request.path)
         return _gateway_response(404, error_body("not_found", message, request_id), request_id)
     try:
         body = await request.read()
