@@ -14,9 +14,10 @@ import app as app_module
 from chalicelib.errors import ValidationFailed
 from chalicelib.models.api import SearchRequest
 from chalicelib.models.market import parse_symbol_parameter
+from chalicelib.openapi import document_for
 from chalicelib.services.jobs import check_task_id
 
-DOCUMENT = app_module.document_for(app_module.ROUTES, title="t", version="v")
+DOCUMENT = document_for(app_module.ROUTES, title="t", version="v")
 
 
 def _parameter(path: str, method: str, name: str) -> dict[str, Any]:
