@@ -202,6 +202,10 @@ def proxy_response_parts(result: object) -> tuple[int, list[tuple[str, str]], by
     return status, pairs, body.encode()
 
 
+# The headers MissingRouteGatewayResponse adds on AWS (its ResponseParameters).
+NO_ROUTE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
 def no_route_message(method: str, path: str) -> str:
     """The 404 message for an undeclared method or path; infra/template.yaml's MissingRouteGatewayResponse
     renders the same from $context.httpMethod and $context.path on AWS."""
@@ -315,7 +319,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         # A method or resource API Gateway does not know gets its MISSING_AUTHENTICATION_TOKEN response,
         # which infra/template.yaml (MissingRouteGatewayResponse) sets to this same 404 and body.
         message = no_route_message(request.method, request.path)
-        return _gateway_response(404, error_body("not_found", message, request_id), request_id)
+        response = _gateway_response(404, error_body("not_found", message, request_id), request_id)
+        response.headers.update(NO_ROUTE_HEADERS)
+        return response
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:  # a chunked body with no Content-Length

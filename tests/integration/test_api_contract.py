@@ -215,6 +215,7 @@ def test_undeclared_methods_get_the_gateway_404(gateway_url: str, token: str, me
     response = requests.request(method, gateway_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code == 404, response.text
     assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     error = response.json()["error"]
     assert error["code"] == "not_found"
     assert error["message"] == f"no route for {method} {path}"
