@@ -56,9 +56,10 @@ API_VERSION = "1.0.0"
 ROUTES: list[RouteDoc] = []
 _SYMBOL = (PathParam("symbol", "ticker, e.g. AAPL, BRK-B, ^GSPC (a malformed one is a 400)", SYMBOL_SCHEMA),)
 _TASK_ID = PathParam(
-    "task_id", "the run's task id (a UUID, as POST .../run answers it)", {"type": "string", "format": "uuid",
-    "pattern": TASK_ID_PATTERN},
-)  # fmt: skip
+    "task_id",
+    "the run's task id (a UUID, as POST .../run answers it)",
+    {"type": "string", "format": "uuid", "pattern": TASK_ID_PATTERN},
+)
 _JOB_NAME = PathParam("job_name", "one of the scheduled jobs", {"type": "string", "enum": list(jobs_api.JOB_NAMES)})
 
 

@@ -20,14 +20,12 @@ from chalicelib.models.errors import ErrorBody
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-@dataclass(frozen=True)
+# eq=False: compared and hashed by identity (a schema dict is not hashable); each is a module constant.
+@dataclass(frozen=True, eq=False)
 class PathParam:
     name: str
     description: str
     schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
-
-    def __hash__(self) -> int:  # RouteDocs are cached by value; the schema is a constant per route
-        return hash((self.name, self.description))
 
 
 @dataclass(frozen=True)
