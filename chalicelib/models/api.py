@@ -46,7 +46,7 @@ def _symbols_schema(schema: dict[str, Any]) -> None:
     schema.update(
         {
             "type": "array",
-            "items": SYMBOL_SCHEMA,
+            "items": dict(SYMBOL_SCHEMA),
             "minItems": 1,
             "maxItems": MAX_BATCH_SYMBOLS,
             "description": f"comma-separated tickers, 1 to {MAX_BATCH_SYMBOLS}, e.g. AAPL,MSFT,^GSPC; a malformed "
