@@ -21,6 +21,7 @@ from chalicelib.http_api import (
     remaining_deadline,
 )
 from chalicelib.models.api import (
+    MAX_BATCH_SYMBOLS,
     BatchQuotesResponse,
     EmptyQuery,
     HistoricalQuery,
@@ -41,11 +42,11 @@ from chalicelib.models.api import (
     WsStatsQuery,
 )
 from chalicelib.models.jobs import JobRunResponse, JobsStatusResponse
-from chalicelib.models.market import CacheStatsResponse, QuoteResponse, normalize_symbol
+from chalicelib.models.market import SYMBOL_SCHEMA, CacheStatsResponse, QuoteResponse, parse_symbol_parameter
 from chalicelib.models.streaming import WsStatsResponse
-from chalicelib.openapi import RouteDoc, document_for
-from chalicelib.services.jobs import Trigger
-from chalicelib.services.market_data import MAX_BATCH_SYMBOLS
+from chalicelib.openapi import PathParam, RouteDoc, document_for
+from chalicelib.services.jobs import TASK_ID_PATTERN, Trigger
+from chalicelib.services.market_data import history_combinations
 
 app = Chalice(app_name="market-data")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -54,7 +55,13 @@ app.register_middleware(http_middleware, "http")
 API_TITLE = "Market data API"
 API_VERSION = "1.0.0"
 ROUTES: list[RouteDoc] = []
-_SYMBOL = (("symbol", "ticker, e.g. AAPL, BRK-B, ^GSPC"),)
+_SYMBOL = (PathParam("symbol", "ticker, e.g. AAPL, BRK-B, ^GSPC (a malformed one is a 400)", SYMBOL_SCHEMA),)
+_TASK_ID = PathParam(
+    "task_id",
+    "the run's task id (a UUID, as POST .../run answers it)",
+    {"type": "string", "format": "uuid", "pattern": TASK_ID_PATTERN},
+)
+_JOB_NAME = PathParam("job_name", "one of the scheduled jobs", {"type": "string", "enum": list(jobs_api.JOB_NAMES)})
 
 
 def _current_request() -> Request | None:
@@ -131,12 +138,12 @@ def get_sentiment() -> Response:
         "One quote",
         QuoteResponse,
         path_params=_SYMBOL,
-        errors=(400, 401, 404, 429, 503),
+        errors=(404,),
     )
 )
 def get_quote(symbol: str) -> Response:
     _no_query()
-    return json_response(_market().get_quote(normalize_symbol(symbol), deadline=_deadline()))
+    return json_response(_market().get_quote(parse_symbol_parameter(symbol), deadline=_deadline()))
 
 
 @route(
@@ -150,52 +157,61 @@ def get_quote(symbol: str) -> Response:
 )
 def get_quotes() -> Response:
     query = parse_query(QuotesQuery, app.current_request)
-    symbols = [part.strip() for part in query.symbols.split(",") if part.strip()]
-    if not symbols:
+    entries = query.symbols.split(",")
+    if not any(entry.strip() for entry in entries):
         raise ValidationFailed("symbols: give at least one ticker, e.g. ?symbols=AAPL,MSFT")
-    if len(symbols) > MAX_BATCH_SYMBOLS:
-        raise ValidationFailed(f"symbols: at most {MAX_BATCH_SYMBOLS} per request (got {len(symbols)})")
+    if len(entries) > MAX_BATCH_SYMBOLS:
+        raise ValidationFailed(f"symbols: at most {MAX_BATCH_SYMBOLS} per request (got {len(entries)})")
+    symbols = []
+    for position, entry in enumerate(entries, start=1):
+        try:
+            symbols.append(parse_symbol_parameter(entry))
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"symbols: entry {position}: {exc.message}") from None
     return json_response(_market().get_quotes(symbols, deadline=_deadline()))
 
 
 @route(
     RouteDoc(
         "/api/v1/market/historical/{symbol}", "GET", "Price history (OHLCV bars, oldest first)", HistoricalResponse,
-        query=HistoricalQuery, path_params=_SYMBOL, errors=(400, 401, 404, 429, 503),
+        query=HistoricalQuery, path_params=_SYMBOL, errors=(404,), description=history_combinations(),
     )
 )  # fmt: skip
 def get_historical(symbol: str) -> Response:
     query = parse_query(HistoricalQuery, app.current_request)
     return json_response(
-        _market().get_historical(normalize_symbol(symbol), query.period, query.interval, deadline=_deadline())
+        _market().get_historical(parse_symbol_parameter(symbol), query.period, query.interval, deadline=_deadline())
     )
 
 
 @route(
     RouteDoc(
         "/api/v1/market/profile/{symbol}", "GET", "Company profile", ProfileResponse,
-        path_params=_SYMBOL, errors=(400, 401, 404, 429, 503),
+        path_params=_SYMBOL, errors=(404,),
     )
 )  # fmt: skip
 def get_profile(symbol: str) -> Response:
     _no_query()
-    return json_response(_market().get_profile(normalize_symbol(symbol), deadline=_deadline()))
+    return json_response(_market().get_profile(parse_symbol_parameter(symbol), deadline=_deadline()))
 
 
 @route(
     RouteDoc(
         "/api/v1/market/news/{symbol}", "GET", "Recent news about a symbol", NewsResponse,
-        query=NewsQuery, path_params=_SYMBOL, errors=(400, 401, 404, 429, 503),
+        query=NewsQuery, path_params=_SYMBOL, errors=(404,),
     )
 )  # fmt: skip
 def get_news(symbol: str) -> Response:
     query = parse_query(NewsQuery, app.current_request)
-    return json_response(_market().get_news(normalize_symbol(symbol), query.limit, deadline=_deadline()))
+    return json_response(_market().get_news(parse_symbol_parameter(symbol), query.limit, deadline=_deadline()))
 
 
 @route(
-    RouteDoc("/api/v1/market/search", "POST", "Search symbols by ticker or name", SearchResponse, body=SearchRequest)
-)
+    RouteDoc(
+        "/api/v1/market/search", "POST", "Search symbols by ticker or name", SearchResponse, body=SearchRequest,
+        errors=(415,),
+    )
+)  # fmt: skip
 def search() -> Response:
     _no_query()
     request = parse_body(SearchRequest, app.current_request)
@@ -242,7 +258,7 @@ def get_jobs_status() -> Response:
 @route(
     RouteDoc(
         "/api/v1/market/jobs/{task_id}", "GET", "One job run", JobRunResponse,
-        path_params=(("task_id", "the run's task id (a UUID)"),), errors=(400, 401, 404, 429),
+        path_params=(_TASK_ID,), errors=(404,),
     )
 )  # fmt: skip
 def get_job_run(task_id: str) -> Response:
@@ -253,8 +269,7 @@ def get_job_run(task_id: str) -> Response:
 @route(
     RouteDoc(
         "/api/v1/market/jobs/{job_name}/run", "POST", "Run a job now (admin tokens only)", JobRunResponse,
-        path_params=(("job_name", "refresh_quotes, refresh_indices, refresh_market, refresh_sentiment, ..."),),
-        errors=(401, 403, 404, 429),
+        path_params=(_JOB_NAME,), errors=(403, 404),
     )
 )  # fmt: skip
 def run_job(job_name: str) -> Response:

@@ -36,6 +36,8 @@ _DEFAULTS: dict[str, tuple[str, str, int]] = {
     "cleanup": ("cron(0 2 * * ? *)", "expired connections, subscriptions and job runs", 300),
 }
 
+JOB_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
+
 
 def _interval_seconds(expression: str, default: int) -> int:
     rate = _RATE.match(expression)

@@ -8,8 +8,8 @@ pydantic emits, so the component schemas are pydantic's own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -20,6 +20,14 @@ from chalicelib.models.errors import ErrorBody
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
+# eq=False: compared and hashed by identity (a schema dict is not hashable); each is a module constant.
+@dataclass(frozen=True, eq=False)
+class PathParam:
+    name: str
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
 @dataclass(frozen=True)
 class RouteDoc:
     path: str
@@ -28,18 +36,40 @@ class RouteDoc:
     response: type[BaseModel]
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
-    path_params: tuple[tuple[str, str], ...] = ()  # (name, description)
+    path_params: tuple[PathParam, ...] = ()
     public: bool = False
-    errors: tuple[int, ...] = (400, 401, 429, 503)
+    # Statuses besides COMMON_ERRORS this route can answer (404 unknown symbol, 403 not admin, ...).
+    errors: tuple[int, ...] = ()
+    description: str | None = None
 
+
+# What any authenticated route can answer: 400 for an unknown, repeated or malformed query parameter
+# (every route refuses parameters it does not take), 401 without a valid token, 429 over the per-user
+# limit, 503 when a backing store or every source is down.
+COMMON_ERRORS = (400, 401, 429, 503)
 
 _ERROR_TEXT = {
-    400: "invalid input",
+    400: "invalid input: malformed parameter or body, unknown or repeated query parameter (the message names it)",
     401: "missing or invalid token",
-    403: "not allowed",
+    403: "not allowed: the token lacks the admin claim",
     404: "unknown symbol or resource",
+    415: "the body is not application/json",
     429: "per-user rate limit exceeded (see Retry-After, X-RateLimit-*)",
-    503: "no source can serve it right now (see Retry-After)",
+    503: "no source and no cached copy can serve it right now (see Retry-After)",
+}
+
+_INT_HEADER = {"schema": {"type": "integer", "minimum": 0}}
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {**_INT_HEADER, "description": "requests allowed per minute for this user"},
+    "X-RateLimit-Remaining": {**_INT_HEADER, "description": "requests left in this minute"},
+    "X-RateLimit-Reset": {**_INT_HEADER, "description": "seconds until the window resets"},
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    429: {
+        "Retry-After": {**_INT_HEADER, "required": True, "description": "seconds to wait"},
+        **_RATE_LIMIT_HEADERS,
+    },
+    503: {"Retry-After": {**_INT_HEADER, "description": "seconds to wait, when the service can tell"}},
 }
 
 
@@ -59,39 +89,52 @@ def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> d
     paths: dict[str, dict[str, Any]] = {}
     for doc in routes:
         parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "description": text, "schema": {"type": "string"}}
-            for name, text in doc.path_params
+            {
+                "name": param.name,
+                "in": "path",
+                "required": True,
+                "description": param.description,
+                "schema": dict(param.schema),
+            }
+            for param in doc.path_params
         ]
         if doc.query is not None:
             schema = doc.query.model_json_schema(ref_template=REF_TEMPLATE)
             required = set(schema.get("required", []))
             for name, prop in schema.get("properties", {}).items():
-                parameters.append(
-                    {
-                        "name": name,
-                        "in": "query",
-                        "required": name in required,
-                        "schema": _inline(prop, schema.get("$defs", {})),
-                    }
-                )
+                parameter: dict[str, Any] = {
+                    "name": name,
+                    "in": "query",
+                    "required": name in required,
+                    "schema": _inline(prop, schema.get("$defs", {})),
+                }
+                if parameter["schema"].get("type") == "array":
+                    # One comma-separated value (?symbols=AAPL,MSFT), never a repeated parameter (a 400).
+                    parameter.update({"style": "form", "explode": False})
+                parameters.append(parameter)
         responses: dict[str, Any] = {
             "200": {
                 "description": "OK",
+                "headers": {} if doc.public else dict(_RATE_LIMIT_HEADERS),
                 "content": {"application/json": {"schema": refs[(doc.response, "serialization")]}},
             }
         }
         error_schema = refs[(ErrorBody, "serialization")]
-        for status in doc.errors if not doc.public else ():
+        for status in sorted({*COMMON_ERRORS, *doc.errors}) if not doc.public else ():
             responses[str(status)] = {
                 "description": _ERROR_TEXT.get(status, "error"),
                 "content": {"application/json": {"schema": error_schema}},
             }
+            if status in _ERROR_HEADERS:
+                responses[str(status)]["headers"] = dict(_ERROR_HEADERS[status])
         operation: dict[str, Any] = {
             "operationId": _operation_id(doc),
             "summary": doc.summary,
             "parameters": parameters,
             "responses": responses,
         }
+        if doc.description:
+            operation["description"] = doc.description
         if doc.public:
             operation["security"] = []
         if doc.body is not None:

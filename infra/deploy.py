@@ -12,6 +12,9 @@ deploy:
 4. ``chalice deploy --stage <stage>`` in the rendered project; if the WebSocket API id was not known
    yet (first deploy), render again with it and deploy once more (the jobs need the management
    endpoint). ``.chalice/deployed/<stage>.json`` is copied back so the next deploy updates in place.
+   The REST API's id goes into the stack as ``RestApiId`` (its gateway responses: unknown routes and
+   methods answer our 404); on the first deploy that is a stack update after Chalice's, and the second
+   ``chalice deploy`` publishes it.
 5. Set the fan-out worker's asynchronous-invoke config (retries, maximum event age, on-failure
    destination: the stack's FanoutFailureQueue), which Chalice has no setting for.
 
@@ -191,14 +194,23 @@ def _stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     return {item["OutputKey"]: item["OutputValue"] for item in described.get("Outputs", [])}
 
 
-def _websocket_api_id(stage: str) -> str | None:
+def _deployed_id(stage: str, resource_type: str, key: str) -> str | None:
+    """An id Chalice recorded in .chalice/deployed/<stage>.json (None before the first deploy)."""
     deployed = CHALICE_DIR / "deployed" / f"{stage}.json"
     if not deployed.exists():
         return None
     for resource in json.loads(deployed.read_text()).get("resources", []):
-        if resource.get("resource_type") == "websocket_api":
-            return str(resource.get("websocket_api_id") or "") or None
+        if resource.get("resource_type") == resource_type:
+            return str(resource.get(key) or "") or None
     return None
+
+
+def _websocket_api_id(stage: str) -> str | None:
+    return _deployed_id(stage, "websocket_api", "websocket_api_id")
+
+
+def _rest_api_id(stage: str) -> str | None:
+    return _deployed_id(stage, "rest_api", "rest_api_id")
 
 
 def _ensure_bucket(s3: Any, name: str, region: str) -> None:
@@ -272,6 +284,7 @@ def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool)
     boto3 = _boto3()
     session = boto3.session.Session()
     region = session.region_name or "us-east-1"
+    known_rest_api = _rest_api_id(stage)
     if dry_run:
         account = "123456789012"
         config, policy = stage_documents(stage)
@@ -291,9 +304,10 @@ def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool)
         s3.upload_file(str(layer_zip), bucket, key)
         cloudformation = session.client("cloudformation")
         stack = f"{STACK_PREFIX}-{stage}"
-        _deploy_stack(
-            cloudformation, stack, {"Stage": stage, "LayerBucket": bucket, "LayerKey": key, "AlarmEmail": alarm_email}
-        )
+        stack_parameters = {"Stage": stage, "LayerBucket": bucket, "LayerKey": key, "AlarmEmail": alarm_email}
+        # The REST API's gateway responses (template: MissingRouteGatewayResponse) need its id: known
+        # from the previous deploy, or set right after the first one below.
+        _deploy_stack(cloudformation, stack, {**stack_parameters, "RestApiId": known_rest_api or ""})
         outputs = _stack_outputs(cloudformation, stack)
     extra = {"JwtJwksUrl": jwks_url} if jwks_url else {}
     project = BUILD_DIR / stage
@@ -308,7 +322,13 @@ def deploy(stage: str, *, alarm_email: str, jwks_url: str | None, dry_run: bool)
     _chalice(project, "deploy", "--stage", stage)
     shutil.copy2(project / ".chalice" / "deployed" / f"{stage}.json", CHALICE_DIR / "deployed" / f"{stage}.json")
     api_id = _websocket_api_id(stage)
-    if api_id and api_id != known_api:
+    rest_api = _rest_api_id(stage)
+    if rest_api and rest_api != known_rest_api:
+        # First deploy (or a recreated API): now the gateway responses can be attached to it.
+        _deploy_stack(cloudformation, stack, {**stack_parameters, "RestApiId": rest_api})
+    if (api_id and api_id != known_api) or (rest_api and rest_api != known_rest_api):
+        # Again: the jobs need the WebSocket management endpoint, and the REST stage needs a deployment
+        # that carries the gateway responses (every `chalice deploy` makes one).
         render_project(stage, outputs, deploy_values(stage, region, account, api_id, extra), project)
         _chalice(project, "deploy", "--stage", stage)
         shutil.copy2(project / ".chalice" / "deployed" / f"{stage}.json", CHALICE_DIR / "deployed" / f"{stage}.json")

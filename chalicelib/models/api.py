@@ -5,11 +5,12 @@ document is generated from). Every market payload carries its provenance: ``sour
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from chalicelib.models.market import (
+    SYMBOL_SCHEMA,
     CompanyProfile,
     HistoricalData,
     Interval,
@@ -31,8 +32,32 @@ class QueryModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+MAX_BATCH_SYMBOLS = 50
+SEARCH_QUERY_MAX_LENGTH = 64
+# Declared for the OpenAPI document (the validator below enforces the same): no C0 control character or
+# DEL anywhere, and at least one character that is not whitespace.
+_NO_CONTROL = r"[^\u0000-\u001f\u007f]"
+SEARCH_QUERY_PATTERN = rf"^{_NO_CONTROL}*[^\s\u0000-\u001f\u007f]{_NO_CONTROL}*$"
+
+
+def _symbols_schema(schema: dict[str, Any]) -> None:
+    # On the wire one comma-separated string (OpenAPI: style form, explode false); declared as the array
+    # it stands for, so its bounds and the pattern of each ticker are part of the contract.
+    schema.clear()
+    schema.update(
+        {
+            "type": "array",
+            "items": dict(SYMBOL_SCHEMA),
+            "minItems": 1,
+            "maxItems": MAX_BATCH_SYMBOLS,
+            "description": f"comma-separated tickers, 1 to {MAX_BATCH_SYMBOLS}, e.g. AAPL,MSFT,^GSPC; a malformed "
+            "or empty entry is a 400 naming it, an unknown ticker an `error` item inside the 200",
+        }
+    )
+
+
 class QuotesQuery(QueryModel):
-    symbols: str = Field(description="comma-separated tickers, at most 50, e.g. AAPL,MSFT,^GSPC")
+    symbols: str = Field(json_schema_extra=_symbols_schema)
 
 
 class MoversQuery(QueryModel):
@@ -49,15 +74,32 @@ class NewsQuery(QueryModel):
     limit: int = Field(default=10, ge=1, le=50)
 
 
+def _integral_float(value: object) -> object:
+    # JSON Schema counts 5.0 as an integer, so the strict body model takes it as 5 (but not 5.5, "5" or true).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class SearchRequest(QueryModel):
-    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    limit: int = Field(default=10, ge=1, le=50)
+    # strict: a JSON body has real types, so "5" or true for the limit is refused as the schema says.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    query: str = Field(
+        min_length=1,
+        max_length=SEARCH_QUERY_MAX_LENGTH,
+        description="ticker or company name; no control characters, not only whitespace",
+        json_schema_extra={"pattern": SEARCH_QUERY_PATTERN},
+    )
+    limit: Annotated[int, BeforeValidator(_integral_float)] = Field(default=10, ge=1, le=50)
 
     @field_validator("query")
     @classmethod
     def _printable(cls, value: str) -> str:
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
             raise ValueError("query contains control characters")
+        if not value.strip():
+            raise ValueError("query is only whitespace")
         return value
 
 

@@ -24,6 +24,17 @@ _SYMBOL_RE = re.compile(rf"^\^?[A-Z0-9][A-Z0-9.\-=]{{0,{SYMBOL_MAX_LENGTH - 1}}}
 # One spelling per symbol, so the dotted form is mapped on input. Only a dot before a single A, B or C
 # is a share class: Yahoo's single-letter exchange suffixes (.L, .F, .T, .V) are not share classes.
 _DOTTED_SHARE_CLASS = re.compile(r"^([A-Z]{1,6})\.([ABC])$")
+# The same rule as the OpenAPI document declares it for a symbol in a path or query: case-insensitive
+# (the service upper-cases), no surrounding whitespace (see parse_symbol_parameter).
+SYMBOL_PATTERN = rf"^\^?[A-Za-z0-9][A-Za-z0-9.=-]{{0,{SYMBOL_MAX_LENGTH - 1}}}$"
+SYMBOL_SCHEMA: dict[str, object] = {
+    "type": "string",
+    "pattern": SYMBOL_PATTERN,
+    "minLength": 1,
+    "maxLength": SYMBOL_MAX_LENGTH + 1,
+    "description": "ticker, case-insensitive: letters, digits, '.', '-', '=' and an optional leading '^' "
+    f"(at most {SYMBOL_MAX_LENGTH} characters after it), e.g. AAPL, BRK-B, ^GSPC, EURUSD=X",
+}
 
 
 def normalize_symbol(raw: str) -> str:
@@ -32,16 +43,32 @@ def normalize_symbol(raw: str) -> str:
         raise ValidationFailed("symbol is required")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
         raise ValidationFailed("symbol contains control characters")
-    symbol = raw.strip().upper()
+    stripped = raw.strip()
+    # Before upper-casing: str.upper() maps some non-ASCII letters onto ASCII ones ("ß" -> "SS").
+    if not stripped.isascii():
+        raise ValidationFailed(_not_a_ticker(raw))
+    symbol = stripped.upper()
     body = symbol.removeprefix("^")
     if len(body) > SYMBOL_MAX_LENGTH:
         raise ValidationFailed(f"symbol is too long ({len(body)} characters; at most {SYMBOL_MAX_LENGTH})")
     if not _SYMBOL_RE.match(symbol):
-        raise ValidationFailed(
-            f"symbol {raw[: SYMBOL_MAX_LENGTH + 4]!r} is not a valid ticker: use letters, digits, '.', '-', '=' "
-            "and an optional leading '^' (e.g. AAPL, BRK-B, ^GSPC, EURUSD=X)"
-        )
+        raise ValidationFailed(_not_a_ticker(raw))
     return _DOTTED_SHARE_CLASS.sub(r"\1-\2", symbol)
+
+
+def parse_symbol_parameter(raw: str) -> str:
+    """A symbol from a URL (path or query): exactly SYMBOL_PATTERN, so the server takes what the OpenAPI
+    document declares and nothing more; surrounding whitespace is refused rather than trimmed."""
+    if isinstance(raw, str) and raw != raw.strip():
+        raise ValidationFailed(f"symbol {raw[: SYMBOL_MAX_LENGTH + 4]!r} has surrounding whitespace")
+    return normalize_symbol(raw)
+
+
+def _not_a_ticker(raw: str) -> str:
+    return (
+        f"symbol {raw[: SYMBOL_MAX_LENGTH + 4]!r} is not a valid ticker: use letters, digits, '.', '-', '=' "
+        "and an optional leading '^' (e.g. AAPL, BRK-B, ^GSPC, EURUSD=X)"
+    )
 
 
 def _check_symbol(value: str) -> str:

@@ -49,7 +49,9 @@ logger = observability.logger
 
 # uuid5 namespace for task ids derived from EventBridge event ids (any fixed UUID would do).
 _TASK_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f7b-9a57-2b8f0f6c9d41")
-_TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# A UUID in its canonical 8-4-4-4-12 hex form, either case (the OpenAPI document declares this pattern).
+TASK_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TASK_ID = re.compile(TASK_ID_PATTERN)
 DEADLINE_MARGIN_SECONDS = 3.0
 MOVERS_DEPTH = 25
 
@@ -99,9 +101,10 @@ def task_id_for(job_name: str, event_id: str | None) -> str:
 
 
 def check_task_id(task_id: str) -> str:
-    if not _TASK_ID.match(task_id):
+    """The task id as stored (lower case); fullmatch, because `$` would let a trailing newline through."""
+    if not _TASK_ID.fullmatch(task_id):
         raise ValidationFailed("task_id must be a UUID like 3f2b6c1e-8d4a-4b6e-9c1d-2a7e5f8b9c0d")
-    return task_id
+    return task_id.lower()
 
 
 class JobRunner:

@@ -95,7 +95,6 @@ SECTOR_ETFS: tuple[tuple[str, str], ...] = (
     ("Utilities", "XLU"),
 )
 
-MAX_BATCH_SYMBOLS = 50
 # Movers are fetched once at the largest size any request may ask for, then sliced per request.
 MOVERS_FETCH_SIZE = 25
 # Which intervals a range may be asked in: the tightest vendor limits (Yahoo's), so any vendor can answer.
@@ -152,6 +151,20 @@ class Served(Generic[T]):
             "stale": self.stale,
             "replay_day": self.replay_day,
         }
+
+
+def history_combinations() -> str:
+    """The rule validate_history_request enforces, in words (the OpenAPI document's description)."""
+    ranges = "; ".join(
+        f"{interval.value} for {', '.join(p.value for p in Period if p in periods)}"
+        for interval, periods in _INTRADAY_MAX_PERIOD.items()
+    )
+    others = ", ".join(i.value for i in Interval if i not in _INTRADAY_MAX_PERIOD)
+    return (
+        f"Intraday intervals are offered for short periods only (the tightest vendor limits, so any vendor can "
+        f"answer): {ranges}. Any other combination, including an intraday interval with the default period "
+        f"{Period.Y1.value}, is a 400 naming the periods the interval allows; {others} go with every period."
+    )
 
 
 def validate_history_request(period: Period, interval: Interval) -> None:

@@ -202,6 +202,16 @@ def proxy_response_parts(result: object) -> tuple[int, list[tuple[str, str]], by
     return status, pairs, body.encode()
 
 
+# The headers MissingRouteGatewayResponse adds on AWS (its ResponseParameters).
+NO_ROUTE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+def no_route_message(method: str, path: str) -> str:
+    """The 404 message for an undeclared method or path; infra/template.yaml's MissingRouteGatewayResponse
+    renders the same from $context.httpMethod and $context.path on AWS."""
+    return f"no route for {method} {path}"
+
+
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
     """The service's standard error body (chalicelib.models.errors.ErrorBody's shape)."""
     return {"error": {"code": code, "message": message, "request_id": request_id}}
@@ -290,8 +300,9 @@ def build_app(
     app[GATEWAY_CONFIG] = GatewayConfig(table, invoker, stage, integration_timeout_seconds)
     for register in registrars:
         register(app)
-    # Registered last: aiohttp resolves routes in registration order, and this one matches everything.
-    app.router.add_route("*", "/{path:.*}", handle_rest)
+    # Registered last: aiohttp resolves routes in registration order, and this one matches everything
+    # (`[\s\S]`, not `.`: a decoded path may hold a newline, %0A, and must still get our JSON answer).
+    app.router.add_route("*", r"/{path:[\s\S]*}", handle_rest)
     return app
 
 
@@ -305,10 +316,12 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     if match is None or request.method not in match.route.methods:
         if match is not None and request.method == "OPTIONS" and match.route.preflight_headers is not None:
             return web.Response(status=200, headers={**match.route.preflight_headers, "x-amzn-RequestId": request_id})
-        # A method or resource API Gateway does not know gets its MISSING_AUTHENTICATION_TOKEN response
-        # (403); the infra issue maps that gateway response onto this same 404 body on AWS.
-        message = f"no route for {request.method} {request.path}"
-        return _gateway_response(404, error_body("not_found", message, request_id), request_id)
+        # A method or resource API Gateway does not know gets its MISSING_AUTHENTICATION_TOKEN response,
+        # which infra/template.yaml (MissingRouteGatewayResponse) sets to this same 404 and body.
+        message = no_route_message(request.method, request.path)
+        response = _gateway_response(404, error_body("not_found", message, request_id), request_id)
+        response.headers.update(NO_ROUTE_HEADERS)
+        return response
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:  # a chunked body with no Content-Length

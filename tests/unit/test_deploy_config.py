@@ -163,3 +163,22 @@ def test_the_policy_lets_the_jobs_start_only_the_fanout_worker_and_reach_its_fai
     (function,) = statements["StartFanoutWorkers"]["Resource"]
     assert function.endswith(f":function:market-data-from-deploy:Stage-{deploy.FANOUT_WORKER}")
     assert statements["FanoutFailureDestination"]["Resource"] == ["from-stack:FanoutFailureQueueArn"]
+
+
+def test_the_rest_api_id_for_the_stacks_gateway_responses_comes_from_chalices_deployed_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deploy, "CHALICE_DIR", tmp_path)
+    assert deploy._rest_api_id("dev") is None  # never deployed: the stack gets RestApiId ""
+    (tmp_path / "deployed").mkdir()
+    record = {
+        "resources": [
+            {"name": "websocket_api", "resource_type": "websocket_api", "websocket_api_id": "wsapi12345"},
+            {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abcde12345"},
+        ]
+    }
+    (tmp_path / "deployed" / "dev.json").write_text(json.dumps(record))
+    rest_api = deploy._rest_api_id("dev")
+    assert rest_api == "abcde12345"
+    assert re.fullmatch(load_template()["Parameters"]["RestApiId"]["AllowedPattern"], rest_api)
+    assert deploy._websocket_api_id("dev") == "wsapi12345"

@@ -455,3 +455,41 @@ def test_a_failed_fanout_shard_lands_in_a_queue_whose_alarm_pages() -> None:
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert TEMPLATE["Outputs"]["FanoutFailureQueueArn"]["Value"] == {"Fn::GetAtt": ["FanoutFailureQueue", "Arn"]}
+
+
+# --- the REST API's answer for routes and methods it does not declare -----------------------------------
+
+
+def test_missing_route_gateway_response_is_our_404_on_chalices_rest_api() -> None:
+    parameter = TEMPLATE["Parameters"]["RestApiId"]
+    assert parameter["Default"] == ""  # before the first `chalice deploy` there is no API to attach it to
+    assert TEMPLATE["Conditions"]["HasRestApi"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "RestApiId"}, ""]}]}
+    (response,) = _of_type("AWS::ApiGateway::GatewayResponse").values()
+    assert response["Condition"] == "HasRestApi"
+    props = response["Properties"]
+    assert props["RestApiId"] == {"Ref": "RestApiId"}
+    # What API Gateway REST answers for an undeclared method or path (403 by default).
+    assert props["ResponseType"] == "MISSING_AUTHENTICATION_TOKEN"
+    assert props["StatusCode"] == "404"
+    from infra.local.gateway import NO_ROUTE_HEADERS
+
+    headers = {
+        name.removeprefix("gatewayresponse.header."): value.strip("'")
+        for name, value in props["ResponseParameters"].items()
+    }
+    assert headers == NO_ROUTE_HEADERS  # what the local gateway sends with its 404
+    assert set(props["ResponseTemplates"]) == {"application/json"}
+
+
+@pytest.mark.parametrize(("method", "path"), [("TRACE", "/api/v1/market/sentiment"), ("GET", "/nope")])
+def test_missing_route_body_is_the_one_the_local_gateway_sends(method: str, path: str) -> None:
+    from infra.local.gateway import error_body, no_route_message
+
+    (response,) = _of_type("AWS::ApiGateway::GatewayResponse").values()
+    template = response["Properties"]["ResponseTemplates"]["application/json"]
+    context = {"$context.httpMethod": method, "$context.path": path, "$context.requestId": "req-1"}
+    rendered = template
+    for variable, value in context.items():
+        rendered = rendered.replace(variable, value)
+    assert "$" not in rendered, "only $context variables API Gateway substitutes in gateway responses"
+    assert json.loads(rendered) == error_body("not_found", no_route_message(method, path), "req-1")
