@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import observability
-from chalicelib.errors import AppError, ServiceUnavailable, SymbolNotFound, ValidationFailed
+from chalicelib.errors import AppError, NotFound, ServiceUnavailable, SymbolNotFound, ValidationFailed
 from chalicelib.models.api import (
     BatchQuoteItem,
     BatchQuotesResponse,
@@ -59,6 +59,7 @@ from chalicelib.services import sentiment
 from chalicelib.services.provider_chain import (
     DEADLINE_MARGIN_SECONDS,
     AllProvidersFailed,
+    NoDataAnywhere,
     ProviderChain,
     UnknownSymbol,
 )
@@ -618,6 +619,10 @@ class MarketDataService:
                 payload, source = fetch()
             except UnknownSymbol as exc:
                 raise _symbol_not_found(symbol or "?", exc.reason) from exc
+            except NoDataAnywhere as exc:
+                if symbol is None:  # nothing for a market-wide panel is an outage, not a missing item
+                    raise AllProvidersFailed(exc.what, exc.outcome) from exc
+                raise NotFound(f"no provider holds {exc.what} ({exc.outcome.summary()})") from exc
             except ServiceUnavailable as exc:
                 if found is None:
                     raise

@@ -31,8 +31,10 @@ from tenacity.stop import stop_base
 from chalicelib import observability
 from chalicelib.errors import (
     ProviderError,
+    ProviderNoData,
     ProviderRateLimited,
     ProviderSymbolNotFound,
+    ProviderUnsupported,
     ServiceUnavailable,
 )
 from chalicelib.models.market import DataKind, Quote
@@ -101,6 +103,16 @@ class UnknownSymbol(Exception):
         self.reason = reason
 
 
+class NoDataAnywhere(Exception):
+    """Every vendor that serves the kind answered, and none holds data for this request (no bars for the
+    range, no profile for an index): a per-request verdict, not an outage, so retrying cannot help."""
+
+    def __init__(self, what: str, outcome: ChainOutcome) -> None:
+        super().__init__(what)
+        self.what = what
+        self.outcome = outcome
+
+
 class QuotaExhausted(ProviderRateLimited):
     """Our own shared quota for the vendor is used up: skip it (never wait)."""
 
@@ -120,6 +132,8 @@ def _failed_attempt(provider: str, exc: ProviderError) -> Attempt:
         outcome = "skipped_breaker"
     elif isinstance(exc, QuotaExhausted):
         outcome = "skipped_quota"
+    elif isinstance(exc, ProviderNoData | ProviderUnsupported):
+        outcome = "no_data"
     else:
         outcome = "error"
     return Attempt(provider, outcome, exc.message, exc.retry_after_seconds)
@@ -170,7 +184,8 @@ class ProviderChain:
     ) -> tuple[T, str]:
         """The first successful answer and the label of the vendor that gave it.
 
-        Raises UnknownSymbol when a vendor says the symbol does not exist, AllProvidersFailed otherwise."""
+        Raises UnknownSymbol when a vendor says the symbol does not exist, NoDataAnywhere when every vendor
+        answered without data for this request, AllProvidersFailed otherwise."""
         outcome = ChainOutcome()
         for provider in self.serving(kind):
             try:
@@ -183,6 +198,8 @@ class ProviderChain:
                 continue
             outcome.attempts.append(Attempt(provider.name, "ok"))
             return value, provider.name
+        if outcome.attempts and all(attempt.outcome == "no_data" for attempt in outcome.attempts):
+            raise NoDataAnywhere(what, outcome)
         raise AllProvidersFailed(what, outcome, retry_after_seconds=_retry_after(outcome))
 
     # --- many symbols, batched --------------------------------------------------------------------

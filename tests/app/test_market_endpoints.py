@@ -184,3 +184,22 @@ def test_a_symbol_not_yet_listed_is_a_404_saying_so_for_history_and_profile(clie
     error = json.loads(response.body)["error"]
     assert error["code"] == "symbol_not_found"
     assert f"APTV was not yet listed on {universe_data.trading_days()[day]}" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [("/api/v1/market/profile/^GSPC", "a profile for ^GSPC"),
+     ("/api/v1/market/historical/AAPL?period=1d&interval=1m", "1d/1m history for AAPL")],
+)  # fmt: skip
+def test_data_no_provider_holds_is_a_404_naming_it_not_a_503(
+    client: Client, auth_headers: dict[str, str], path: str, what: str
+) -> None:
+    # GIVEN the replay, which has no profile for an index and no intraday bars (Yahoo's no-data shapes)
+    response = client.http.get(path, headers=auth_headers)
+    # THEN the answer is definitive: a 404 saying what is missing, never a 503 inviting a retry
+    assert response.status_code == 404, response.body
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "not_found"
+    assert f"no provider holds {what}" in error["message"]
+    providers = json.loads(client.http.get("/api/v1/market/providers", headers=auth_headers).body)["providers"]
+    assert next(p for p in providers if p["name"] == "yahoo")["breaker_state"] == "closed"
