@@ -202,7 +202,11 @@ class Container:
     def connection_store(self) -> DynamoDBConnectionStore:
         s = self.settings
         return DynamoDBConnectionStore(
-            self.dynamodb, connections_table=s.connections_table, subscriptions_table=s.subscriptions_table
+            self.dynamodb,
+            connections_table=s.connections_table,
+            subscriptions_table=s.subscriptions_table,
+            registry_table=s.registry_table,
+            shard_count=s.ws_shard_count,
         )
 
     @functools.cached_property
@@ -220,6 +224,7 @@ class Container:
                 max_connections_per_user=s.ws_max_connections_per_user,
                 max_subscriptions_per_connection=s.ws_max_subscriptions_per_connection,
                 max_message_bytes=s.ws_max_message_bytes,
+                shard_count=s.ws_shard_count,
             ),
         )
 

@@ -48,7 +48,7 @@ from chalicelib.models.streaming import (
     sectors_update,
     sentiment_update,
 )
-from chalicelib.ports import Broadcaster, ConnectionRecord, ConnectionStore, DeliveryStatus, StreamState
+from chalicelib.ports import Broadcaster, ConnectionRecord, ConnectionStore, DeliveryStatus, StreamState, shard_for
 from chalicelib.services.market_data import MarketDataService
 
 logger = observability.logger
@@ -77,6 +77,7 @@ class StreamingLimits:
     max_subscriptions_per_connection: int = 50
     max_message_bytes: int = 16 * 1024
     ttl_margin_seconds: int = 600
+    shard_count: int = 16  # WS_SHARD_COUNT: a connection's shard is shard_for(its id, shard_count)
 
     @property
     def connection_ttl_seconds(self) -> int:
@@ -119,15 +120,9 @@ class StreamingService:
     def connect(
         self, connection_id: str, user_id: str, *, source_ip: str | None = None, user_agent: str | None = None
     ) -> ConnectionRecord:
-        """Store a new connection; TooManyConnections when the user already holds the maximum."""
+        """Store a new connection in its shard; TooManyConnections when the user already holds the
+        maximum (the store enforces it with a conditional write, so simultaneous connects cannot pass it)."""
         now = self._clock()
-        open_ones = self._store.connections_of_user(user_id, now=now)
-        if len(open_ones) >= self._limits.max_connections_per_user:
-            observability.count("ConnectionRefused", dimensions={"reason": "per_user_cap"})
-            raise TooManyConnections(
-                f"this user already has {len(open_ones)} open connections "
-                f"(at most {self._limits.max_connections_per_user}); close one first"
-            )
         record = ConnectionRecord(
             connection_id=connection_id,
             user_id=user_id,
@@ -135,8 +130,12 @@ class StreamingService:
             expires_at=int(now) + self._limits.connection_ttl_seconds,
             source_ip=source_ip,
             user_agent=user_agent[:256] if user_agent else None,
+            shard=shard_for(connection_id, self._limits.shard_count),
         )
-        self._store.add_connection(record)
+        cap = self._limits.max_connections_per_user
+        if not self._store.add_connection(record, max_per_user=cap):
+            observability.count("ConnectionRefused", dimensions={"reason": "per_user_cap"})
+            raise TooManyConnections(f"this user already holds {cap} open connections (the maximum); close one first")
         observability.count("ConnectionOpened")
         return record
 
@@ -277,7 +276,7 @@ class StreamingService:
 
     def stats(self, *, top: int = 10) -> WsStatsResponse:
         now = self._clock()
-        stats = self._store.stats(now=now, top=top)
+        stats = self._store.stats(top=top)
         counts = self._state.counts_last_hour()
         return WsStatsResponse(
             open_connections=stats.open_connections,
