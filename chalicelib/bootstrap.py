@@ -213,7 +213,11 @@ class Container:
     def connection_store(self) -> DynamoDBConnectionStore:
         s = self.settings
         return DynamoDBConnectionStore(
-            self.dynamodb, connections_table=s.connections_table, subscriptions_table=s.subscriptions_table
+            self.dynamodb,
+            connections_table=s.connections_table,
+            subscriptions_table=s.subscriptions_table,
+            registry_table=s.registry_table,
+            shard_count=s.ws_shard_count,
         )
 
     @functools.cached_property
@@ -233,6 +237,7 @@ class Container:
                 max_message_bytes=s.ws_max_message_bytes,
                 max_frame_bytes=s.ws_max_frame_bytes,
                 resync_interval_seconds=s.ws_resync_interval_seconds,
+                shard_count=s.ws_shard_count,
             ),
         )
 

@@ -6,7 +6,8 @@ same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -208,6 +209,15 @@ class CircuitBreaker(Protocol):
 # --- real-time streaming: WebSocket connections, subscriptions, delivery (DynamoDB, API Gateway) ----
 
 
+def shard_for(key: str, count: int) -> int:
+    """A stable bucket 0..count-1 for ``key`` (a connection id → its fan-out shard): the same in every
+    process and Python version, unlike ``hash()``, which is salted per process."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
 @dataclass(frozen=True)
 class ConnectionRecord:
     """One open API Gateway WebSocket connection of one user."""
@@ -220,6 +230,7 @@ class ConnectionRecord:
     user_agent: str | None = None
     topics: frozenset[str] = frozenset()  # what it subscribes to (kept on the connection item)
     message_format: str = "spec"  # chalicelib.models.streaming.StreamFormat, chosen at $connect
+    shard: int = 0  # its fan-out shard, fixed at $connect (services.streaming.shard_for)
 
 
 @dataclass(frozen=True)
@@ -229,14 +240,57 @@ class StreamingStats:
     subscribers_by_topic: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TopicRegistry:
+    """Subscriber counts per shard and topic, as the registry holds them (only counts above zero)."""
+
+    counts: Mapping[int, Mapping[str, int]] = field(default_factory=dict)  # shard → topic → subscribers
+
+    def topics(self) -> list[str]:
+        """Every topic with a subscriber in some shard, sorted."""
+        return sorted({topic for by_topic in self.counts.values() for topic in by_topic})
+
+    def shards_for(self, topics: Iterable[str]) -> list[int]:
+        """The shards holding a subscriber of any of these topics (where a round must be dispatched)."""
+        wanted = set(topics)
+        return sorted(shard for shard, by_topic in self.counts.items() if wanted.intersection(by_topic))
+
+    def totals(self) -> dict[str, int]:
+        """Subscribers per topic over all shards."""
+        totals: dict[str, int] = {}
+        for by_topic in self.counts.values():
+            for topic, count in by_topic.items():
+                totals[topic] = totals.get(topic, 0) + count
+        return totals
+
+
+@dataclass(frozen=True)
+class RegistryRepair:
+    """What ``repair_registry`` changed: counters rewritten to the recount, and rewrites skipped because
+    the counter moved while the recount ran (the next repair settles those)."""
+
+    shards: int = 0
+    topic_counts_fixed: int = 0
+    counters_fixed: int = 0
+    skipped: int = 0
+
+
 class ConnectionStore(Protocol):
-    """Connections and their subscriptions (two DynamoDB tables in AWS).
+    """Connections, their subscriptions, the topic registry and the per-user connection slots (three
+    DynamoDB tables in AWS).
 
     A topic is ``quote:<SYMBOL>`` or ``channel:<name>`` (chalicelib.models.streaming.topic_for_*).
-    Every read filters out items whose ``expires_at`` has passed, because DynamoDB's TTL deletes late
-    (and moto never does). Fan-out reads are Queries on the topic, never Scans."""
+    Every read of connections and subscriptions filters out items whose ``expires_at`` has passed,
+    because DynamoDB's TTL deletes late (and moto never does). Nothing on a hot path Scans: fan-out reads
+    are Queries on the topic or on the connection's shard, and the registry answers which topics have
+    subscribers. The registry's counts follow every subscribe, unsubscribe and removal (never below
+    zero); ``repair_registry`` recounts them from the connections."""
 
-    def add_connection(self, record: ConnectionRecord) -> None: ...
+    def add_connection(self, record: ConnectionRecord, *, max_per_user: int | None = None) -> bool:
+        """Store the connection in ``record.shard``; False (and nothing stored) when its user already
+        holds ``max_per_user`` live connections. The cap holds under concurrent connects of one user
+        (a conditional write, not a count then a put)."""
+        ...
 
     def get_connection(self, connection_id: str, *, now: float) -> ConnectionRecord | None: ...
 
@@ -245,7 +299,14 @@ class ConnectionStore(Protocol):
         ...
 
     def remove_connection(self, connection_id: str) -> int:
-        """Delete the connection and every subscription of it; returns how many subscriptions went."""
+        """Delete the connection and every subscription of it, and release its registry counts and user
+        slot; returns how many subscriptions went. Idempotent: only the call that deleted the item
+        releases anything, so a $disconnect racing a 410 cleanup counts down once."""
+        ...
+
+    def connections_in_shard(self, shard: int, *, now: float) -> Iterator[ConnectionRecord]:
+        """Every live connection of the shard with its topic set: paged Queries on the by-shard index
+        (eventually consistent: a connection made a moment ago may be missing)."""
         ...
 
     def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> list[str] | None:
@@ -264,9 +325,19 @@ class ConnectionStore(Protocol):
         """Connection ids subscribed to ``topic``: one (paginated) Query on the table's partition key."""
         ...
 
-    def subscribed_topics(self, *, now: float) -> list[str]:
-        """Every topic with at least one unexpired subscriber, sorted (what the refresh jobs refresh):
-        a paginated projection Scan, run by the scheduled jobs, never per request."""
+    def subscribed_topics(self) -> list[str]:
+        """Every topic with at least one subscriber, sorted (what the refresh jobs refresh): the
+        registry, one Query per shard."""
+        ...
+
+    def topic_registry(self) -> TopicRegistry:
+        """Subscriber counts per shard and topic (one Query per shard, no Scan)."""
+        ...
+
+    def repair_registry(self, *, now: float) -> RegistryRepair:
+        """Recount the registry from the live connections of each shard (paged Queries per shard) and
+        rewrite the counters that drifted (a process that died between writes, a race the conditional
+        decrement refused). Run by the daily cleanup, after ``delete_expired``."""
         ...
 
     def delete_expired(self, *, now: float) -> tuple[int, int]:
@@ -274,8 +345,9 @@ class ConnectionStore(Protocol):
         subscriptions whose connection no longer exists; returns (connections, subscriptions) removed."""
         ...
 
-    def stats(self, *, now: float, top: int) -> StreamingStats:
-        """Counts for /ws/stats (a paginated projection Scan: an operator view, never on a hot path)."""
+    def stats(self, *, top: int) -> StreamingStats:
+        """Counts for /ws/stats from the registry's counters (no Scan). A connection whose $disconnect
+        never came counts until the cleanup removes it."""
         ...
 
 

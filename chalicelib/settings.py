@@ -51,6 +51,7 @@ ENV_VARS: dict[str, str] = {
     "JWT_LEEWAY_SECONDS": "jwt_leeway_seconds",
     "CONNECTIONS_TABLE": "connections_table",
     "SUBSCRIPTIONS_TABLE": "subscriptions_table",
+    "REGISTRY_TABLE": "registry_table",
     "JOB_RUNS_TABLE": "job_runs_table",
     "AWS_ENDPOINT_URL": "aws_endpoint_url",
     "AWS_REGION": "aws_region",
@@ -81,6 +82,7 @@ ENV_VARS: dict[str, str] = {
     "WS_FANOUT_CONCURRENCY": "ws_fanout_concurrency",
     "WS_MAX_FRAME_BYTES": "ws_max_frame_bytes",
     "WS_RESYNC_INTERVAL_SECONDS": "ws_resync_interval_seconds",
+    "WS_SHARD_COUNT": "ws_shard_count",
     "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
     "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
     "JOB_FAILING_AFTER": "job_failing_after",
@@ -94,6 +96,7 @@ _FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 _TABLE_SUFFIXES = {
     "connections_table": "connections",
     "subscriptions_table": "subscriptions",
+    "registry_table": "registry",
     "job_runs_table": "job-runs",
 }
 
@@ -165,6 +168,7 @@ class Settings(BaseModel):
 
     connections_table: TableName
     subscriptions_table: TableName
+    registry_table: TableName
     job_runs_table: TableName
 
     aws_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
@@ -212,6 +216,9 @@ class Settings(BaseModel):
     ws_max_frame_bytes: int = Field(default=32 * 1024, ge=1024, le=128 * 1024)
     # At most one {"type":"resync"} per connection in this many seconds (a snapshot is many cache reads).
     ws_resync_interval_seconds: int = Field(default=10, ge=0, le=3600)
+    # Fan-out shards: a connection's shard is a stable hash of its id modulo this count, fixed at
+    # $connect. Lowering it strands the higher shards' connections until they reconnect (at most 2 h).
+    ws_shard_count: int = Field(default=16, ge=1, le=1024)
 
     # Refreshed every minute and warmed every 6 h besides whatever is subscribed (comma-separated).
     job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(_split_symbols)] = DEFAULT_POPULAR_SYMBOLS

@@ -287,9 +287,7 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     """Subscribed + popular symbols, in as few upstream calls as the vendors allow, inside the shared
     quotas (an exhausted vendor is skipped; what no vendor can take this round waits for the next)."""
     subscribed = [
-        t.removeprefix(QUOTE_TOPIC_PREFIX)
-        for t in deps.store.subscribed_topics(now=deps.clock())
-        if t.startswith(QUOTE_TOPIC_PREFIX)
+        t.removeprefix(QUOTE_TOPIC_PREFIX) for t in deps.store.subscribed_topics() if t.startswith(QUOTE_TOPIC_PREFIX)
     ]
     symbols = list(dict.fromkeys([*subscribed, *deps.popular_symbols]))
     context.add("symbols", len(symbols))
@@ -353,6 +351,11 @@ def cleanup(deps: JobDeps, context: JobContext) -> None:
     connections, subscriptions = deps.store.delete_expired(now=now)
     context.add("connections_removed", connections)
     context.add("subscriptions_removed", subscriptions)
+    # After the removals above, which count down as they go: the recount then sees only live connections.
+    repair = deps.store.repair_registry(now=now)
+    context.add("registry_topic_counts_fixed", repair.topic_counts_fixed)
+    context.add("registry_counters_fixed", repair.counters_fixed)
+    context.add("registry_repairs_skipped", repair.skipped)
     context.add("job_runs_removed", deps.runs.delete_expired(now=now))
 
 

@@ -57,7 +57,7 @@ from chalicelib.models.streaming import (
     sectors_update,
     sentiment_update,
 )
-from chalicelib.ports import Broadcaster, ConnectionRecord, ConnectionStore, DeliveryStatus, StreamState
+from chalicelib.ports import Broadcaster, ConnectionRecord, ConnectionStore, DeliveryStatus, StreamState, shard_for
 from chalicelib.services import frames
 from chalicelib.services.frames import API_GATEWAY_FRAME_BYTES, FrameBuilder, FrameTarget
 from chalicelib.services.market_data import MarketDataService
@@ -118,6 +118,7 @@ class StreamingLimits:
     ttl_margin_seconds: int = 600
     max_frame_bytes: int = API_GATEWAY_FRAME_BYTES
     resync_interval_seconds: int = 10
+    shard_count: int = 16  # WS_SHARD_COUNT: a connection's shard is shard_for(its id, shard_count)
 
     @property
     def connection_ttl_seconds(self) -> int:
@@ -170,17 +171,11 @@ class StreamingService:
         user_agent: str | None = None,
         message_format: str | None = None,
     ) -> ConnectionRecord:
-        """Store a new connection; UnknownFormat for a ``format`` other than spec/batch, TooManyConnections
-        when the user already holds the maximum."""
+        """Store a new connection in its shard; UnknownFormat for a ``format`` other than spec/batch,
+        TooManyConnections when the user already holds the maximum (the store enforces it with a
+        conditional write, so simultaneous connects cannot pass it)."""
         chosen = parse_format(message_format)
         now = self._clock()
-        open_ones = self._store.connections_of_user(user_id, now=now)
-        if len(open_ones) >= self._limits.max_connections_per_user:
-            observability.count("ConnectionRefused", dimensions={"reason": "per_user_cap"})
-            raise TooManyConnections(
-                f"this user already has {len(open_ones)} open connections "
-                f"(at most {self._limits.max_connections_per_user}); close one first"
-            )
         record = ConnectionRecord(
             connection_id=connection_id,
             user_id=user_id,
@@ -189,8 +184,12 @@ class StreamingService:
             source_ip=source_ip,
             user_agent=user_agent[:256] if user_agent else None,
             message_format=chosen.value,
+            shard=shard_for(connection_id, self._limits.shard_count),
         )
-        self._store.add_connection(record)
+        cap = self._limits.max_connections_per_user
+        if not self._store.add_connection(record, max_per_user=cap):
+            observability.count("ConnectionRefused", dimensions={"reason": "per_user_cap"})
+            raise TooManyConnections(f"this user already holds {cap} open connections (the maximum); close one first")
         observability.count("ConnectionOpened")
         return record
 
@@ -400,7 +399,7 @@ class StreamingService:
 
     def stats(self, *, top: int = 10) -> WsStatsResponse:
         now = self._clock()
-        stats = self._store.stats(now=now, top=top)
+        stats = self._store.stats(top=top)
         counts = self._state.counts_last_hour()
         return WsStatsResponse(
             open_connections=stats.open_connections,

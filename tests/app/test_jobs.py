@@ -26,6 +26,7 @@ from infra.local.token import issue_dev_token
 from tests.app.conftest import app_settings_env
 from tests.app.test_websocket_handlers import Lambda
 from tests.fakes.broadcaster import RecordingBroadcaster
+from tests.fakes.dynamodb import dynamodb_operations
 
 CONSTITUENTS = Path(__file__).resolve().parents[2] / "chalicelib" / "data" / "sp500_constituents.csv"
 
@@ -185,6 +186,42 @@ def test_cleanup_removes_expired_connections_subscriptions_and_runs(jobs_client:
     assert result["counts"]["job_runs_removed"] == 1
     assert store.get_connection("live", now=time.time()) is not None
     assert store.subscribers("quote:AAPL", now=time.time()) == ["live"]
+    assert store.topic_registry().totals() == {"quote:AAPL": 1}  # the expired one was counted down
+    assert result["counts"]["registry_topic_counts_fixed"] == 0
+
+
+def test_cleanup_repairs_a_drifted_registry(jobs_client: Client) -> None:
+    container = _container()
+    store, table = container.connection_store, container.settings.registry_table
+    record = ConnectionRecord("live", "u", connected_at=_now_dt(), expires_at=int(time.time()) + 7200, shard=5)
+    assert store.add_connection(record)
+    store.add_subscriptions("live", ["quote:AAPL"], expires_at=record.expires_at)
+    # GIVEN a count left behind (a process died between writes) and one lost.
+    client = container.dynamodb
+    client.put_item(TableName=table, Item={"pk": {"S": "REG#2"}, "sk": {"S": "quote:TSLA"}, "count": {"N": "3"}})
+    client.delete_item(TableName=table, Key={"pk": {"S": "REG#5"}, "sk": {"S": "quote:AAPL"}})
+    assert store.subscribed_topics() == ["quote:TSLA"]
+
+    result = invoke(jobs_client, "cleanup")
+
+    assert result["status"] == "succeeded", result
+    assert result["counts"]["registry_topic_counts_fixed"] == 2
+    assert store.topic_registry().counts == {5: {"quote:AAPL": 1}}
+
+
+def test_the_quote_refresh_makes_no_scan(jobs_client: Client, broadcaster: RecordingBroadcaster) -> None:
+    ws = Lambda()
+    for cid, user, symbols in (("r1", "alice", ["NVDA", "AMD"]), ("r2", "bob", ["NVDA"])):
+        assert ws.connect(cid, token=issue_dev_token(user))["statusCode"] == 200
+        ws.send(cid, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": symbols}})
+
+    with dynamodb_operations(_container().dynamodb) as operations:
+        result = invoke(jobs_client, "refresh_quotes")
+
+    assert result["status"] == "succeeded", result
+    assert result["counts"]["subscribed_symbols"] == 2  # AMD and NVDA, found in the registry
+    assert "Scan" not in operations
+    assert operations.count("Query") >= 16  # one per shard (WS_SHARD_COUNT), then one per topic to publish
 
 
 def _now_dt() -> Any:
@@ -228,8 +265,8 @@ def test_a_duplicate_delivery_does_not_double_the_work(jobs_client: Client) -> N
 def test_a_crashing_run_is_recorded_as_failed_and_repeated_failures_turn_the_job_failing(
     jobs_client: Client,
 ) -> None:
-    # GIVEN the subscriptions table is gone (a broken deployment): the refresh cannot even start.
-    boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=_container().settings.subscriptions_table)
+    # GIVEN the registry table is gone (a broken deployment): the refresh cannot even start.
+    boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=_container().settings.registry_table)
     results = [invoke(jobs_client, "refresh_quotes") for _ in range(2)]
     assert [r["status"] for r in results] == ["failed", "failed"]
     assert "store_unavailable" in (results[0]["error"] or "")

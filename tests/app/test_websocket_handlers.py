@@ -19,12 +19,13 @@ import app as app_module
 from chalicelib import bootstrap
 from chalicelib.models.market import QuoteResponse
 from chalicelib.models.streaming import quote_update
-from chalicelib.ports import ConnectionRecord, DeliveryStatus
+from chalicelib.ports import ConnectionRecord, DeliveryStatus, shard_for
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
 from tests.app.conftest import app_settings_env
 from tests.fakes.broadcaster import RecordingBroadcaster
+from tests.fakes.dynamodb import dynamodb_operations
 from tests.real_rounds import daily_quotes, fixture_symbols
 from tests.ws_protocol import assert_server_message
 
@@ -147,6 +148,10 @@ def test_connect_with_a_query_token_stores_the_connection_with_the_two_hour_ttl(
     assert record.source_ip == "203.0.113.9"
     # API Gateway's 2 h maximum plus the 10 min margin.
     assert before + 7200 + 600 <= record.expires_at <= int(time.time()) + 7200 + 600
+    # Its shard: a stable hash of the id over WS_SHARD_COUNT (16 by default); the shard's read finds it.
+    assert record.shard == shard_for("c-ok", 16)
+    in_shard = _container().connection_store.connections_in_shard(record.shard, now=time.time())
+    assert [r.connection_id for r in in_shard] == ["c-ok"]
 
 
 def test_connect_with_the_token_as_subprotocol_selects_the_bearer_protocol(ws: Lambda) -> None:
@@ -333,6 +338,7 @@ def test_disconnect_removes_the_connection_and_all_its_subscriptions(ws: Lambda)
     assert store.get_connection(cid, now=now) is None
     assert store.topics_of(cid, now=now) == []
     assert store.subscribers("quote:AAPL", now=now) == []
+    assert store.subscribed_topics() == []  # the registry counted them down
 
 
 def _aapl(price: float) -> QuoteResponse:
@@ -358,6 +364,9 @@ def test_publish_sends_to_subscribers_and_a_410_removes_the_stale_connection(
     store = _container().connection_store
     assert store.get_connection(gone, now=time.time()) is None
     assert store.subscribers("quote:AAPL", now=time.time()) == [alive]
+    # The 410 cleanup released the gone connection's registry count and its place in the totals.
+    assert store.topic_registry().totals() == {"quote:AAPL": 1}
+    assert (streaming.stats().open_connections, streaming.stats().distinct_users) == (1, 1)
     assert streaming.stats().messages_last_hour is not None
 
 
@@ -404,8 +413,14 @@ def test_ws_stats_counts_connections_users_topics_and_messages(
     for cid, user, symbols in (("s1", "u1", ["AAPL", "MSFT"]), ("s2", "u1", ["AAPL"]), ("s3", "u2", ["AAPL"])):
         _connected(ws, cid, user)
         ws.send(cid, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": symbols}})
+    ws.send("s2", {"type": "unsubscribe", "data": {"type": "stock_quotes", "symbols": ["MSFT", "AAPL"]}})
+    ws.send("s2", {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL"]}})
     _container().streaming.publish([quote_update(_aapl(55.5))], broadcaster)
-    response = client.http.get("/api/v1/market/ws/stats?top=1", headers={"Authorization": f"Bearer {_token()}"})
+    with dynamodb_operations(_container().dynamodb) as operations:
+        response = client.http.get("/api/v1/market/ws/stats?top=1", headers={"Authorization": f"Bearer {_token()}"})
+    # The registry's counters, not a Scan of the connections and subscriptions tables.
+    assert operations
+    assert "Scan" not in operations
     assert response.status_code == 200
     body = json.loads(response.body)
     assert (body["open_connections"], body["distinct_users"]) == (3, 2)

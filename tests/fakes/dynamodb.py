@@ -7,6 +7,8 @@ the ``local`` tables.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -87,3 +89,42 @@ class RecordingClient:
 
     def operations(self) -> list[str]:
         return [name for name, _ in self.calls]
+
+
+class SerializedClient:
+    """Delegates to a boto3 client one request at a time, as DynamoDB applies each request atomically:
+    moto's in-process backend has no locking, so two threads could interleave inside one conditional
+    write, which real DynamoDB never does. Races between requests (what the code must handle) still
+    happen: ``pause`` seconds after each request hand the turn to another thread."""
+
+    def __init__(self, client: Any, *, pause: float = 0.002) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._pause = pause
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(**params: Any) -> Any:
+            with self._lock:
+                result = method(**params)
+            time.sleep(self._pause)
+            return result
+
+        return call
+
+
+@contextmanager
+def dynamodb_operations(client: Any) -> Iterator[list[str]]:
+    """The DynamoDB operations (``Scan``, ``Query``, ...) ``client`` sends while the block runs, recorded
+    by a botocore ``before-call`` hook: at the SDK boundary, whatever wraps the client."""
+    seen: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        seen.append(model.name)
+
+    client.meta.events.register("before-call.dynamodb", record)
+    try:
+        yield seen
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", record)

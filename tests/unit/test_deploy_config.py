@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from chalicelib.errors import ConfigurationError
+from chalicelib.settings import load_settings
 from infra import deploy
 from infra.local.tables import load_template
 
@@ -111,7 +113,7 @@ def test_the_policy_grants_what_the_code_calls_on_the_stacks_resources_only(stag
             assert resource != "*", statement["Sid"]
             assert resource.startswith(("from-stack:", "arn:aws:")), resource
     tables = next(s for s in statements if s["Sid"] == "Tables")["Resource"]
-    for table in ("ConnectionsTableArn", "SubscriptionsTableArn", "JobRunsTableArn"):
+    for table in ("ConnectionsTableArn", "SubscriptionsTableArn", "RegistryTableArn", "JobRunsTableArn"):
         assert f"from-stack:{table}" in tables
     secrets = next(s for s in statements if s["Sid"] == "Secrets")
     assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
@@ -182,3 +184,15 @@ def test_the_rest_api_id_for_the_stacks_gateway_responses_comes_from_chalices_de
     assert rest_api == "abcde12345"
     assert re.fullmatch(load_template()["Parameters"]["RestApiId"]["AllowedPattern"], rest_api)
     assert deploy._websocket_api_id("dev") == "wsapi12345"
+
+
+@pytest.mark.parametrize("stage", ["local", *deploy.DEPLOYABLE_STAGES])
+def test_every_stage_sets_a_valid_shard_count(stage: str) -> None:
+    config = json.loads((REPO_ROOT / ".chalice" / "config.json").read_text())
+    value = config["stages"][stage]["environment_variables"]["WS_SHARD_COUNT"]
+    assert load_settings({"WS_SHARD_COUNT": value}).ws_shard_count == int(value)
+
+
+def test_a_bad_shard_count_fails_naming_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="WS_SHARD_COUNT"):
+        load_settings({"WS_SHARD_COUNT": "0"})

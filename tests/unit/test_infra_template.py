@@ -21,16 +21,18 @@ from infra.local.tables import load_template, table_definitions
 
 TEMPLATE = load_template()
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
-TABLE_IDS = ("ConnectionsTable", "SubscriptionsTable", "JobRunsTable")
+TABLE_IDS = ("ConnectionsTable", "SubscriptionsTable", "RegistryTable", "JobRunsTable")
 LAMBDA_SG = "LambdaSecurityGroup"
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 
 OUTPUTS = {
     "ConnectionsTableName",
     "SubscriptionsTableName",
+    "RegistryTableName",
     "JobRunsTableName",
     "ConnectionsTableArn",
     "SubscriptionsTableArn",
+    "RegistryTableArn",
     "JobRunsTableArn",
     "PrivateSubnetIds",
     "LambdaSecurityGroupId",
@@ -187,6 +189,7 @@ def test_the_issues_alarms_exist() -> None:
         "RedisMemoryAlarm": ("DatabaseMemoryUsagePercentage",),
         "ConnectionsThrottleAlarm": ("ThrottledRequests", "ConnectionsTable"),
         "SubscriptionsThrottleAlarm": ("ThrottledRequests", "SubscriptionsTable"),
+        "RegistryThrottleAlarm": ("ThrottledRequests", "RegistryTable"),
         "JobRunsThrottleAlarm": ("ThrottledRequests", "JobRunsTable"),
         "LambdaErrorsAlarm": ("AWS/Lambda", "Errors"),
         "LambdaThrottlesAlarm": ("AWS/Lambda", "Throttles"),
@@ -305,7 +308,7 @@ def _tables_stub() -> dict[str, Any]:
         for name, output in TEMPLATE["Outputs"].items()
         if (refs := _refs(output["Value"])) and refs <= set(TABLE_IDS)
     }
-    assert len(outputs) == 6
+    assert len(outputs) == 2 * len(TABLE_IDS)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Parameters": {"Stage": TEMPLATE["Parameters"]["Stage"]},
@@ -369,10 +372,16 @@ def test_the_app_stores_work_on_the_stack_created_tables() -> None:
     expires_at = int(now.timestamp()) + 7800
 
     connections = DynamoDBConnectionStore(
-        client, outputs["ConnectionsTableName"], outputs["SubscriptionsTableName"], clock=now.timestamp
+        client,
+        outputs["ConnectionsTableName"],
+        outputs["SubscriptionsTableName"],
+        outputs["RegistryTableName"],
+        shard_count=4,
+        clock=now.timestamp,
     )
-    connections.add_connection(
-        ConnectionRecord(connection_id="c-1", user_id="alice", connected_at=now, expires_at=expires_at)
+    assert connections.add_connection(
+        ConnectionRecord(connection_id="c-1", user_id="alice", connected_at=now, expires_at=expires_at, shard=3),
+        max_per_user=1,  # the registry table: the user's slots
     )
     record = connections.get_connection("c-1", now=now.timestamp())
     assert record is not None
@@ -380,6 +389,8 @@ def test_the_app_stores_work_on_the_stack_created_tables() -> None:
     assert connections.add_subscriptions("c-1", ["quote:AAPL"], expires_at=expires_at) == ["quote:AAPL"]
     assert connections.subscribers("quote:AAPL", now=now.timestamp()) == ["c-1"]  # the subscriptions table
     assert [c.connection_id for c in connections.connections_of_user("alice", now=now.timestamp())] == ["c-1"]
+    assert [c.connection_id for c in connections.connections_in_shard(3, now=now.timestamp())] == ["c-1"]  # by-shard
+    assert connections.topic_registry().counts == {3: {"quote:AAPL": 1}}
 
     runs = DynamoDBJobRunStore(client, outputs["JobRunsTableName"])
     run = JobRun(

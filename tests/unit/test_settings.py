@@ -59,6 +59,8 @@ def test_defaults_are_a_valid_local_configuration() -> None:
         "market-data-local-subscriptions",
         "market-data-local-job-runs",
     )
+    assert settings.registry_table == "market-data-local-registry"
+    assert settings.ws_shard_count == 16
 
 
 def test_default_table_names_match_the_template_for_stage_local() -> None:
@@ -68,7 +70,12 @@ def test_default_table_names_match_the_template_for_stage_local() -> None:
     }
     settings = load_settings(environ={})
 
-    assert template_names == {settings.connections_table, settings.subscriptions_table, settings.job_runs_table}
+    assert template_names == {
+        settings.connections_table,
+        settings.subscriptions_table,
+        settings.registry_table,
+        settings.job_runs_table,
+    }
 
 
 def test_reads_os_environ_when_no_mapping_is_given(clean_env: pytest.MonkeyPatch) -> None:

@@ -71,6 +71,7 @@ def test_table_names_resolve_the_stage() -> None:
     assert names == {
         "ConnectionsTable": "market-data-prod-connections",
         "SubscriptionsTable": "market-data-prod-subscriptions",
+        "RegistryTable": "market-data-prod-registry",
         "JobRunsTable": "market-data-prod-job-runs",
     }
 
@@ -86,6 +87,7 @@ def test_settings_default_table_names_are_the_templates_local_names() -> None:
     settings = load_settings({})  # nothing set: the names the service uses by default
     assert settings.connections_table == names["ConnectionsTable"]
     assert settings.subscriptions_table == names["SubscriptionsTable"]
+    assert settings.registry_table == names["RegistryTable"]
     assert settings.job_runs_table == names["JobRunsTable"]
 
 
