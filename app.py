@@ -297,6 +297,12 @@ def on_ws_disconnect(event: WebsocketEvent) -> None:
     ws_api.on_disconnect(event)
 
 
+# The fan-out worker: one asynchronous invocation per shard of a publish round (chalicelib/ws_api.py).
+@app.lambda_function(name="fanout_worker")
+def fanout_worker(event: dict[str, Any], context: Any) -> dict[str, int]:  # noqa: ARG001 - Lambda's signature
+    return ws_api.on_shard_invocation(event)
+
+
 # --- Scheduled jobs (EventBridge → Lambda), replacing Celery beat. Schedules: chalicelib/jobs_api.py.
 
 

@@ -33,14 +33,14 @@ from chalicelib.adapters.redis_support import redis_client
 from chalicelib.adapters.secrets import resolve_secrets
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
-from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits
+from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits, ShardDispatcher
 from chalicelib.services import jobs as job_bodies
 from chalicelib.services.jobs import JobDeps, JobRunner
 from chalicelib.services.market_data import CacheTimings, MarketDataService
 from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
 from chalicelib.services.providers import ProviderInfo, ProvidersService
 from chalicelib.services.streaming import StreamingLimits, StreamingService
-from chalicelib.settings import DataSource, Settings, load_settings
+from chalicelib.settings import DataSource, FanoutDispatch, Settings, load_settings
 
 REPLAY_SOURCE_LABEL = "replay"
 
@@ -239,7 +239,20 @@ class Container:
                 resync_interval_seconds=s.ws_resync_interval_seconds,
                 shard_count=s.ws_shard_count,
             ),
+            dispatcher=self.shard_dispatcher,
         )
+
+    @functools.cached_property
+    def shard_dispatcher(self) -> ShardDispatcher | None:
+        """Lambda async invoke of the fan-out worker, or None: the publisher delivers every shard."""
+        s = self.settings
+        if s.fanout_dispatch is FanoutDispatch.INLINE:
+            return None
+        from chalicelib.adapters.lambda_dispatcher import LambdaShardDispatcher, lambda_client  # jobs only
+
+        pool = min(s.ws_shard_count, 64)
+        client = lambda_client(s.aws_region, pool_size=pool, timeout_seconds=3.0)
+        return LambdaShardDispatcher(client, s.fanout_worker_function, concurrency=pool)
 
     @functools.cached_property
     def job_runs(self) -> DynamoDBJobRunStore:

@@ -384,9 +384,30 @@ class SequenceClaim:
     round_id: int = 0
 
 
+@dataclass(frozen=True)
+class StoredRound:
+    """One publish round's changed items, stored once for its shard workers: each item's topic and its
+    encoded spec message, with the round's lane, id and timestamp (what numbering and frames need)."""
+
+    lane: str
+    round_id: int
+    timestamp: float
+    items: tuple[tuple[str, bytes], ...]
+
+
 class StreamState(Protocol):
     """What fan-out remembers between runs (Redis in AWS): the last value published per topic, per-minute
-    delivery counters for /ws/stats, and per-connection sequence numbers and resync allowance."""
+    delivery counters for /ws/stats, per-connection sequence numbers and resync allowance, and each
+    round's changed items for its shard workers."""
+
+    def put_round(self, key: str, stored: StoredRound, *, ttl_seconds: int) -> bool:
+        """Store a round for its workers; False when the backend is down (the publisher then delivers
+        the round itself)."""
+        ...
+
+    def get_round(self, key: str) -> StoredRound | None:
+        """The stored round, or None when it expired, was never stored or the backend is down."""
+        ...
 
     def claim_sequences(self, claims: Sequence[SequenceClaim], *, ttl_seconds: int) -> list[int]:
         """For each claim, atomically per connection: the first of ``count`` consecutive sequence numbers

@@ -28,6 +28,11 @@ class DataSource(StrEnum):
     REPLAY = "replay"
 
 
+class FanoutDispatch(StrEnum):
+    LAMBDA = "lambda"  # one asynchronous fanout_worker invocation per shard (AWS, and `make run`)
+    INLINE = "inline"  # the publishing function delivers every shard itself (tests without a Lambda API)
+
+
 class JwtAlgorithm(StrEnum):
     HS256 = "HS256"
     RS256 = "RS256"
@@ -83,6 +88,8 @@ ENV_VARS: dict[str, str] = {
     "WS_MAX_FRAME_BYTES": "ws_max_frame_bytes",
     "WS_RESYNC_INTERVAL_SECONDS": "ws_resync_interval_seconds",
     "WS_SHARD_COUNT": "ws_shard_count",
+    "FANOUT_DISPATCH": "fanout_dispatch",
+    "FANOUT_FUNCTION_NAME": "fanout_function_name",
     "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
     "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
     "JOB_FAILING_AFTER": "job_failing_after",
@@ -219,6 +226,11 @@ class Settings(BaseModel):
     # Fan-out shards: a connection's shard is a stable hash of its id modulo this count, fixed at
     # $connect. Lowering it strands the higher shards' connections until they reconnect (at most 2 h).
     ws_shard_count: int = Field(default=16, ge=1, le=1024)
+    # Deployed stages set lambda (.chalice/config.json) and so does `make run`; inline suits a process
+    # without a Lambda API to call (tests, a one-off script).
+    fanout_dispatch: FanoutDispatch = FanoutDispatch.INLINE
+    # The shard worker's function; default: `chalice deploy`'s name for it, market-data-<stage>-fanout_worker.
+    fanout_function_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_:.\-]{1,140}$")
 
     # Refreshed every minute and warmed every 6 h besides whatever is subscribed (comma-separated).
     job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(_split_symbols)] = DEFAULT_POPULAR_SYMBOLS
@@ -229,6 +241,10 @@ class Settings(BaseModel):
     jwt_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
     provider_keys_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
     redis_auth_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
+
+    @property
+    def fanout_worker_function(self) -> str:
+        return self.fanout_function_name or f"market-data-{self.stage.value}-fanout_worker"
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalice.app import Response, WebsocketEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chalicelib import bootstrap, observability
 from chalicelib.auth import bearer_token
@@ -130,3 +131,28 @@ def on_disconnect(event: WebsocketEvent) -> None:
         logger.exception("cleanup on $disconnect failed")
     finally:
         logger.remove_keys(["connection_id", "route"])
+
+
+class ShardInvocation(BaseModel):
+    """The fan-out worker's event: which stored round, to which shard (see StreamingService.publish)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: str = Field(min_length=1, max_length=200)
+    shard: int = Field(ge=0, le=1023)
+
+
+def on_shard_invocation(event: Mapping[str, Any]) -> dict[str, int]:
+    """One asynchronous invocation of the fan-out worker. A malformed event is logged and dropped
+    (retrying it cannot help); anything else that fails raises, so Lambda retries the invocation and
+    then hands it to the on-failure destination."""
+    try:
+        task = ShardInvocation.model_validate(event)
+    except ValidationError as exc:
+        logger.error("malformed fan-out invocation dropped", extra={"errors": exc.error_count()})
+        observability.count("FanoutInvocationRejected")
+        return {"sent": 0, "gone": 0, "failed": 0}
+    container = bootstrap.container()
+    observability.logger.append_keys(round=task.round, shard=task.shard)
+    report = container.streaming.deliver_shard(task.round, task.shard, container.broadcaster())
+    return {"sent": report.sent, "gone": report.gone, "failed": report.failed, "connections": report.connections}

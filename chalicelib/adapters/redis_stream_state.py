@@ -9,17 +9,21 @@ last round sent per lane (``round:<lane>``). ``claim_sequences`` runs one Lua sc
 the round, advance the counter by the number of frames, return the first number), all of a publish's
 connections pipelined into one round trip. The hash expires with the connection (its TTL is refreshed on
 every claim). ``allow_resync`` is a SET NX EX per connection.
+
+A publish round's changed items are stored once (``ws:round:<key>``, one JSON document, kept a few
+minutes) for the shard workers it dispatches, so an invocation carries only the round key and a shard.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, StoredRound
 
 COUNTER_NAMES = ("sent", "gone", "failed")
 _FINGERPRINT_TTL_SECONDS = 24 * 3600
@@ -90,6 +94,41 @@ class RedisStreamState(DegradingRedisAdapter):
             self._failed("claim_sequences", exc)
             return [SEQ_UNSEQUENCED] * len(claims)
         return [SEQ_DROP if result == b"drop" else int(result) for result in results]
+
+    def put_round(self, key: str, stored: StoredRound, *, ttl_seconds: int) -> bool:
+        if not self.available:
+            return False
+        document = {
+            "lane": stored.lane,
+            "round_id": stored.round_id,
+            "timestamp": stored.timestamp,
+            # The items are our own JSON messages: kept as text, not re-parsed.
+            "items": [[topic, payload.decode()] for topic, payload in stored.items],
+        }
+        try:
+            self._client.set(self._key(f"ws:round:{key}"), json.dumps(document, separators=(",", ":")), ex=ttl_seconds)
+        except REDIS_FAILURES as exc:
+            self._failed("put_round", exc)
+            return False
+        return True
+
+    def get_round(self, key: str) -> StoredRound | None:
+        if not self.available:
+            return None
+        try:
+            raw = self._client.get(self._key(f"ws:round:{key}"))
+        except REDIS_FAILURES as exc:
+            self._failed("get_round", exc)
+            return None
+        if raw is None:
+            return None
+        document = json.loads(raw)
+        return StoredRound(
+            lane=str(document["lane"]),
+            round_id=int(document["round_id"]),
+            timestamp=float(document["timestamp"]),
+            items=tuple((str(topic), str(payload).encode()) for topic, payload in document["items"]),
+        )
 
     def allow_resync(self, connection_id: str, *, interval_seconds: int) -> bool:
         if not self.available or interval_seconds <= 0:

@@ -86,6 +86,11 @@ class Outgoing:
     first_seq: int
 
 
+def encode_items(updates: Sequence[StreamUpdate]) -> list[tuple[str, bytes]]:
+    """Each update's topic and spec message, JSON-encoded once per round however many connections get it."""
+    return [(update.topic, update.encoded()) for update in updates]
+
+
 def iso_utc(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
 
@@ -98,7 +103,12 @@ class FrameBuilder:
         self, targets: Sequence[FrameTarget], updates: Sequence[StreamUpdate], *, timestamp: float
     ) -> list[PendingFrames]:
         """Each target's messages for these changed updates (targets subscribed to none are left out)."""
-        encoded = [(update.topic, update.encoded()) for update in updates]  # once per round
+        return self.for_items(targets, encode_items(updates), timestamp=timestamp)
+
+    def for_items(
+        self, targets: Sequence[FrameTarget], encoded: Sequence[tuple[str, bytes]], *, timestamp: float
+    ) -> list[PendingFrames]:
+        """As ``for_round``, from the round's items already encoded (topic, spec message), as stored."""
         stamp = iso_utc(timestamp)
         pending: list[PendingFrames] = []
         for target in targets:
@@ -229,15 +239,16 @@ def deliver_round(
     broadcaster: Broadcaster,
     builder: FrameBuilder,
     targets: Sequence[FrameTarget],
-    updates: Sequence[StreamUpdate],
+    items: Sequence[tuple[str, bytes]],
     *,
     lane: str,
     round_id: int,
     ttl_seconds: int,
     timestamp: float,
 ) -> RoundResult:
-    """Build, number and post one round's frames to these connections."""
-    pending = builder.for_round(targets, updates, timestamp=timestamp)
+    """Build, number and post one round's frames (its encoded items, see ``encode_items``) to these
+    connections."""
+    pending = builder.for_items(targets, items, timestamp=timestamp)
     outgoing, dropped = sequence(state, pending, lane=lane, round_id=round_id, ttl_seconds=ttl_seconds)
     dropped_ids = set(dropped)
     skipped = {t for p in pending if p.connection_id in dropped_ids for f in p.frames for t in f.topics}

@@ -8,10 +8,13 @@ worth sending); storage and delivery sit behind the ConnectionStore, StreamState
   plus a margin as DynamoDB TTL, and every read filters on it.
 - Bad client input is answered with an ``error`` message; it never raises out of the handler, so the
   connection stays open.
-- ``publish`` sends a topic's update only when its value changed since the last publish (a fingerprint
-  in Redis, compare-and-set); each subscriber gets the round in its format (chalicelib/services/frames.py:
-  one message per item, or one ``batch`` frame), numbered with its ``seq``, connections in parallel on a
-  bounded pool; a 410 Gone deletes that connection and all its subscriptions.
+- ``publish`` starts a round with the updates whose value changed since the last publish (a fingerprint
+  in Redis, compare-and-set) and that someone subscribes to (the topic registry, one Query per shard):
+  the round is stored once and one worker per shard holding a subscriber is dispatched (Lambda async
+  invoke). ``deliver_shard`` (the worker) reads its shard's connections in a few paged Queries and gives
+  each subscriber the round in its format (chalicelib/services/frames.py: one message per item, or one
+  ``batch`` frame), numbered with its ``seq``, connections in parallel on a bounded pool; a 410 Gone
+  deletes that connection, its subscriptions and its registry counts.
 - Rounds are ordered per *lane* (the publisher: ``quote`` for quotes, the channel topics for the others),
   by a round id (epoch milliseconds, strictly increasing per process). A connection that already got a
   newer round of the lane does not get an older one; the older round's topics are forgotten, so the next
@@ -57,13 +60,26 @@ from chalicelib.models.streaming import (
     sectors_update,
     sentiment_update,
 )
-from chalicelib.ports import Broadcaster, ConnectionRecord, ConnectionStore, DeliveryStatus, StreamState, shard_for
+from chalicelib.ports import (
+    Broadcaster,
+    ConnectionRecord,
+    ConnectionStore,
+    DeliveryStatus,
+    ShardDispatcher,
+    ShardTask,
+    StoredRound,
+    StreamState,
+    shard_for,
+)
 from chalicelib.services import frames
 from chalicelib.services.frames import API_GATEWAY_FRAME_BYTES, FrameBuilder, FrameTarget
 from chalicelib.services.market_data import MarketDataService
 
 logger = observability.logger
 
+# A round's stored items outlive any worker that could still deliver it (Lambda's maximum event age for
+# the worker is 60 s; see infra/deploy.py).
+ROUND_TTL_SECONDS = 300
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
 MOVERS_SNAPSHOT_LIMIT = 10
@@ -137,7 +153,18 @@ class PublishReport:
     dropped: int = 0  # connections that had already got a newer round of this lane
     gone_connections: list[str] = field(default_factory=list)
     lookup_seconds: float = 0.0  # finding subscribers and claiming changes
-    send_seconds: float = 0.0  # posting to them
+    send_seconds: float = 0.0  # posting to them (or dispatching the shard workers)
+    shards: int = 0  # shards the round went to (dispatched workers, or delivered here)
+    dispatch_failed: int = 0  # shard invocations Lambda refused (delivered here instead)
+
+    def add(self, other: PublishReport) -> None:
+        """Fold one shard's delivery into the round's report."""
+        self.sent += other.sent
+        self.gone += other.gone
+        self.failed += other.failed
+        self.connections += other.connections
+        self.dropped += other.dropped
+        self.gone_connections.extend(other.gone_connections)
 
 
 class StreamingService:
@@ -150,7 +177,11 @@ class StreamingService:
         limits: StreamingLimits,
         clock: Callable[[], float] = time.time,
         lookup_concurrency: int = 16,
+        dispatcher: ShardDispatcher | None = None,
     ) -> None:
+        """``dispatcher`` starts one worker per shard of a round (Lambda async invoke in AWS and under
+        ``make run``); None delivers every shard in this process."""
+        self._dispatcher = dispatcher
         self._store = store
         self._state = state
         self._market = market
@@ -331,47 +362,85 @@ class StreamingService:
         round_id: int | None = None,
         lane: str | None = None,
     ) -> PublishReport:
-        """Send each changed update to its topic's subscribers, each in its format and numbered; report.
+        """Start one round: the updates whose topic has a subscriber (the registry: one Query per shard)
+        and whose value changed are stored once, and one worker per shard holding a subscriber of any of
+        them is dispatched (``deliver_shard``). Without a dispatcher (FANOUT_DISPATCH=inline), or when the
+        round cannot be stored (Redis down), this process delivers every such shard itself on its pool.
         ``round_id`` / ``lane`` default to now (ms) and the updates' publisher (``lane_of``)."""
         started = time.monotonic()
         report = PublishReport()
         now = self._clock()
         round_id = round_id if round_id is not None else self._next_round(now)
         lane = lane or lane_of(updates)
+        registry = self._store.topic_registry()
+        subscribed = set(registry.topics())
         changed: list[StreamUpdate] = []
-        workers = max(1, self._lookup_concurrency)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookup") as pool:
-            # Subscriber lookups run concurrently (one Query per topic): DynamoDB serves them in parallel,
-            # and the boto3 client is thread-safe.
-            found = list(pool.map(lambda update: self._store.subscribers(update.topic, now=now), updates))
-            subscriber_ids: dict[str, None] = {}
-            for update, subscribers in zip(updates, found, strict=True):
-                report.topics += 1
-                if not subscribers:
-                    # Nobody to tell. Not claimed, so a later subscriber's first refresh sends it.
-                    report.without_subscribers += 1
-                    continue
-                if not self._state.claim_change(update.topic, update.fingerprint):
-                    report.unchanged += 1
-                    continue
-                changed.append(update)
-                subscriber_ids.update(dict.fromkeys(subscribers))
-            # Each subscriber's format and topic set: one consistent GetItem each, concurrently. (A
-            # shard worker reads these for all its connections in a few paged reads instead.)
-            records = list(pool.map(lambda cid: self._store.get_connection(cid, now=now), subscriber_ids))
-        targets = [FrameTarget(r.connection_id, _format_of(r), r.topics) for r in records if r is not None]
+        for update in updates:
+            report.topics += 1
+            if update.topic not in subscribed:
+                # Nobody to tell. Not claimed, so a later subscriber's first refresh sends it.
+                report.without_subscribers += 1
+                continue
+            if not self._state.claim_change(update.topic, update.fingerprint):
+                report.unchanged += 1
+                continue
+            changed.append(update)
+        shards = registry.shards_for(update.topic for update in changed)
+        report.lookup_seconds = time.monotonic() - started
+        if not shards:
+            return report
+        stored = StoredRound(lane, round_id, now, tuple(frames.encode_items(changed)))
+        key = f"{lane}@{round_id}"
         sending = time.monotonic()
-        report.lookup_seconds = sending - started
+        if self._dispatcher is not None and self._state.put_round(key, stored, ttl_seconds=ROUND_TTL_SECONDS):
+            dispatched = self._dispatcher.dispatch([ShardTask(key, shard) for shard in shards])
+            report.shards = dispatched.dispatched
+            report.dispatch_failed = len(dispatched.failed)
+            for shard in dispatched.failed:
+                # Lambda refused the invocation: this process delivers that shard rather than lose it.
+                report.add(self._deliver(stored, shard, broadcaster))
+        else:
+            workers = min(len(shards), max(1, self._lookup_concurrency))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
+                for shard_report in pool.map(lambda shard: self._deliver(stored, shard, broadcaster), shards):
+                    report.add(shard_report)
+            report.shards = len(shards)
+        report.send_seconds = time.monotonic() - sending
+        observability.count("FanoutShards", value=report.shards)
+        observability.count("FanoutDispatchFailed", value=report.dispatch_failed)
+        observability.milliseconds("PublishDuration", (time.monotonic() - started) * 1000)
+        return report
+
+    def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
+        """A shard worker's invocation: the stored round to every live connection of the shard (paged
+        reads of the shard's connections with their formats and topic sets). Delivered twice (Lambda's
+        at-least-once async invoke, a retry), a connection gets the round once: its sequence step drops
+        a round it already had."""
+        stored = self._state.get_round(round_key)
+        if stored is None:
+            logger.warning("fan-out round not found (expired or never stored)", extra={"round": round_key})
+            observability.count("FanoutRoundMissing")
+            return PublishReport()
+        return self._deliver(stored, shard, broadcaster)
+
+    def _deliver(self, stored: StoredRound, shard: int, broadcaster: Broadcaster) -> PublishReport:
+        started = time.monotonic()
+        report = PublishReport()
+        topics = {topic for topic, _ in stored.items}
+        records = self._store.connections_in_shard(shard, now=self._clock())
+        targets = [FrameTarget(r.connection_id, _format_of(r), r.topics) for r in records if topics & r.topics]
+        report.lookup_seconds = time.monotonic() - started
+        sending = time.monotonic()
         result = frames.deliver_round(
             self._state,
             broadcaster,
             self._frames,
             targets,
-            changed,
-            lane=lane,
-            round_id=round_id,
+            stored.items,
+            lane=stored.lane,
+            round_id=stored.round_id,
             ttl_seconds=self._limits.connection_ttl_seconds,
-            timestamp=now,
+            timestamp=stored.timestamp,
         )
         report.send_seconds = time.monotonic() - sending
         report.connections = len(result.outgoing)
@@ -389,7 +458,7 @@ class StreamingService:
         observability.count("ConnectionGone", value=report.gone)
         observability.count("FanoutFailed", value=report.failed)
         observability.count("FanoutRoundDropped", value=report.dropped)
-        observability.milliseconds("PublishDuration", (time.monotonic() - started) * 1000)
+        observability.milliseconds("ShardDeliveryDuration", (time.monotonic() - started) * 1000)
         return report
 
     def publish_quotes(self, quotes: Sequence[QuoteResponse], broadcaster: Broadcaster) -> PublishReport:

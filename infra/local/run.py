@@ -275,6 +275,8 @@ def app_environment(config: StackConfig, env: Mapping[str, str], *, started_at: 
         # boto3's service-specific endpoint: Lambda invocations (the fan-out dispatch) go to this
         # gateway's Invoke API, which runs them in the same worker pool; everything else goes to moto.
         "AWS_ENDPOINT_URL_LAMBDA": config.gateway_url,
+        # The deployed design: one fanout_worker invocation per shard of a round, through that Invoke API.
+        "FANOUT_DISPATCH": "lambda",
     }
 
 
