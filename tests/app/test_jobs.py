@@ -278,7 +278,8 @@ def _read(client: Client, path: str) -> Any:
 
 
 def _hot(redis_client: redis.Redis) -> list[str]:
-    return [m.decode() for m in redis_client.zrevrange("app:hot:quotes", 0, -1)]
+    members: list[bytes] = redis_client.zrevrange("app:hot:quotes", 0, -1)  # type: ignore[assignment]
+    return [m.decode() for m in members]
 
 
 def test_a_recently_read_symbol_is_refreshed_by_the_job_and_the_next_read_is_a_hit(

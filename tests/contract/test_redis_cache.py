@@ -181,7 +181,7 @@ class CountingConnection(redis.Connection):
 
     def send_packed_command(self, command: object, check_health: bool = True) -> None:
         CountingConnection.writes += 1
-        super().send_packed_command(command, check_health)  # type: ignore[arg-type]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -196,7 +196,8 @@ def counting_client(redis_url: str, redis_client: redis.Redis) -> Iterator[redis
 
 
 def hot_members(redis_client: redis.Redis, prefix: str = "t1:") -> dict[str, float]:
-    return {m.decode(): s for m, s in redis_client.zrange(f"{prefix}hot:quotes", 0, -1, withscores=True)}
+    pairs: list[tuple[bytes, float]] = redis_client.zrange(f"{prefix}hot:quotes", 0, -1, withscores=True)  # type: ignore[assignment]
+    return {member.decode(): score for member, score in pairs}
 
 
 def test_a_read_marks_its_symbols_hot_in_the_same_round_trip(
@@ -209,7 +210,8 @@ def test_a_read_marks_its_symbols_hot_in_the_same_round_trip(
     found = cache.get_many(["quote:AAPL", "quote:MSFT"], touch_hot=["AAPL", "MSFT"])
 
     assert CountingConnection.writes == 1
-    assert set(found) == {"quote:AAPL"} and found["quote:AAPL"].value == "a"
+    assert set(found) == {"quote:AAPL"}
+    assert found["quote:AAPL"].value == "a"
     members = hot_members(redis_client)
     assert set(members) == {"AAPL", "MSFT"}
     assert all(abs(score - time.time()) < 5 for score in members.values())
