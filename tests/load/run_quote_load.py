@@ -26,10 +26,16 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from infra.local.lambda_runtime import DEFAULT_WORKERS
 from infra.local.run import free_port
+from infra.local.token import issue_dev_token
 from tests.load.run_api_load import REPO_ROOT, start_stack, stop_stack
 
 # Until the replay universe (infra.local.replay.universe, branch `replay`) lands: the symbols of the
@@ -51,6 +57,27 @@ def universe_symbols() -> tuple[list[str], str]:
     with gzip.open(path, "rt", newline="") as handle:
         symbols = {row["symbol"].replace(".", "-") for row in csv.DictReader(handle)}
     return sorted(symbols), str(path)
+
+
+def warm_up(host: str, *, timeout_seconds: float = 180.0) -> None:
+    """Start every Lambda worker before measuring (their cold starts are not what this run measures):
+    concurrent requests to a route that reads no quote, so no symbol is cached or marked hot."""
+    request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only (the stack we started)
+        host + "/api/v1/market/cache/stats", headers={"Authorization": f"Bearer {issue_dev_token('warm-up')}"}
+    )
+
+    def answered() -> bool:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - as above
+                return bool(response.status == 200)
+        except (urllib.error.URLError, TimeoutError):
+            return False
+
+    deadline = time.monotonic() + timeout_seconds
+    with ThreadPoolExecutor(max_workers=2 * DEFAULT_WORKERS) as pool:
+        while not all(pool.map(lambda _: answered(), range(2 * DEFAULT_WORKERS))):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the local stack did not answer within {timeout_seconds:.0f} s of warm-up")
 
 
 def run_locust(host: str, users: int, seconds: int, env: dict[str, str], workdir: Path) -> dict[str, Any]:
@@ -106,6 +133,7 @@ def main() -> int:
     process, redis_url = start_stack(port, stack_env)
     host = f"http://127.0.0.1:{port}"
     try:
+        warm_up(host)
         with tempfile.TemporaryDirectory() as tmp:
             env = {"QUOTE_LOAD_SYMBOLS": ",".join(symbols), "QUOTE_LOAD_SEED": str(seed)}
             result = run_locust(host, args.users, args.seconds, env, Path(tmp))
