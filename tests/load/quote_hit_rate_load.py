@@ -3,7 +3,7 @@ Not a pytest module (pytest ignores tests/load). `make load-quotes` runs it thro
 tests/load/run_quote_load.py, which starts the stack with its scheduler and prints the numbers.
 
 Every symbol read is classified when its request is sent: *cold* if no earlier read of that symbol has
-completed in this run (nothing could have cached it for this reader yet), *warm* otherwise. A read is a
+completed successfully in this run (nothing could have cached it for this reader yet), *warm* otherwise. A read is a
 hit when its quote says ``cached: true`` and ``stale: false``. At the end the per-read records are
 summarized into the JSON file named by QUOTE_LOAD_REPORT.
 
@@ -102,7 +102,8 @@ class QuoteReader(HttpUser):
             TALLY.latencies_ms.append(elapsed_ms)
             for symbol, (hit, stale, error) in outcomes.items():
                 TALLY.reads.append((symbol, warm[symbol], hit, stale, error))
-                TALLY.completed.add(symbol)
+                if not error:  # a failed read cached nothing: the next one is still a first read
+                    TALLY.completed.add(symbol)
 
 
 def _outcomes(symbols: list[str], status: int, text: str) -> dict[str, tuple[bool, bool, str]]:

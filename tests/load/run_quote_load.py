@@ -111,6 +111,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
     parser.add_argument("--quote-job-seconds", type=float, default=None, help="default: the deployed rate(1 minute)")
     parser.add_argument("--symbols", default="", help="comma-separated universe instead of the replay universe")
+    parser.add_argument(
+        "--refresh-max-symbols", type=int, default=None, help="JOB_QUOTE_REFRESH_MAX_SYMBOLS (0: no refresh-ahead)"
+    )
     args = parser.parse_args()
     if not (1 <= args.users <= 1000 and 1 <= args.seconds <= 3600):
         raise SystemExit("--users must be 1..1000 and --seconds 1..3600")
@@ -127,6 +130,8 @@ def main() -> int:
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "LOCAL_REDIS_PORT": str(redis_port),
     }
+    if args.refresh_max_symbols is not None:
+        stack_env["JOB_QUOTE_REFRESH_MAX_SYMBOLS"] = str(args.refresh_max_symbols)
     if args.quote_job_seconds is not None:
         stack_env["LOCAL_SCHEDULE"] = f"refresh_quotes={args.quote_job_seconds:g}s"
     port = free_port()
@@ -144,6 +149,8 @@ def main() -> int:
     warm_rate = rate(result["warm_hits"], result["warm_reads"])
     print(f"Quote hit-rate load (Zipf s=1.1), local gateway {host}, replay data, quote job {cadence}")
     print(f"  seed={seed} users={args.users} duration={args.seconds}s universe={len(symbols)} symbols ({origin})")
+    if args.refresh_max_symbols is not None:
+        print(f"  JOB_QUOTE_REFRESH_MAX_SYMBOLS={args.refresh_max_symbols}")
     print(f"  top ranks: {', '.join(result['top_ranked'])}")
     print(
         f"  requests={result['requests']} (failed {result['failed_requests']}) "
