@@ -19,8 +19,6 @@ import os
 import random
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,31 +26,18 @@ from typing import Any
 from locust import HttpUser, between, events, task
 
 from infra.local.token import issue_dev_token
+from tests.load.quote_reads import Read, Zipf, outcomes, summarize
 
 ZIPF_EXPONENT = 1.1
 BATCH_SIZE = 5  # a watchlist read through GET /quotes
-
-
-class Zipf:
-    """Rank k (1-based) drawn with probability proportional to k^-s; ranks map to a seeded shuffle of the
-    universe, so popularity does not follow the alphabet."""
-
-    def __init__(self, symbols: Sequence[str], exponent: float, seed: int) -> None:
-        self.ranked = list(symbols)
-        random.Random(seed).shuffle(self.ranked)
-        cumulative = list(itertools.accumulate(k**-exponent for k in range(1, len(self.ranked) + 1)))
-        self._cumulative = [c / cumulative[-1] for c in cumulative]
-
-    def draw(self, rng: random.Random) -> str:
-        return self.ranked[min(bisect_left(self._cumulative, rng.random()), len(self.ranked) - 1)]
 
 
 @dataclass
 class Tally:
     """What every simulated user reports (one locust process: gevent greenlets share it)."""
 
-    completed: set[str] = field(default_factory=set)  # symbols with at least one finished read
-    reads: list[tuple[str, bool, bool, bool, str]] = field(default_factory=list)  # symbol, warm, hit, stale, error
+    completed: set[str] = field(default_factory=set)  # symbols with at least one successful read
+    reads: list[Read] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)  # one per HTTP request
     requests: int = 0
     failed_requests: int = 0
@@ -90,8 +75,8 @@ class QuoteReader(HttpUser):
         started = time.perf_counter()
         with self.client.get(path, name=name, catch_response=True) as response:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            outcomes = _outcomes(symbols, response.status_code, response.text)
-            errors = [f"{s}: {e}" for s, (_, _, e) in outcomes.items() if e]
+            answer = outcomes(symbols, response.status_code, response.text)
+            errors = [f"{s}: {e}" for s, (_, _, e) in answer.items() if e]
             if errors:
                 response.failure("; ".join(errors)[:300])
             else:
@@ -100,70 +85,16 @@ class QuoteReader(HttpUser):
             TALLY.requests += 1
             TALLY.failed_requests += bool(errors)
             TALLY.latencies_ms.append(elapsed_ms)
-            for symbol, (hit, stale, error) in outcomes.items():
-                TALLY.reads.append((symbol, warm[symbol], hit, stale, error))
+            for symbol, (hit, stale, error) in answer.items():
+                TALLY.reads.append(Read(symbol, warm[symbol], hit, stale, error))
                 if not error:  # a failed read cached nothing: the next one is still a first read
                     TALLY.completed.add(symbol)
 
 
-def _outcomes(symbols: list[str], status: int, text: str) -> dict[str, tuple[bool, bool, str]]:
-    """symbol → (hit, stale, error message or "")."""
-    try:
-        body: Any = json.loads(text)
-    except ValueError:
-        body = None
-    if status != 200 or not isinstance(body, dict):
-        message = body.get("error", {}).get("message", "") if isinstance(body, dict) else ""
-        return dict.fromkeys(symbols, (False, False, f"HTTP {status} {message}"[:160]))
-    items: list[dict[str, Any]] = body["quotes"] if "quotes" in body else [{"symbol": symbols[0], "quote": body}]
-    found: dict[str, tuple[bool, bool, str]] = {}
-    for item in items:
-        quote = item.get("quote")
-        if quote is None:
-            found[item["symbol"]] = (False, False, str(item.get("error", {}).get("message", "no quote"))[:160])
-        else:
-            stale = bool(quote.get("stale"))
-            found[item["symbol"]] = (bool(quote.get("cached")) and not stale, stale, "")
-    return {s: found.get(s, (False, False, "missing from the answer")) for s in symbols}
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def summary() -> dict[str, Any]:
     with TALLY.lock:
-        reads = list(TALLY.reads)
-        latencies = list(TALLY.latencies_ms)
-        requests, failed = TALLY.requests, TALLY.failed_requests
-    ok = [r for r in reads if not r[4]]
-    warm = [r for r in ok if r[1]]
-    cold = [r for r in ok if not r[1]]
-    errors: dict[str, int] = {}
-    for read in reads:
-        if read[4]:
-            errors[read[4]] = errors.get(read[4], 0) + 1
-    return {
-        "symbols_in_universe": len(SYMBOLS),
-        "top_ranked": ZIPF.ranked[:5],
-        "requests": requests,
-        "failed_requests": failed,
-        "reads": len(reads),
-        "failed_reads": len(reads) - len(ok),
-        "distinct_symbols_read": len({r[0] for r in reads}),
-        "cold_reads": len(cold),
-        "cold_hits": sum(1 for r in cold if r[2]),
-        "warm_reads": len(warm),
-        "warm_hits": sum(1 for r in warm if r[2]),
-        "stale_reads": sum(1 for r in ok if r[3]),
-        "warm_missed_symbols": sorted({r[0] for r in warm if not r[2]})[:20],
-        "p50_ms": round(_percentile(latencies, 0.50), 1),
-        "p99_ms": round(_percentile(latencies, 0.99), 1),
-        "top_errors": sorted(errors.items(), key=lambda e: -e[1])[:5],
-    }
+        result = summarize(list(TALLY.reads), list(TALLY.latencies_ms), TALLY.requests, TALLY.failed_requests)
+    return {**result, "symbols_in_universe": len(SYMBOLS), "top_ranked": ZIPF.ranked[:5]}
 
 
 def _write_summary(**_: Any) -> None:
