@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-ws bench bench-freshness deploy destroy
+.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-freshness deploy destroy
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt
@@ -36,14 +36,21 @@ lint: install
 
 # Load tests (locust, the spec's tool): start a local stack of their own, run headless, print numbers.
 # USERS, WS_USERS and SECONDS override the defaults (API: 50 users, cold then warm; WebSocket: 500
-# connections; 60 s per run).
+# connections; 60 s per run). load-quotes is the refresh-ahead acceptance (Zipf quote reads with the
+# scheduler running, warm hit rate >= 99 %): QUOTE_USERS, QUOTE_SECONDS (several quote TTLs), SEED.
 USERS ?= 50
 WS_USERS ?= 500
 SECONDS ?= 60
-load: load-api load-ws
+QUOTE_USERS ?= 50
+QUOTE_SECONDS ?= 300
+SEED ?=
+load: load-api load-quotes load-ws
 
 load-api: install redis
 	$(BIN)/python -m tests.load.run_api_load --users $(USERS) --seconds $(SECONDS)
+
+load-quotes: install redis
+	$(BIN)/python -m tests.load.run_quote_load --users $(QUOTE_USERS) --seconds $(QUOTE_SECONDS) $(if $(SEED),--seed $(SEED))
 
 load-ws: install redis
 	$(BIN)/python -m tests.load.run_ws_load --users $(WS_USERS) --seconds $(SECONDS)

@@ -87,7 +87,13 @@ class Container:
     def cache(self) -> Cache:
         if self._cache_override is not None:
             return self._cache_override
-        return RedisCache(self.redis, key_prefix=self.settings.cache_key_prefix)
+        s = self.settings
+        return RedisCache(
+            self.redis,
+            key_prefix=s.cache_key_prefix,
+            hot_set_max_symbols=s.quote_hot_set_max_symbols,
+            hot_set_window_seconds=s.quote_hot_set_window_seconds,
+        )
 
     @functools.cached_property
     def quotas(self) -> RedisQuotas:
@@ -270,6 +276,7 @@ class Container:
             runs=self.job_runs,
             broadcaster=self.broadcaster,
             popular_symbols=s.job_popular_symbols,
+            quote_refresh_max_symbols=s.job_quote_refresh_max_symbols,
         )
         return JobRunner(
             specs=job_specs(),

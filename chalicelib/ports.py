@@ -59,8 +59,19 @@ class Cache(Protocol):
 
     def get(self, key: str) -> CacheEntry | None: ...
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
-        """The entries found, keyed by key (one round trip)."""
+    def get_many(self, keys: Sequence[str], *, touch_hot: Sequence[str] = ()) -> dict[str, CacheEntry]:
+        """The entries found, keyed by key. ``touch_hot`` symbols are marked as read now in the hot set
+        (what the quote refresh keeps fresh ahead of readers), in the same round trip as the read."""
+        ...
+
+    def forget_hot(self, symbols: Sequence[str]) -> None:
+        """Drop symbols from the hot set (they turned out unknown: refreshing them would waste the
+        job's bound on names no vendor quotes)."""
+        ...
+
+    def hot_symbols(self, limit: int) -> list[str]:
+        """Symbols read within the hot-set window, most recently read first, at most ``limit``
+        ([] when the backend is down: the refresh then covers subscribed and popular symbols only)."""
         ...
 
     def set(self, key: str, value: str, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...

@@ -48,6 +48,8 @@ ENV_VARS: dict[str, str] = {
     "CACHE_STALE_TTL_SECONDS": "cache_stale_ttl_seconds",
     "CACHE_LOCK_TTL_SECONDS": "cache_lock_ttl_seconds",
     "CACHE_LOCK_WAIT_SECONDS": "cache_lock_wait_seconds",
+    "QUOTE_HOT_SET_MAX_SYMBOLS": "quote_hot_set_max_symbols",
+    "QUOTE_HOT_SET_WINDOW_SECONDS": "quote_hot_set_window_seconds",
     "JWT_ALGORITHM": "jwt_algorithm",
     "JWT_SECRET": "jwt_secret",
     "JWT_JWKS_URL": "jwt_jwks_url",
@@ -91,6 +93,7 @@ ENV_VARS: dict[str, str] = {
     "FANOUT_DISPATCH": "fanout_dispatch",
     "FANOUT_FUNCTION_NAME": "fanout_function_name",
     "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
+    "JOB_QUOTE_REFRESH_MAX_SYMBOLS": "job_quote_refresh_max_symbols",
     "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
     "JOB_FAILING_AFTER": "job_failing_after",
     # Resolved into JWT_SECRET, the provider keys and REDIS_URL's password at cold start
@@ -165,6 +168,10 @@ class Settings(BaseModel):
     cache_stale_ttl_seconds: int = Field(default=24 * 3600, ge=0)
     cache_lock_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
     cache_lock_wait_seconds: float = Field(default=2.0, ge=0, le=25)
+    # The hot set: quotes read within the window (at most this many, most recent kept), refreshed ahead
+    # of readers by the quote job (README "Refresh-ahead").
+    quote_hot_set_max_symbols: int = Field(default=2000, ge=1, le=100_000)
+    quote_hot_set_window_seconds: float = Field(default=600.0, gt=0, le=86_400)
 
     jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
     jwt_secret: SecretStr | None = None
@@ -234,6 +241,9 @@ class Settings(BaseModel):
 
     # Refreshed every minute and warmed every 6 h besides whatever is subscribed (comma-separated).
     job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(_split_symbols)] = DEFAULT_POPULAR_SYMBOLS
+    # A quote refresh run's total: subscribed and popular symbols always, hot symbols up to this many in
+    # all (5 Yahoo calls of 200 at the default; bounds the run's time and quota whatever readers do).
+    job_quote_refresh_max_symbols: int = Field(default=1000, ge=0, le=100_000)
     job_run_retention_days: int = Field(default=7, ge=1, le=365)
     # Consecutive failed runs after which /jobs/status calls a job "failing".
     job_failing_after: int = Field(default=3, ge=1, le=100)

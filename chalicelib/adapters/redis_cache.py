@@ -3,7 +3,10 @@
 Values are stored in an envelope that carries their own freshness deadline, while the Redis TTL covers
 freshness plus the stale window: a value stays readable as a stale copy after it stops being fresh.
 
-Redis being unreachable degrades the service to uncached (see redis_support).
+The hot set (`hot:quotes`, a sorted set scored by last read time) records which quotes readers looked
+at recently, so the quote refresh job can keep them fresh ahead of the next read.
+
+Redis being unreachable degrades the service to uncached, with no hot set (see redis_support).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from chalicelib.ports import CacheEntry, CacheUsage, KindCounters
 
 logger = Logger(child=True)
 
+# Hot set defaults (settings HOT_SET_MAX_SYMBOLS, HOT_SET_WINDOW_SECONDS override them).
+DEFAULT_HOT_SET_MAX_SYMBOLS = 2000
+DEFAULT_HOT_SET_WINDOW_SECONDS = 600.0
+
 # Compare-and-delete: release the lock only if we still own it (it may have expired and been re-taken).
 _RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -38,15 +45,34 @@ class RedisCache(DegradingRedisAdapter):
         *,
         key_prefix: str,
         retry_after_failure_seconds: float = 5.0,
+        hot_set_max_symbols: int = DEFAULT_HOT_SET_MAX_SYMBOLS,
+        hot_set_window_seconds: float = DEFAULT_HOT_SET_WINDOW_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
+        if hot_set_max_symbols < 1 or hot_set_window_seconds <= 0:
+            raise ValueError("the hot set needs a cap of at least 1 symbol and a positive window")
         self._clock = clock
+        self._hot_cap = hot_set_max_symbols
+        self._hot_window = hot_set_window_seconds
         self._release_script = client.register_script(_RELEASE_LOCK)
 
     @classmethod
-    def from_url(cls, url: str, *, key_prefix: str, socket_timeout_seconds: float) -> RedisCache:
-        return cls(redis_client(url, socket_timeout_seconds=socket_timeout_seconds), key_prefix=key_prefix)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_prefix: str,
+        socket_timeout_seconds: float,
+        hot_set_max_symbols: int = DEFAULT_HOT_SET_MAX_SYMBOLS,
+        hot_set_window_seconds: float = DEFAULT_HOT_SET_WINDOW_SECONDS,
+    ) -> RedisCache:
+        return cls(
+            redis_client(url, socket_timeout_seconds=socket_timeout_seconds),
+            key_prefix=key_prefix,
+            hot_set_max_symbols=hot_set_max_symbols,
+            hot_set_window_seconds=hot_set_window_seconds,
+        )
 
     # --- values -----------------------------------------------------------------------------------
 
@@ -71,21 +97,68 @@ class RedisCache(DegradingRedisAdapter):
             logger.warning("discarding unreadable cache entry", extra={"key": key})
             return None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
-        """One MGET for many keys (batch quotes); absent and unreadable keys are left out."""
-        if not self.available or not keys:
+    def get_many(self, keys: Sequence[str], *, touch_hot: Sequence[str] = ()) -> dict[str, CacheEntry]:
+        """One MGET for many keys (batch quotes); absent and unreadable keys are left out. With
+        ``touch_hot``, the hot set is updated in the same pipeline: one round trip, so marking what
+        readers look at costs them no extra latency."""
+        if not self.available or not (keys or touch_hot):
             return {}
+        pipe = self._client.pipeline(transaction=False)
+        if keys:
+            pipe.mget([self._key(k) for k in keys])
+        if touch_hot:
+            self._queue_hot_touch(pipe, touch_hot)
         try:
-            raws = self._client.mget([self._key(k) for k in keys])
+            replies = pipe.execute()
         except _REDIS_FAILURES as exc:
             self._failed("mget", exc)
             return {}
         found: dict[str, CacheEntry] = {}
-        for key, raw in zip(keys, raws, strict=True):
+        if not keys:
+            return found
+        for key, raw in zip(keys, replies[0], strict=True):
             entry = self._decode(key, raw)
             if entry is not None:
                 found[key] = entry
         return found
+
+    # --- hot set: symbols readers looked at recently (refreshed ahead by the quote job) -----------
+
+    def _hot_key(self) -> str:
+        return self._key("hot:quotes")
+
+    def _queue_hot_touch(self, pipe: redis.client.Pipeline, symbols: Sequence[str]) -> None:
+        """Score = last read time. Trimming rides along: entries older than the window go by score,
+        then the oldest beyond the cap go by rank. The set never holds more than cap + one call's
+        symbols before trimming, so each call removes at most that many (bounded work per read). The
+        key's own TTL is the window: a set nobody reads any more disappears by itself."""
+        now = self._clock()
+        key = self._hot_key()
+        pipe.zadd(key, dict.fromkeys(symbols, now))
+        pipe.zremrangebyscore(key, "-inf", f"({now - self._hot_window}")
+        pipe.zremrangebyrank(key, 0, -(self._hot_cap + 1))
+        pipe.pexpire(key, max(1, int(self._hot_window * 1000)))
+
+    def forget_hot(self, symbols: Sequence[str]) -> None:
+        if not self.available or not symbols:
+            return
+        try:
+            self._client.zrem(self._hot_key(), *symbols)
+        except _REDIS_FAILURES as exc:
+            self._failed("forget_hot", exc)
+
+    def hot_symbols(self, limit: int) -> list[str]:
+        """Most recently read first, within the window (entries past it may linger until the next
+        touch trims them; they are filtered out here)."""
+        if not self.available or limit <= 0:
+            return []
+        oldest = self._clock() - self._hot_window
+        try:
+            raw = self._client.zrevrangebyscore(self._hot_key(), "+inf", oldest, start=0, num=limit)
+        except _REDIS_FAILURES as exc:
+            self._failed("hot_symbols", exc)
+            return []
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
 
     def set_many(self, values: Mapping[str, str], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
         """Many writes in one round trip (a pipeline, not a transaction: each key stands alone)."""

@@ -11,7 +11,7 @@ Every run, whatever triggered it:
    with its counts, or ``failed`` with the error. A run that never finished (its Lambda was killed)
    shows as failed in /jobs/status once its timeout has passed.
 
-Bodies: quote refresh (subscribed + popular symbols, batched, within the shared quotas; publishes
+Bodies: quote refresh (subscribed + popular + recently read symbols, batched, within the shared quotas; publishes
 ``quote_update`` for values that changed), indices / market data (sectors, movers) / sentiment refresh
 (``market_update``, ``sector_update``, ``sentiment_update``), cache warming (quotes, profiles and 1y/1d
 history of the popular list) and cleanup (expired connections, subscriptions and job runs).
@@ -280,18 +280,32 @@ class JobDeps:
     runs: JobRunStore
     broadcaster: Callable[[], Broadcaster]  # built on first use: only jobs that publish need the endpoint
     popular_symbols: tuple[str, ...]
+    quote_refresh_max_symbols: int  # a run's total once hot symbols join (JOB_QUOTE_REFRESH_MAX_SYMBOLS)
     clock: Callable[[], float] = time.time
 
 
 def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
-    """Subscribed + popular symbols, in as few upstream calls as the vendors allow, inside the shared
-    quotas (an exhausted vendor is skipped; what no vendor can take this round waits for the next)."""
+    """Subscribed + popular + hot (recently read) symbols, de-duplicated, in as few upstream calls as
+    the vendors allow, inside the shared quotas (an exhausted vendor is skipped; what no vendor can take
+    this round waits for the next).
+
+    Refresh-ahead: hot symbols are refreshed whether or not their entry is still fresh, so a reader of a
+    symbol it looked at recently finds it cached. Subscribed and popular symbols always go; hot symbols
+    fill the run up to ``quote_refresh_max_symbols`` in all, most recently read first."""
     subscribed = [
         t.removeprefix(QUOTE_TOPIC_PREFIX) for t in deps.store.subscribed_topics() if t.startswith(QUOTE_TOPIC_PREFIX)
     ]
     symbols = list(dict.fromkeys([*subscribed, *deps.popular_symbols]))
+    room = max(0, deps.quote_refresh_max_symbols - len(symbols))
+    # Ask for enough that overlap with the symbols above cannot leave room unused.
+    listed = set(symbols)
+    candidates = [s for s in deps.market.recently_read_symbols(room + len(symbols)) if s not in listed]
+    hot = candidates[:room]
+    symbols.extend(hot)
     context.add("symbols", len(symbols))
     context.add("subscribed_symbols", len(subscribed))
+    context.add("hot_symbols", len(hot))
+    context.add("hot_deferred", len(candidates) - len(hot))
     calls: dict[str, int] = {}
     quotes = deps.market.refresh_quotes(symbols, deadline=context.deadline, upstream_calls=calls)
     for vendor, count in calls.items():

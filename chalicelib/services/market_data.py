@@ -211,7 +211,7 @@ class MarketDataService:
         """One symbol's quote. ``symbol`` is already normalized; ``deadline`` is a monotonic time
         (the Lambda's remaining time) that bounds lock waits and provider calls."""
         key = f"quote:{symbol}"
-        found = self._read_cached_quote(key)
+        found = self._read_cached_quote(key, touch_hot=symbol)
         if found is not None and found[0].is_fresh(self._clock()):
             self._record_lookup("quote", hit=True)
             return _quote_response(found[1], cached=True, stale=False)
@@ -237,6 +237,7 @@ class MarketDataService:
                 self._store_quotes({symbol: stored})
                 return _quote_response(stored, cached=False, stale=False)
             if symbol in batch.unknown:
+                self._cache.forget_hot([symbol])
                 raise _symbol_not_found(symbol, batch.unknown_reasons.get(symbol))
             failure = AllProvidersFailed(f"a quote for {symbol}", batch.outcome)
             return self._stale_quote_or_raise(symbol, found, failure)
@@ -270,6 +271,10 @@ class MarketDataService:
             if item.quote is not None and not item.quote.stale
         }
 
+    def recently_read_symbols(self, limit: int) -> list[str]:
+        """Symbols whose quotes readers asked for within the hot-set window, most recent first."""
+        return self._cache.hot_symbols(limit)
+
     def _quotes_with_errors(
         self,
         raw_symbols: Sequence[str],
@@ -295,7 +300,9 @@ class MarketDataService:
                 valid.append(symbol)
                 items[symbol] = BatchQuoteItem(symbol=symbol)
 
-        cached = self._cache.get_many([f"quote:{s}" for s in valid])
+        # A reader's lookup marks its symbols as recently read (same round trip); a refresh's does not,
+        # or the job would keep its own symbols hot forever.
+        cached = self._cache.get_many([f"quote:{s}" for s in valid], touch_hot=() if force else valid)
         now = self._clock()
         stale: dict[str, CachedQuote] = {}
         missing: list[str] = []
@@ -332,6 +339,8 @@ class MarketDataService:
                     items[symbol] = BatchQuoteItem(
                         symbol=symbol, quote=_quote_response(stored, cached=False, stale=False)
                     )
+                if batch.unknown:
+                    self._cache.forget_hot(sorted(batch.unknown))
                 for symbol in batch.unknown:
                     error = _symbol_not_found(symbol, batch.unknown_reasons.get(symbol))
                     items[symbol] = BatchQuoteItem(
@@ -355,8 +364,8 @@ class MarketDataService:
             stale_ttl_seconds=self._timings.stale_ttl_seconds,
         )
 
-    def _read_cached_quote(self, key: str) -> tuple[CacheEntry, CachedQuote] | None:
-        entry = self._cache.get(key)
+    def _read_cached_quote(self, key: str, *, touch_hot: str | None = None) -> tuple[CacheEntry, CachedQuote] | None:
+        entry = self._cache.get_many([key], touch_hot=[touch_hot]).get(key) if touch_hot else self._cache.get(key)
         if entry is None:
             return None
         stored = _decode_cached_quote(entry)

@@ -305,6 +305,80 @@ def test_a_refresh_larger_than_the_quota_takes_what_it_allows_and_leaves_the_res
     assert cache.get("quote:MSFT") is None  # in the second: next round
 
 
+# --- refresh-ahead: what readers looked at recently ------------------------------------------------
+
+
+def _read(client: Client, path: str) -> Any:
+    response = client.http.get(path, headers={"Authorization": f"Bearer {issue_dev_token('reader')}"})
+    assert response.status_code == 200, response.body
+    return json.loads(response.body)
+
+
+def _hot(redis_client: redis.Redis) -> list[str]:
+    members: list[bytes] = redis_client.zrevrange("app:hot:quotes", 0, -1)  # type: ignore[assignment]
+    return [m.decode() for m in members]
+
+
+def test_a_recently_read_symbol_is_refreshed_by_the_job_and_the_next_read_is_a_hit(
+    jobs_client: Client, redis_client: redis.Redis
+) -> None:
+    # GIVEN readers looked at NVDA (one quote) and GOOG, SPY (a batch) ...
+    assert _read(jobs_client, "/api/v1/market/quote/NVDA")["cached"] is False
+    assert [q["quote"]["cached"] for q in _read(jobs_client, "/api/v1/market/quotes?symbols=GOOG,SPY")["quotes"]] == [
+        False,
+        False,
+    ]
+    assert sorted(_hot(redis_client)) == ["GOOG", "NVDA", "SPY"]
+    # ... and their cached quotes have since expired.
+    redis_client.delete("app:quote:NVDA", "app:quote:GOOG", "app:quote:SPY")
+
+    result = invoke(jobs_client, "refresh_quotes")
+
+    assert result["status"] == "succeeded", result
+    counts = result["counts"]
+    assert counts["hot_symbols"] == 3
+    assert counts["symbols"] == 5  # AAPL, MSFT (popular) + the three hot ones
+    assert counts["refreshed"] == 5
+    assert counts["upstream_calls_yahoo"] == 1  # in the same batched call as the popular ones
+    # The job's own reads do not make the popular symbols "hot".
+    assert sorted(_hot(redis_client)) == ["GOOG", "NVDA", "SPY"]
+    # THEN the readers' next reads are hits.
+    assert _read(jobs_client, "/api/v1/market/quote/NVDA")["cached"] is True
+    batch = _read(jobs_client, "/api/v1/market/quotes?symbols=GOOG,SPY")["quotes"]
+    assert [q["quote"]["cached"] for q in batch] == [True, True]
+
+
+@pytest.mark.parametrize("jobs_client", [{"JOB_QUOTE_REFRESH_MAX_SYMBOLS": "3"}], indirect=True)
+def test_the_run_bound_keeps_the_most_recently_read_hot_symbols_and_defers_the_rest(
+    jobs_client: Client, redis_client: redis.Redis
+) -> None:
+    for symbol in ("NVDA", "GOOG", "AAPL"):  # AAPL is popular already: refreshed anyway, not counted as hot
+        _read(jobs_client, f"/api/v1/market/quote/{symbol}")
+    redis_client.delete("app:quote:NVDA", "app:quote:GOOG")
+
+    counts = invoke(jobs_client, "refresh_quotes")["counts"]
+
+    assert (counts["symbols"], counts["hot_symbols"], counts["hot_deferred"]) == (3, 1, 1)
+    assert _cached(redis_client, "quote:GOOG") is not None  # read more recently: refreshed
+    assert _cached(redis_client, "quote:NVDA") is None  # left for a run with room (or its next reader)
+
+
+@pytest.mark.parametrize("jobs_client", [{"JOB_QUOTE_REFRESH_MAX_SYMBOLS": "0"}], indirect=True)
+def test_subscribed_and_popular_symbols_are_refreshed_whatever_the_bound(
+    jobs_client: Client, redis_client: redis.Redis
+) -> None:
+    _read(jobs_client, "/api/v1/market/quote/NVDA")
+    counts = invoke(jobs_client, "refresh_quotes")["counts"]
+    assert (counts["symbols"], counts["refreshed"], counts["hot_symbols"], counts["hot_deferred"]) == (2, 2, 0, 1)
+
+
+def test_an_unknown_symbol_does_not_stay_hot(jobs_client: Client, redis_client: redis.Redis) -> None:
+    headers = {"Authorization": f"Bearer {issue_dev_token('reader')}"}
+    assert jobs_client.http.get("/api/v1/market/quote/ZZZZZ", headers=headers).status_code == 404
+    _read(jobs_client, "/api/v1/market/quotes?symbols=NVDA,QQQQQ")
+    assert _hot(redis_client) == ["NVDA"]
+
+
 # --- the endpoints ----------------------------------------------------------------------------------
 
 

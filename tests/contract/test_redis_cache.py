@@ -147,6 +147,10 @@ def test_unreachable_redis_degrades_every_operation(dead_redis_url: str) -> None
     assert cache.acquire_lock("quote:AAPL", ttl_seconds=5) is not None  # nothing to coordinate with
     cache.record_lookup("quote", hit=False)
     assert cache.lookup_counters() is None
+    # No hot set, and reads still answer (as misses) instead of raising.
+    assert cache.get_many(["quote:AAPL"], touch_hot=["AAPL"]) == {}
+    cache.forget_hot(["AAPL"])
+    assert cache.hot_symbols(10) == []
 
 
 def test_hanging_redis_is_cut_off_by_the_socket_timeout_and_then_skipped(blackhole_redis_url: str) -> None:
@@ -165,3 +169,117 @@ def test_cache_recovers_after_the_backoff(redis_url: str, redis_client: redis.Re
     time.sleep(0.15)
     cache.set("quote:AAPL", "v", fresh_ttl_seconds=60, stale_ttl_seconds=60)
     assert cache.get("quote:AAPL") is not None
+
+
+# --- hot set: what readers looked at recently --------------------------------------------------
+
+
+class CountingConnection(redis.Connection):
+    """Counts writes to the socket: one per command, one per pipeline (all its commands at once)."""
+
+    writes = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def counting_client(redis_url: str, redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    """A client on the suite's server whose round trips are counted (health checks off: no extra PINGs)."""
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool, health_check_interval=0)
+    client.ping()  # connect first: the handshake is not part of what is measured
+    CountingConnection.writes = 0
+    yield client
+    client.close()
+
+
+def hot_members(redis_client: redis.Redis, prefix: str = "t1:") -> dict[str, float]:
+    pairs: list[tuple[bytes, float]] = redis_client.zrange(f"{prefix}hot:quotes", 0, -1, withscores=True)  # type: ignore[assignment]
+    return {member.decode(): score for member, score in pairs}
+
+
+def test_a_read_marks_its_symbols_hot_in_the_same_round_trip(
+    counting_client: redis.Redis, redis_client: redis.Redis
+) -> None:
+    cache = RedisCache(counting_client, key_prefix="t1:")
+    cache.set("quote:AAPL", "a", fresh_ttl_seconds=60, stale_ttl_seconds=60)
+    CountingConnection.writes = 0
+
+    found = cache.get_many(["quote:AAPL", "quote:MSFT"], touch_hot=["AAPL", "MSFT"])
+
+    assert CountingConnection.writes == 1
+    assert set(found) == {"quote:AAPL"}
+    assert found["quote:AAPL"].value == "a"
+    members = hot_members(redis_client)
+    assert set(members) == {"AAPL", "MSFT"}
+    assert all(abs(score - time.time()) < 5 for score in members.values())
+    # The set carries its own expiry (the window): nobody reading any more leaves no orphan.
+    assert 0 < redis_client.pttl("t1:hot:quotes") <= 600_000
+
+
+def test_a_plain_read_does_not_touch_the_hot_set(cache: RedisCache, redis_client: redis.Redis) -> None:
+    cache.get_many(["quote:AAPL"])
+    cache.get("quote:AAPL")
+    assert redis_client.exists("t1:hot:quotes") == 0
+    assert cache.hot_symbols(10) == []
+
+
+def test_hot_symbols_come_most_recent_first_and_rereading_moves_a_symbol_up(redis_client: redis.Redis) -> None:
+    now = [1_000.0]
+    cache = RedisCache(redis_client, key_prefix="t1:", clock=lambda: now[0])
+    for symbol in ("AAPL", "MSFT", "NVDA"):
+        cache.get_many([f"quote:{symbol}"], touch_hot=[symbol])
+        now[0] += 1
+    assert cache.hot_symbols(10) == ["NVDA", "MSFT", "AAPL"]
+    cache.get_many(["quote:AAPL"], touch_hot=["AAPL"])
+    assert cache.hot_symbols(10) == ["AAPL", "NVDA", "MSFT"]
+    assert cache.hot_symbols(2) == ["AAPL", "NVDA"]
+
+
+def test_the_hot_set_is_capped_by_dropping_the_least_recently_read(redis_client: redis.Redis) -> None:
+    now = [1_000.0]
+    cache = RedisCache(redis_client, key_prefix="t1:", hot_set_max_symbols=3, clock=lambda: now[0])
+    for symbol in ("A", "B", "C", "D"):
+        cache.get_many([], touch_hot=[symbol])
+        now[0] += 1
+    assert set(hot_members(redis_client)) == {"B", "C", "D"}
+    cache.get_many([], touch_hot=["E", "F"])  # one call over the cap by more than one
+    assert set(hot_members(redis_client)) == {"D", "E", "F"}
+    assert cache.hot_symbols(10)[-1] == "D"
+
+
+def test_symbols_not_read_within_the_window_expire(redis_client: redis.Redis) -> None:
+    now = [1_000.0]
+    cache = RedisCache(redis_client, key_prefix="t1:", hot_set_window_seconds=60, clock=lambda: now[0])
+    cache.get_many([], touch_hot=["OLD"])
+    now[0] += 30
+    cache.get_many([], touch_hot=["MID"])
+    now[0] += 31  # OLD was read 61 s ago, MID 31 s ago
+    assert cache.hot_symbols(10) == ["MID"]  # filtered on read before any trim
+    assert set(hot_members(redis_client)) == {"OLD", "MID"}
+    cache.get_many([], touch_hot=["NEW"])  # the next touch trims by age
+    assert set(hot_members(redis_client)) == {"MID", "NEW"}
+    assert cache.hot_symbols(10) == ["NEW", "MID"]
+
+
+def test_the_hot_set_key_expires_on_its_own_after_the_window(redis_client: redis.Redis) -> None:
+    cache = RedisCache(redis_client, key_prefix="t1:", hot_set_window_seconds=0.1)
+    cache.get_many([], touch_hot=["AAPL"])
+    assert cache.hot_symbols(10) == ["AAPL"]
+    time.sleep(0.25)
+    assert redis_client.exists("t1:hot:quotes") == 0
+    assert cache.hot_symbols(10) == []
+
+
+def test_forgotten_symbols_leave_the_hot_set(cache: RedisCache) -> None:
+    cache.get_many([], touch_hot=["AAPL", "NOPE"])
+    cache.forget_hot(["NOPE"])
+    assert cache.hot_symbols(10) == ["AAPL"]
+
+
+def test_a_touching_read_on_an_unreachable_redis_is_a_miss_not_an_error(dead_redis_url: str) -> None:
+    cache = RedisCache.from_url(dead_redis_url, key_prefix="t1:", socket_timeout_seconds=0.2)
+    assert cache.get_many(["quote:AAPL"], touch_hot=["AAPL"]) == {}
+    assert cache.available is False

@@ -100,6 +100,9 @@ def test_reads_os_environ_when_no_mapping_is_given(clean_env: pytest.MonkeyPatch
         ("PROVIDER_TIMEOUT_SECONDS", "60"),
         ("REDIS_SOCKET_TIMEOUT_SECONDS", "-1"),
         ("CACHE_KEY_PREFIX", "mkt prefix:"),
+        ("QUOTE_HOT_SET_MAX_SYMBOLS", "0"),
+        ("QUOTE_HOT_SET_WINDOW_SECONDS", "0"),
+        ("JOB_QUOTE_REFRESH_MAX_SYMBOLS", "-1"),
         ("CACHE_KEY_PREFIX", "x" * 65),
         ("CACHE_STALE_TTL_SECONDS", "-5"),
         ("CACHE_LOCK_TTL_SECONDS", "0"),
@@ -128,6 +131,9 @@ def test_a_bad_value_is_refused_naming_its_variable(variable: str, value: str) -
         ("AWS_ENDPOINT_URL", "http://localhost:4566"),
         ("YFINANCE_CACHE_DIR", "/srv/market-data/yf"),
         ("JWT_LEEWAY_SECONDS", "300"),
+        ("QUOTE_HOT_SET_MAX_SYMBOLS", "1"),
+        ("QUOTE_HOT_SET_WINDOW_SECONDS", "0.5"),
+        ("JOB_QUOTE_REFRESH_MAX_SYMBOLS", "0"),
     ],
 )
 def test_boundary_and_well_formed_values_are_accepted(variable: str, value: str) -> None:
