@@ -136,3 +136,9 @@ def test_unknown_functions_and_oversized_events_are_refused_as_lambda_does(lambd
     with pytest.raises(ClientError) as too_large:
         lambda_client.invoke(FunctionName="fanout_worker", InvocationType="Event", Payload=big)
     assert too_large.value.response["Error"]["Code"] == "RequestTooLargeException"
+
+
+def test_the_apps_fanout_worker_is_served_under_its_chalice_name() -> None:
+    from infra.local.lambda_runtime import lambda_functions
+
+    assert lambda_functions() == {"fanout_worker": "fanout_worker"}
