@@ -17,9 +17,6 @@ so a shorter run measures the TTL, not the refresh-ahead. The quote job runs at 
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import importlib
 import json
 import os
 import random
@@ -39,25 +36,16 @@ from infra.local.token import issue_dev_token
 from tests.load.quote_reads import target_met
 from tests.load.run_api_load import REPO_ROOT, start_stack, stop_stack
 
-# Until the replay universe (infra.local.replay.universe, branch `replay`) lands: the symbols of the
-# shared daily S&P 500 file (2018 tickers; class shares with Yahoo's dash). LOAD_UNIVERSE_CSV overrides.
-SHARED_DAILY_CSV = Path("/work/shared/data/sp500_daily_2017-01-27_2018-02-07.csv.gz")
-
 
 def universe_symbols() -> tuple[list[str], str]:
-    """The symbols to read, and where they came from."""
-    try:
-        module: Any = importlib.import_module("infra.local.replay.universe")
-    except ModuleNotFoundError:
-        pass
-    else:
-        return sorted(module.load_universe().symbols), "infra.local.replay.universe"
-    path = Path(os.environ.get("LOAD_UNIVERSE_CSV") or SHARED_DAILY_CSV)
-    if not path.exists():
-        raise SystemExit(f"no replay universe module and no {path}; set LOAD_UNIVERSE_CSV to the daily CSV")
-    with gzip.open(path, "rt", newline="") as handle:
-        symbols = {row["symbol"].replace(".", "-") for row in csv.DictReader(handle)}
-    return sorted(symbols), str(path)
+    """The symbols to read, and where they came from: every symbol of the replay universe trading on the
+    replay's start day (REPLAY_START_DAY), so each one is quotable for the whole run."""
+    from infra.local.replay.transport import REPLAY_START_DAY_ENV, replay_start_index
+    from infra.local.replay.universe import load_universe
+
+    universe = load_universe()
+    start = replay_start_index(os.environ.get(REPLAY_START_DAY_ENV), universe.days)
+    return sorted(universe.trading_on(start)), f"replay universe, trading on {universe.days[start]}"
 
 
 def warm_up(host: str, *, timeout_seconds: float = 180.0) -> None:
