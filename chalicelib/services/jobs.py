@@ -84,6 +84,10 @@ class JobContext:
         return self.deadline - time.monotonic()
 
     def add_publish(self, report: PublishReport) -> None:
+        """What the round did from here: shard workers started (their own sends are counted by them:
+        FanoutSent and /ws/stats), or, delivered inline, the messages themselves."""
+        self.add("fanout_shards", report.shards)
+        self.add("fanout_dispatch_failed", report.dispatch_failed)
         self.add("messages_sent", report.sent)
         self.add("gone_connections", report.gone)
         self.add("messages_failed", report.failed)

@@ -86,7 +86,14 @@ def test_a_subscriber_gets_scheduler_made_quote_updates_within_one_interval(redi
         quotes = next(job for job in status["jobs"] if job["name"] == "refresh_quotes")
         assert quotes["last_run"]["status"] == "succeeded"
         assert quotes["last_run"]["trigger"] == "schedule"
-        assert quotes["last_run"]["counts"]["messages_sent"] >= 1
+        # The run started the shard workers; they posted (counted by them, shown by /ws/stats).
+        assert quotes["last_run"]["counts"]["fanout_shards"] >= 1
+        stats = requests.get(
+            f"http://127.0.0.1:{gateway_port}/api/v1/market/ws/stats",
+            headers={"Authorization": f"Bearer {issue_dev_token()}"},
+            timeout=30,
+        ).json()
+        assert stats["messages_last_hour"]["sent"] >= len(updates)
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
