@@ -104,13 +104,16 @@ def _quotable(stack: RunningStack, symbol: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(300)
-def test_fifty_drawn_symbols_and_the_renamed_ones_quote_on_the_replay_day(stack: RunningStack) -> None:
+def test_fifty_drawn_symbols_and_the_renamed_ones_quote_on_the_replay_day(
+    stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
     universe = load_universe()
     day = _replay_day(stack)
     seed = int(os.environ.get("OFFLINE_WORLD_SEED") or random.SystemRandom().randrange(1 << 30))
     trading = universe.trading_on(universe.days.index(day))
     drawn = random.Random(seed).sample(sorted(trading), DRAWN)
-    print(f"offline world: replay day {day}, seed {seed} (OFFLINE_WORLD_SEED={seed} draws the same symbols)")
+    with capsys.disabled():  # in `make test`'s output: the draw can be repeated
+        print(f"\noffline world: replay day {day}, seed {seed} (OFFLINE_WORLD_SEED={seed} draws the same symbols)")
     for symbol in [*drawn, *ALWAYS]:
         body = _quotable(stack, symbol)
         assert body["symbol"] == symbol
