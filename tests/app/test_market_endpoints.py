@@ -11,6 +11,7 @@ from chalice.test import Client
 from jsonschema import Draft202012Validator
 
 import app as app_module
+from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
 from tests.fakes import replay_universe as universe_data
 
@@ -89,10 +90,29 @@ def _sources(value: Any) -> set[str]:
         "/api/v1/market/news/AAPL?limit=3",
     ],
 )
-def test_replay_payloads_are_labelled_replay(client: Client, path: str) -> None:
+def test_replay_payloads_are_labelled_replay_with_their_replay_day(
+    client: Client, path: str, replay_transport: YahooReplayTransport
+) -> None:
     response = client.http.get(path, headers=_auth())
     assert response.status_code == 200, response.body
-    assert _sources(json.loads(response.body)) == {"replay"}
+    body = json.loads(response.body)
+    assert _sources(body) == {"replay"}
+    # Every payload says which replayed trading day it belongs to (one day for the whole response).
+    assert _replay_days(body) == {replay_transport.replay_day().isoformat()}
+
+
+def _replay_days(value: Any) -> set[str]:
+    """Every provenance block's `replay_day` (a payload, or the parts of /overview)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "source" in value and "replay_day" in value:
+            found.add(value["replay_day"])
+        for item in value.values():
+            found |= _replay_days(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _replay_days(item)
+    return found
 
 
 def test_second_read_is_a_cache_hit(client: Client) -> None:
