@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from chalicelib import observability
+from chalicelib.adapters.aws_clients import pooled_client
 from chalicelib.ports import DeliveryStatus
 
 logger = observability.logger
@@ -47,19 +48,12 @@ def _error_code(exc: BaseException) -> str:
 
 
 def management_client(endpoint_url: str, region: str, *, pool_size: int, timeout_seconds: float) -> Any:
-    import boto3  # on first use: cold start of functions that never post stays lighter
-    from botocore.config import Config
-
-    return boto3.client(
+    return pooled_client(
         "apigatewaymanagementapi",
+        region,
+        pool_size=pool_size,
+        timeout_seconds=timeout_seconds,
         endpoint_url=endpoint_url,
-        region_name=region,
-        config=Config(
-            connect_timeout=timeout_seconds,
-            read_timeout=timeout_seconds,
-            max_pool_connections=pool_size,
-            retries={"total_max_attempts": 1},  # tenacity retries; botocore's would multiply them
-        ),
     )
 
 

@@ -23,26 +23,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from chalicelib import observability
+from chalicelib.adapters.aws_clients import pooled_client
 from chalicelib.ports import DispatchReport, ShardTask
 
 logger = observability.logger
 
 
 def lambda_client(region: str, *, pool_size: int, timeout_seconds: float) -> Any:
-    import boto3  # on first use: functions that never dispatch stay lighter at cold start
-    from botocore.config import Config
-
-    # AWS_ENDPOINT_URL_LAMBDA (boto3's service-specific endpoint) points it at the local gateway.
-    return boto3.client(
-        "lambda",
-        region_name=region,
-        config=Config(
-            connect_timeout=timeout_seconds,
-            read_timeout=timeout_seconds,
-            max_pool_connections=pool_size,
-            retries={"total_max_attempts": 1},  # tenacity retries; botocore's would multiply them
-        ),
-    )
+    # No endpoint: AWS_ENDPOINT_URL_LAMBDA (boto3's service-specific endpoint) points it at the local gateway.
+    return pooled_client("lambda", region, pool_size=pool_size, timeout_seconds=timeout_seconds)
 
 
 class LambdaShardDispatcher:

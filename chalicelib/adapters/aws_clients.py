@@ -1,0 +1,28 @@
+"""boto3 clients for the calls we retry ourselves (tenacity): one place sets their pools and timeouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def pooled_client(
+    service: str, region: str, *, pool_size: int, timeout_seconds: float, endpoint_url: str | None = None
+) -> Any:
+    """A client whose connection pool fits the threads that share it (botocore's default is 10: more
+    threads would queue for a socket), with short timeouts and botocore's own retries off (our tenacity
+    retries would multiply them). boto3 is imported on first use: functions that never make these calls
+    stay lighter at cold start."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(
+            connect_timeout=timeout_seconds,
+            read_timeout=timeout_seconds,
+            max_pool_connections=pool_size,
+            retries={"total_max_attempts": 1},
+        ),
+    )
