@@ -202,6 +202,12 @@ def invoke(event: dict[str, Any], timeout_seconds: float, handler: str | None = 
     return decoded
 
 
+def _occupy(seconds: float) -> int:
+    """Keeps a worker busy briefly (so the pool starts the next one) and says which process it was."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
 # --- Gateway side. ---
 
 
@@ -250,6 +256,12 @@ class LambdaPool:
                 self._executor = self._new_executor()
                 executor.shutdown(wait=False, cancel_futures=True)
             raise
+
+    def start_all(self, timeout_seconds: float = 120.0) -> int:
+        """Start every worker now (each imports app.py: its cold start), as a warm fleet would be,
+        instead of on first use; returns how many distinct workers answered."""
+        futures = [self._executor.submit(_occupy, 0.5) for _ in range(self._workers)]
+        return len({future.result(timeout=timeout_seconds) for future in futures})
 
     def close(self, grace_seconds: float = 5.0) -> None:
         """Stop the workers: let in-flight invocations finish for grace_seconds, then terminate."""

@@ -409,6 +409,9 @@ def run(config: StackConfig, stack: contextlib.ExitStack) -> None:
 
     pool = LambdaPool()
     stack.callback(pool.close)
+    # Warm containers before "ready": the first request, refresh or fan-out invocation should not pay a
+    # worker's cold start (Lambda keeps warm containers around too; cold starts are measured separately).
+    logger.info("Lambda workers warm: %d", pool.start_all())
     invocations = AsyncInvocations(lambda_functions(), pool.invoke, stage=STAGE)
     registrars = [
         websocket_registrar(websocket_handlers(), limits=config.websocket_limits),

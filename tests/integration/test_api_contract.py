@@ -18,23 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
-import redis
 import requests
 import schemathesis
-from moto.server import ThreadedMotoServer
 from schemathesis import engine
 from schemathesis.engine import events
 
 from chalicelib.errors import ValidationFailed
 from chalicelib.models.market import Interval, Period
 from chalicelib.services.market_data import validate_history_request
-from chalicelib.settings import ENV_VARS
-from infra.local.gateway import GatewayThread, build_app
-from infra.local.lambda_runtime import LambdaPool, route_table
-from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
+from tests.integration.conftest import in_process_gateway, stack_environment
 
 pytestmark = pytest.mark.integration
 
@@ -43,53 +37,20 @@ FIXED_SEED = 20261201
 # cases per run, about half a minute on two cores.
 MAX_EXAMPLES = 10
 HISTORICAL_PATH = "/api/v1/market/historical/{symbol}"
-_FOREIGN_ENV = [*ENV_VARS, "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN"]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
 def stack_env(moto_endpoint: str, redis_url: str) -> Iterator[None]:
-    """The environment the spawned Lambda workers inherit (they start after this is set)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in _FOREIGN_ENV:
-            patch.delenv(name, raising=False)
-        for name, value in {
-            "STAGE": "local",
-            "MARKET_DATA_SOURCE": "replay",
-            "REDIS_URL": redis_url,
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            # The fuzzer sends hundreds of requests a minute as one user; the per-user limit (its 429 is
-            # declared, and tested in tests/app) would otherwise answer most of them.
-            "USER_RATE_LIMIT_PER_MINUTE": "1000000",
-        }.items():
-            patch.setenv(name, value)
+    # The fuzzer sends hundreds of requests a minute as one user; the per-user limit (its 429 is declared,
+    # and tested in tests/app) would otherwise answer most of them.
+    with stack_environment(moto_endpoint, redis_url, USER_RATE_LIMIT_PER_MINUTE="1000000"):
         yield
 
 
 @pytest.fixture(scope="module")
 def gateway_url(stack_env: None, moto_endpoint: str, redis_url: str) -> Iterator[str]:
-    create_tables(boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1"), "local")
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
-    pool = LambdaPool(workers=2)
-    try:
-        with GatewayThread(build_app(route_table(), pool)) as gateway:
-            yield gateway.url
-    finally:
-        pool.close()
+    with in_process_gateway(moto_endpoint, redis_url) as gateway:
+        yield gateway.url
 
 
 @pytest.fixture(scope="module")

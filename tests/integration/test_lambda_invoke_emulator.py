@@ -142,3 +142,15 @@ def test_the_apps_fanout_worker_is_served_under_its_chalice_name() -> None:
     from infra.local.lambda_runtime import lambda_functions
 
     assert lambda_functions() == {"fanout_worker": "fanout_worker"}
+
+
+def test_the_pool_can_start_every_worker_before_the_first_invocation() -> None:
+    from infra.local.lambda_runtime import LambdaPool
+
+    pool = LambdaPool(workers=2)
+    try:
+        answered = pool.start_all()
+        assert 1 <= answered <= 2
+        assert len(pool._executor._processes or {}) == 2, "both workers started (and imported app.py) up front"
+    finally:
+        pool.close()

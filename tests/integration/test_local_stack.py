@@ -6,80 +6,38 @@ last tests run `python -m infra.local.run` itself, as a developer would.
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import localstack_client.session as localstack_session
 import pytest
-import redis
 import requests
-from moto.server import ThreadedMotoServer
 
-from chalicelib.settings import ENV_VARS
-from infra.local.gateway import GatewayThread, build_app
-from infra.local.lambda_runtime import LambdaPool, route_table
 from infra.local.run import free_port, port_is_free
-from infra.local.tables import create_tables, table_definitions
+from infra.local.tables import table_definitions
 from infra.local.token import issue_dev_token
 from tests.conftest import REPO_ROOT
+from tests.integration.conftest import READY_LINE, OutputReader, in_process_gateway, run_env, stack_environment
 
 pytestmark = pytest.mark.integration
-
-READY_LINE = "Local stack ready"
-# Variables a developer's shell may carry that would point the stack somewhere else.
-_FOREIGN_ENV = [*ENV_VARS, "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN", "GATEWAY_HOST", "LOCAL_REDIS_PORT"]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
 def stack_env(moto_endpoint: str, redis_url: str) -> Iterator[None]:
-    """The environment the spawned Lambda workers inherit (they start after this is set)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in _FOREIGN_ENV:
-            patch.delenv(name, raising=False)
-        for name, value in {
-            "STAGE": "local",
-            "MARKET_DATA_SOURCE": "replay",
-            "REDIS_URL": redis_url,
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }.items():
-            patch.setenv(name, value)
+    with stack_environment(moto_endpoint, redis_url):
         yield
 
 
 @pytest.fixture(scope="module")
 def api(stack_env: None, moto_endpoint: str, redis_url: str) -> Iterator[str]:
     """Base URL of the REST API on a gateway listening on a free port."""
-    create_tables(boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1"), "local")
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # our own server: the first quote must be a miss
-    client.close()
-    pool = LambdaPool(workers=2)
-    try:
-        with GatewayThread(build_app(route_table(), pool)) as gateway:
-            yield f"{gateway.url}/api/v1/market"
-    finally:
-        pool.close()
+    with in_process_gateway(moto_endpoint, redis_url) as gateway:
+        yield f"{gateway.url}/api/v1/market"
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +95,6 @@ def test_encoded_path_traversal_in_a_symbol_is_400(api: str, auth: dict[str, str
 # --- `python -m infra.local.run` as a developer runs it. ---
 
 
-def _run_env(**overrides: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name not in _FOREIGN_ENV}
-    return {**env, "PYTHONUNBUFFERED": "1", **overrides}
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("variable", ["GATEWAY_PORT", "MOTO_PORT"])
 def test_run_refuses_a_taken_port_with_one_clear_line(variable: str) -> None:
@@ -153,7 +106,7 @@ def test_run_refuses_a_taken_port_with_one_clear_line(variable: str) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "infra.local.run"],
             cwd=REPO_ROOT,
-            env=_run_env(**ports),
+            env=run_env(**ports),
             capture_output=True,
             text=True,
             timeout=60,
@@ -163,29 +116,6 @@ def test_run_refuses_a_taken_port_with_one_clear_line(variable: str) -> None:
     assert f"port {port}" in result.stderr
     assert variable in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-
-
-class _OutputReader:
-    """Drains a process's stdout on a thread (its handlers log there too) so the pipe never fills."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._thread = threading.Thread(target=self._drain, args=(process,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.lines.put(line)
-
-    def banner(self, timeout: float) -> list[str]:
-        """Lines up to and including the block after the ready line."""
-        seen: list[str] = []
-        while True:
-            line = self.lines.get(timeout=timeout)
-            seen.append(line)
-            if "curl -H" in line:
-                return seen
 
 
 @pytest.mark.timeout(120)
@@ -198,13 +128,13 @@ def test_run_serves_the_api_and_stops_cleanly_on_sigint(
         process = subprocess.Popen(
             [sys.executable, "-m", "infra.local.run"],
             cwd=REPO_ROOT,
-            env=_run_env(GATEWAY_PORT=str(gateway_port), MOTO_PORT=str(moto_port), REDIS_URL=redis_url),
+            env=run_env(GATEWAY_PORT=str(gateway_port), MOTO_PORT=str(moto_port), REDIS_URL=redis_url),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
         )
     try:
-        reader = _OutputReader(process)
+        reader = OutputReader(process)
         try:
             banner = reader.banner(timeout=60)
         except queue.Empty:

@@ -13,9 +13,7 @@ import os
 import queue
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +26,7 @@ import pytest
 import requests
 
 from infra.local.replay.universe import load_universe
-from infra.local.run import free_port
-from tests.conftest import REPO_ROOT
-from tests.integration.test_local_stack import READY_LINE, _OutputReader, _run_env
+from tests.integration.conftest import local_run
 
 pytestmark = pytest.mark.integration
 
@@ -52,38 +48,9 @@ class RunningStack:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    gateway_port, moto_port = free_port(), free_port()
-    stderr_path = tmp_path_factory.mktemp("offline-world") / "run.stderr"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.run"],
-            cwd=REPO_ROOT,
-            env=_run_env(GATEWAY_PORT=str(gateway_port), MOTO_PORT=str(moto_port), REDIS_URL=redis_url),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    try:
-        reader = _OutputReader(process)
-        try:
-            banner = reader.banner(timeout=90)
-        except queue.Empty:
-            pytest.fail(f"no ready banner within 90s; stderr:\n{stderr_path.read_text()}")
-        assert any(READY_LINE in line for line in banner)
-        token = next(line.split()[-1] for line in banner if "Dev token" in line)
-        yield RunningStack(
-            api=f"http://127.0.0.1:{gateway_port}/api/v1/market",
-            ws_url=f"ws://127.0.0.1:{gateway_port}/api/v1/market/ws/market-data",
-            headers={"Authorization": f"Bearer {token}"},
-            token=token,
-        )
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with local_run(redis_url, tmp_path_factory.mktemp("offline-world")) as run:
+        yield RunningStack(api=run.api, ws_url=run.ws_url, headers={"Authorization": f"Bearer {run.token}"},
+                           token=run.token)  # fmt: skip
 
 
 def _replay_day(stack: RunningStack) -> date:

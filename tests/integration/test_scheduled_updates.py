@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +14,8 @@ import pytest
 import requests
 import websocket
 
-from infra.local.run import free_port
 from infra.local.token import issue_dev_token
-from tests.conftest import REPO_ROOT
-from tests.integration.test_local_stack import _OutputReader, _run_env
+from tests.integration.conftest import local_run
 
 pytestmark = pytest.mark.integration
 
@@ -29,27 +25,11 @@ OFF = "refresh_indices=off,refresh_market=off,refresh_sentiment=off,warm_cache=o
 
 @pytest.mark.timeout(120)
 def test_a_subscriber_gets_scheduler_made_quote_updates_within_one_interval(redis_url: str, tmp_path: Path) -> None:
-    gateway_port, moto_port = free_port(), free_port()
-    stderr_path = tmp_path / "run.stderr"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.run"],
-            cwd=REPO_ROOT,
-            env=_run_env(
-                GATEWAY_PORT=str(gateway_port),
-                MOTO_PORT=str(moto_port),
-                REDIS_URL=redis_url,
-                CACHE_KEY_PREFIX="e2e:",
-                LOCAL_SCHEDULE=f"refresh_quotes={REFRESH_SECONDS:g}s,{OFF}",
-                REPLAY_STEP_SECONDS=str(REFRESH_SECONDS),  # a new real daily bar every refresh
-            ),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    try:
-        reader = _OutputReader(process)
-        reader.banner(timeout=60)
+    schedule = {"LOCAL_SCHEDULE": f"refresh_quotes={REFRESH_SECONDS:g}s,{OFF}",
+                "REPLAY_STEP_SECONDS": str(REFRESH_SECONDS),  # a new real daily bar every refresh
+                "CACHE_KEY_PREFIX": "e2e:"}  # fmt: skip
+    with local_run(redis_url, tmp_path, env=schedule) as run:
+        gateway_port = run.gateway_port
         url = f"ws://127.0.0.1:{gateway_port}/api/v1/market/ws/stock-quotes?token={issue_dev_token('e2e')}"
         ws = websocket.create_connection(url, timeout=30)
         try:
@@ -95,10 +75,6 @@ def test_a_subscriber_gets_scheduler_made_quote_updates_within_one_interval(redi
         ).json()
         assert stats["messages_last_hour"]["sent"] >= len(updates)
 
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
-        assert "Traceback" not in stderr_path.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(timeout=20) == 0
+        assert "Traceback" not in run.stderr_path.read_text()

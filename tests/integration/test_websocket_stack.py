@@ -15,24 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import redis
 import requests
 import websocket
-from moto.server import ThreadedMotoServer
 
 from chalicelib.bootstrap import Container
 from chalicelib.models.streaming import quote_update
 from chalicelib.ports import ConnectionRecord, DeliveryStatus
-from chalicelib.settings import ENV_VARS, load_settings
-from infra.local.gateway import GatewayThread, build_app
-from infra.local.lambda_runtime import LambdaPool, route_table, websocket_handlers
+from chalicelib.settings import load_settings
+from infra.local.gateway import GatewayThread
+from infra.local.lambda_runtime import websocket_handlers
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.run import free_port
-from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
 from infra.local.websocket import CONNECTION_REGISTRY, WebSocketLimits, websocket_registrar
+from tests.integration.conftest import in_process_gateway, stack_environment
 from tests.real_rounds import daily_quotes
 from tests.ws_protocol import assert_server_message
 
@@ -40,16 +37,6 @@ pytestmark = pytest.mark.integration
 
 JS_DIR = Path(__file__).parent / "js"
 PREFIX = "wsit:"
-_FOREIGN_ENV = [*ENV_VARS, "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN"]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 class Stack:
@@ -71,37 +58,17 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(moto_endpoint: str, redis_url: str) -> Iterator[Stack]:
     port = free_port()
-    env = {
-        "STAGE": "local",
-        "MARKET_DATA_SOURCE": "replay",
-        "REDIS_URL": redis_url,
+    extra = {
         "CACHE_KEY_PREFIX": PREFIX,
-        "AWS_ENDPOINT_URL": moto_endpoint,
         "WEBSOCKET_MANAGEMENT_ENDPOINT": f"http://127.0.0.1:{port}",
         "WS_MAX_CONNECTIONS_PER_USER": "3",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name in _FOREIGN_ENV:
-            patch.delenv(name, raising=False)
-        for name, value in {
-            **env,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }.items():
-            patch.setenv(name, value)  # before the pool exists: spawned workers inherit it
-        create_tables(boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1"), "local")
-        client = redis.Redis.from_url(redis_url)
-        client.flushdb()
-        client.close()
-        pool = LambdaPool(workers=2)
-        registrar = websocket_registrar(websocket_handlers(), limits=WebSocketLimits(idle_timeout_seconds=30))
-        try:
-            with GatewayThread(build_app(route_table(), pool, registrars=[registrar]), port=port) as gateway:
-                yield Stack(gateway, env)
-        finally:
-            pool.close()
+    registrar = websocket_registrar(websocket_handlers(), limits=WebSocketLimits(idle_timeout_seconds=30))
+    with (
+        stack_environment(moto_endpoint, redis_url, **extra) as env,
+        in_process_gateway(moto_endpoint, redis_url, registrars=[registrar], port=port) as gateway,
+    ):
+        yield Stack(gateway, env)
 
 
 def _receive_until(ws: websocket.WebSocket, wanted: str, timeout: float = 15.0) -> list[dict[str, Any]]:
