@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-freshness deploy destroy
+.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt
@@ -56,8 +56,13 @@ load-ws: install redis
 	$(BIN)/python -m tests.load.run_ws_load --users $(WS_USERS) --seconds $(SECONDS)
 
 # Benchmarks (scripts that print numbers measured in one run; not timed tests).
-bench: install redis
-	$(BIN)/python -m tests.bench.bench_websocket_fanout
+# bench-fanout: spec vs batch WebSocket fan-out at CONNECTIONS (1,000) x 20 Zipf symbols, 5 scheduled rounds
+# each, refresh every 60 s (about 30 minutes on 2 cores; README "Tests and checks"). bench is the same.
+CONNECTIONS ?= 1000
+bench: bench-fanout
+
+bench-fanout: install redis
+	$(BIN)/python -m tests.bench.bench_fanout --connections $(CONNECTIONS)
 
 # Quote freshness end to end at the deployed cadence (1-minute refresh): about 5 minutes.
 bench-freshness: install redis

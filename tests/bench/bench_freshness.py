@@ -21,7 +21,7 @@ import websocket
 
 from infra.local.run import free_port
 from infra.local.token import issue_dev_token
-from tests.bench.bench_websocket_fanout import percentile
+from tests.bench.bench_fanout import percentile
 from tests.load.run_api_load import clear_prefix, start_stack, stop_stack
 
 TARGET_SECONDS = 60.0
