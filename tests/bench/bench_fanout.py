@@ -74,6 +74,7 @@ MODEL_USERS, MODEL_TICKS_PER_DAY, MODEL_DAYS, PRICE_PER_MILLION = 10_000, 390, 2
 STARTUP_GUESS_SECONDS = 4.0
 WINDOW_LEAD_SECONDS = 0.5
 SETUP_TIMEOUT_SECONDS = 60.0
+HEARTBEAT_SECONDS = 60.0
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -200,7 +201,11 @@ async def _clients(
             token = issue_dev_token(f"bench-{fmt}-{connection.index}")
             async with in_flight:
                 try:
-                    ws = await session.ws_connect(f"{url}?token={token}&format={fmt}", autoping=True, heartbeat=None)
+                    # WebSocket pings every 60 s: API Gateway (and the emulator) close a connection after 10 min
+                    # without a frame from the client, and a long setup plus the rounds can exceed that.
+                    ws = await session.ws_connect(
+                        f"{url}?token={token}&format={fmt}", autoping=True, heartbeat=HEARTBEAT_SECONDS
+                    )
                 except Exception as exc:
                     failures.append(f"connect {connection.index}: {type(exc).__name__}: {exc}")
                     return
