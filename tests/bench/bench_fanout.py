@@ -71,7 +71,7 @@ MAX_BATCH_TO_SPEC_P99 = 0.1
 MODEL_USERS, MODEL_TICKS_PER_DAY, MODEL_DAYS, PRICE_PER_MILLION = 10_000, 390, 21, 1.00
 # The stack's startup (moto, Redis, tables, workers) before its scheduler starts, measured here (2 cores):
 # used only to put the replay step boundaries half a period away from the refresh fires.
-STARTUP_GUESS_SECONDS = 4.0
+STARTUP_GUESS_SECONDS = 10.0
 WINDOW_LEAD_SECONDS = 0.5
 SETUP_TIMEOUT_SECONDS = 60.0
 HEARTBEAT_SECONDS = 60.0
@@ -447,11 +447,21 @@ def measure_format(stack: Stack, fmt: str, plans: list[list[str]], args: argpars
     # Each round ↔ the replay step current when it fired: as_of in (fire - period, fire].
     # The fan-out's own start per round: its publish() (the stored round's id, epoch ms), the issue's
     # original measure ("publish() start → client receipt"); the earliest stored round of that step.
+    # A stored round belongs to the last fire at or before its publish; its items' as_of names it in what
+    # the clients received. (Without a stored round, the replay step current at the fire.)
     publish_start: dict[float, float] = {}
-    for publish_at, as_of in published:
-        for fire in fires:
-            if fire - period < as_of <= fire:
-                publish_start[fire] = min(publish_start.get(fire, publish_at), publish_at)
+    fire_of: dict[float, float] = {}
+    for publish_at, as_of in sorted(published):
+        owners = [f for f in fires if f <= publish_at]
+        if owners and publish_at < owners[-1] + period:
+            fire_of.setdefault(as_of, owners[-1])
+            publish_start.setdefault(owners[-1], publish_at)
+
+    def round_of(as_of: float) -> float | None:
+        if as_of in fire_of:
+            return fire_of[as_of]
+        return next((f for f in fires if f - period < as_of <= f and f not in publish_start), None)
+
     latencies: list[float] = []
     from_publish: list[float] = []
     frames: list[int] = []
@@ -459,7 +469,7 @@ def measure_format(stack: Stack, fmt: str, plans: list[list[str]], args: argpars
     for report in reports:
         stamps = {_epoch(k): v for k, v in report["rounds"].items()}
         for fire in fires:
-            got = [v for t, v in stamps.items() if fire - period < t <= fire]
+            got = [v for t, v in stamps.items() if round_of(t) == fire]
             if not got:
                 missing += 1
                 continue
@@ -471,9 +481,7 @@ def measure_format(stack: Stack, fmt: str, plans: list[list[str]], args: argpars
     gaps_in_window = sum(1 for r in reports for at, _, _ in r["anomalies"] if window_start <= at)
     holes = sum(r["last_seq"] - r["seqs"] for r in reports)
     lost = missing + gaps_in_window + holes
-    with_all = sum(
-        1 for r in reports if all(any(fire - period < _epoch(k) <= fire for k in r["rounds"]) for fire in fires)
-    )
+    with_all = sum(1 for r in reports if all(any(round_of(_epoch(k)) == fire for k in r["rounds"]) for fire in fires))
     starts = [r.started_at.timestamp() for r in runs]
     durations = [(r.duration_ms or 0) / 1000 for r in runs]
     refresh = [publish_start[f] - f for f in fires if f in publish_start]
