@@ -431,9 +431,10 @@ class StreamState(Protocol):
         """True at most once per ``interval_seconds`` per connection (True when the backend is down)."""
         ...
 
-    def claim_change(self, topic: str, fingerprint: str) -> bool:
-        """Atomically record ``fingerprint`` as the topic's latest; False when it already was (unchanged:
-        nothing to send). True when the backend is down (re-sending beats losing an update)."""
+    def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
+        """For each (topic, fingerprint), atomically per topic, record the fingerprint as the topic's
+        latest; False where it already was (unchanged: nothing to send). One round trip for all. True
+        when the backend is down (re-sending beats losing an update)."""
         ...
 
     def forget(self, topic: str) -> None:

@@ -153,6 +153,10 @@ def on_shard_invocation(event: Mapping[str, Any]) -> dict[str, int]:
         observability.count("FanoutInvocationRejected")
         return {"sent": 0, "gone": 0, "failed": 0}
     container = bootstrap.container()
+    # Appended keys outlive the invocation in a warm container: removed again so later lines are not mislabelled.
     observability.logger.append_keys(round=task.round, shard=task.shard)
-    report = container.streaming.deliver_shard(task.round, task.shard, container.broadcaster())
+    try:
+        report = container.streaming.deliver_shard(task.round, task.shard, container.broadcaster())
+    finally:
+        observability.logger.remove_keys(["round", "shard"])
     return {"sent": report.sent, "gone": report.gone, "failed": report.failed, "connections": report.connections}

@@ -1,6 +1,7 @@
 """Fan-out memory in Redis: the last fingerprint published per topic, and delivery counters.
 
-``claim_change`` is one Lua script (compare and set), so two refresh runs racing on one topic send a
+``claim_changes`` runs one Lua script per topic (compare and set), all of a round's topics pipelined into
+one round trip, so two refresh runs racing on one topic send a
 changed value once, not twice. Counters are per UTC minute (``ws:count:<name>:<epoch minute>``, kept two
 hours) so "messages sent in the last hour" is one MGET of 60 keys per name.
 
@@ -59,14 +60,21 @@ class RedisStreamState(DegradingRedisAdapter):
         self._sequence = client.register_script(_SEQUENCE)
         self._clock = clock
 
-    def claim_change(self, topic: str, fingerprint: str) -> bool:
+    def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
+        if not changes:
+            return []
         if not self.available:
-            return True
+            return [True] * len(changes)
         try:
-            return bool(self._claim(keys=[self._key(f"ws:last:{topic}")], args=[fingerprint, _FINGERPRINT_TTL_SECONDS]))
+            pipe = self._client.pipeline(transaction=False)
+            for topic, fingerprint in changes:
+                self._claim(
+                    keys=[self._key(f"ws:last:{topic}")], args=[fingerprint, _FINGERPRINT_TTL_SECONDS], client=pipe
+                )
+            return [bool(result) for result in pipe.execute()]
         except REDIS_FAILURES as exc:
-            self._failed("claim_change", exc)
-            return True
+            self._failed("claim_changes", exc)
+            return [True] * len(changes)
 
     def forget(self, topic: str) -> None:
         if not self.available:

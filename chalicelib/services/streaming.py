@@ -374,17 +374,13 @@ class StreamingService:
         lane = lane or lane_of(updates)
         registry = self._store.topic_registry()
         subscribed = set(registry.topics())
-        changed: list[StreamUpdate] = []
-        for update in updates:
-            report.topics += 1
-            if update.topic not in subscribed:
-                # Nobody to tell. Not claimed, so a later subscriber's first refresh sends it.
-                report.without_subscribers += 1
-                continue
-            if not self._state.claim_change(update.topic, update.fingerprint):
-                report.unchanged += 1
-                continue
-            changed.append(update)
+        report.topics = len(updates)
+        # Nobody to tell: not claimed, so a later subscriber's first refresh sends it.
+        wanted = [update for update in updates if update.topic in subscribed]
+        report.without_subscribers = len(updates) - len(wanted)
+        claimed = self._state.claim_changes([(update.topic, update.fingerprint) for update in wanted])
+        changed = [update for update, is_new in zip(wanted, claimed, strict=True) if is_new]
+        report.unchanged = len(wanted) - len(changed)
         shards = registry.shards_for(update.topic for update in changed)
         report.lookup_seconds = time.monotonic() - started
         if not shards:

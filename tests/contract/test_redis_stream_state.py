@@ -23,14 +23,19 @@ class Clock:
         return self.now
 
 
+def _claim(state: RedisStreamState, topic: str, fingerprint: str) -> bool:
+    (changed,) = state.claim_changes([(topic, fingerprint)])
+    return changed
+
+
 def test_a_fingerprint_is_claimed_once_until_it_changes(redis_client: redis.Redis) -> None:
     state = RedisStreamState(redis_client, key_prefix="t:")
-    assert state.claim_change("quote:AAPL", "v1") is True
-    assert state.claim_change("quote:AAPL", "v1") is False
-    assert state.claim_change("quote:AAPL", "v2") is True
-    assert state.claim_change("quote:MSFT", "v2") is True  # per topic
+    assert _claim(state, "quote:AAPL", "v1") is True
+    assert _claim(state, "quote:AAPL", "v1") is False
+    assert _claim(state, "quote:AAPL", "v2") is True
+    assert _claim(state, "quote:MSFT", "v2") is True  # per topic
     state.forget("quote:AAPL")
-    assert state.claim_change("quote:AAPL", "v2") is True
+    assert _claim(state, "quote:AAPL", "v2") is True
 
 
 def test_racing_publishers_send_a_change_once(redis_client: redis.Redis) -> None:
@@ -41,7 +46,7 @@ def test_racing_publishers_send_a_change_once(redis_client: redis.Redis) -> None
 
     def claim() -> None:
         barrier.wait()
-        won = state.claim_change("channel:indices", "same-value")
+        won = _claim(state, "channel:indices", "same-value")
         with lock:
             wins.append(won)
 
@@ -68,8 +73,8 @@ def test_counters_sum_the_last_sixty_minutes(redis_client: redis.Redis) -> None:
 def test_unreachable_redis_resends_rather_than_loses_and_reports_no_counts() -> None:
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
     state = RedisStreamState(dead, key_prefix="t:")
-    assert state.claim_change("quote:AAPL", "v1") is True
-    assert state.claim_change("quote:AAPL", "v1") is True  # cannot tell: send again
+    assert _claim(state, "quote:AAPL", "v1") is True
+    assert _claim(state, "quote:AAPL", "v1") is True  # cannot tell: send again
     state.add_counts({"sent": 1})
     assert state.counts_last_hour() is None
 
@@ -138,3 +143,23 @@ def test_unreachable_redis_sends_unsequenced_and_allows_resync() -> None:
     claims = [SequenceClaim("c1", 2, "quote", 1), SequenceClaim("c2", 1)]
     assert state.claim_sequences(claims, ttl_seconds=TTL) == [SEQ_UNSEQUENCED, SEQ_UNSEQUENCED]
     assert state.allow_resync("c1", interval_seconds=10) is True
+
+
+def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_client: redis.Redis) -> None:
+    state = RedisStreamState(redis_client, key_prefix="claims:")
+    assert state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m1")]) == [True, True]
+    pipelines: list[int] = []
+    real_pipeline = redis_client.pipeline
+
+    def counting_pipeline(*args: object, **kwargs: object) -> redis.client.Pipeline:
+        pipelines.append(1)
+        return real_pipeline(*args, **kwargs)
+
+    redis_client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        claimed = state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m2"), ("quote:GOOGL", "g1")])
+    finally:
+        redis_client.pipeline = real_pipeline  # type: ignore[method-assign]
+    assert claimed == [False, True, True]
+    assert len(pipelines) == 1, "all of a round's claims go out in one pipeline"
+    assert state.claim_changes([]) == []
