@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 1>&2
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 1>&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip<26.3" 1>&2  # chalice 1.34 requires pip<26.3
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 1>&2
 	@touch $@
 

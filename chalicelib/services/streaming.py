@@ -455,6 +455,18 @@ class StreamingService:
         observability.count("FanoutFailed", value=report.failed)
         observability.count("FanoutRoundDropped", value=report.dropped)
         observability.milliseconds("ShardDeliveryDuration", (time.monotonic() - started) * 1000)
+        logger.info(
+            "shard delivered",
+            extra={
+                "shard": shard,
+                "connections": report.connections,
+                "sent": report.sent,
+                "gone": report.gone,
+                "failed": report.failed,
+                "lookup_seconds": round(report.lookup_seconds, 4),
+                "send_seconds": round(report.send_seconds, 4),
+            },
+        )
         return report
 
     def publish_quotes(self, quotes: Sequence[QuoteResponse], broadcaster: Broadcaster) -> PublishReport:

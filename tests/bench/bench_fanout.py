@@ -261,6 +261,8 @@ class Stack:
     redis_url: str
     scheduler_started: float
     recording: Path
+    # The fanout_worker's "shard delivered" log lines: (time, connections, sent, send seconds).
+    deliveries: list[tuple[float, int, int, float]] = field(default_factory=list)
 
     @property
     def host(self) -> str:
@@ -272,10 +274,17 @@ def _log_time(line: str) -> float:
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _drain(process: subprocess.Popen[str], log_path: Path | None) -> None:
+def _drain(
+    process: subprocess.Popen[str], log_path: Path | None, deliveries: list[tuple[float, int, int, float]]
+) -> None:
     with Path(log_path or os.devnull).open("w") as log:
         for line in process.stdout or ():
             log.write(line)
+            if '"message":"shard delivered"' in line:
+                with contextlib.suppress(ValueError, KeyError):
+                    entry = json.loads(line)
+                    at = datetime.strptime(entry["timestamp"], "%Y-%m-%d %H:%M:%S,%f%z").timestamp()
+                    deliveries.append((at, int(entry["connections"]), int(entry["sent"]), float(entry["send_seconds"])))
 
 
 def start_stack(env_extra: dict[str, str], recording: Path, log_path: Path | None = None) -> Stack:
@@ -311,10 +320,11 @@ def start_stack(env_extra: dict[str, str], recording: Path, log_path: Path | Non
             scheduler_started = _log_time(line)
         if line.startswith("Local stack ready"):
             # Keep draining the stack's output, or its log writes would block once the pipe fills.
-            threading.Thread(target=_drain, args=(process, log_path), daemon=True).start()
             if not scheduler_started:
                 raise SystemExit("the stack's scheduler did not log its start")
-            return Stack(process, port, moto_port, redis_url, scheduler_started, recording)
+            stack = Stack(process, port, moto_port, redis_url, scheduler_started, recording)
+            threading.Thread(target=_drain, args=(process, log_path, stack.deliveries), daemon=True).start()
+            return stack
     raise SystemExit("the local stack exited before it was ready")
 
 
@@ -518,6 +528,15 @@ def measure_format(stack: Stack, fmt: str, plans: list[list[str]], args: argpars
         f"  rounds seen by every connection: {with_all}/{n} connections saw all {rounds}; "
         f"missing (connection, round): {missing}; seq gaps in window: {gaps_in_window}; seq holes: {holes}"
     )
+    shard_runs = [d for d in stack.deliveries if window_start <= d[0] < window_end + period]
+    if shard_runs:
+        busy = sum(d[3] for d in shard_runs)
+        lines.append(
+            f"  shard workers: {len(shard_runs) / rounds:.1f} invocations per round, "
+            f"{sum(d[1] for d in shard_runs) / len(shard_runs):.1f} connections per shard invocation, "
+            f"posting p50 {percentile([d[3] for d in shard_runs], 0.5):.3f} s; "
+            f"{sum(d[2] for d in shard_runs) / busy if busy else 0:,.0f} posts/s per worker while posting"
+        )
     dynamo_total = sum(dynamo.values())
     dynamo_top = ", ".join(f"{op} {count / rounds:,.1f}" for op, count in sorted(dynamo.items(), key=lambda x: -x[1]))
     lines.append(f"  DynamoDB requests per round: {dynamo_total / rounds:,.1f} ({dynamo_top})")
