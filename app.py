@@ -339,16 +339,7 @@ def job_cleanup(event: CloudWatchEvent) -> dict[str, Any]:
 @app.route(OPENAPI_PATH, methods=["GET"])
 @view
 def get_openapi() -> Response:
-    document = document_for(ROUTES, title=API_TITLE, version=API_VERSION)
-    return Response(
-        body=document,
-        status_code=200,
-        headers={
-            "Content-Type": "application/json",
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "max-age=300",
-        },
-    )
+    return _public_document(document_for(ROUTES, title=API_TITLE, version=API_VERSION))
 
 
 @app.route(ASYNCAPI_PATH, methods=["GET"])
@@ -356,7 +347,11 @@ def get_openapi() -> Response:
 def get_asyncapi() -> Response:
     """The WebSocket protocol (AsyncAPI 3.0), with this stage's limits; public like the OpenAPI document."""
     limits = asyncapi.ProtocolLimits.of(bootstrap.container().settings)
-    document = asyncapi.document_for(title=f"{API_TITLE}: WebSocket", version=API_VERSION, limits=limits)
+    return _public_document(asyncapi.document_for(title=f"{API_TITLE}: WebSocket", version=API_VERSION, limits=limits))
+
+
+def _public_document(document: object) -> Response:
+    """An API description served without a token: JSON, cacheable for five minutes."""
     return Response(
         body=document,
         status_code=200,
