@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from chalice.test import Client
 
 import app as app_module
 from chalicelib import bootstrap
 from chalicelib.models.streaming import quote_update
 from chalicelib.ports import ShardTask, shard_for
 from chalicelib.services.streaming import StreamingService
-from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
-from tests.app.conftest import app_settings_env
-from tests.app.test_websocket_handlers import Lambda, _aapl, _connected
+from tests.app.test_websocket_handlers import Lambda, _aapl, _connected, _container_with
 from tests.fakes.broadcaster import RecordingBroadcaster
 from tests.fakes.dispatcher import InlineShardDispatcher
 from tests.fakes.dynamodb import dynamodb_operations
@@ -51,12 +48,9 @@ def ws(
     broadcaster: RecordingBroadcaster,
     dispatcher: QueuedDispatcher,
 ) -> Iterator[Lambda]:
-    settings = load_settings(app_settings_env(redis_url, tmp_path, WS_SHARD_COUNT=str(SHARDS)))
-    container = bootstrap.Container(settings, replay_transport=replay_transport, broadcaster=broadcaster)
-    container.shard_dispatcher = dispatcher  # the cached property, replaced before first use
-    bootstrap.use_container(container)
-    with Client(app_module.app, stage_name="local"):
-        yield Lambda()
+    handlers = _container_with(redis_url, tmp_path, replay_transport, broadcaster, WS_SHARD_COUNT=str(SHARDS))
+    bootstrap.container().shard_dispatcher = dispatcher  # the cached property, replaced before first use
+    yield handlers
     bootstrap.use_container(None)
 
 
