@@ -447,6 +447,20 @@ class StreamState(Protocol):
         """Totals per counter name over the last 60 minutes; None when the backend is down."""
         ...
 
+    def registry_version(self) -> int | None:
+        """The topic registry's version (0 before the first bump); None when the backend is down."""
+        ...
+
+    def bump_registry_version(self) -> None:
+        """The registry gained a (shard, topic) pair: every cached copy of an older version is void."""
+        ...
+
+    def cached_registry(self, version: int) -> TopicRegistry | None:
+        """The registry as read at ``version``, or None (never cached, expired, backend down)."""
+        ...
+
+    def cache_registry(self, version: int, registry: TopicRegistry, *, ttl_seconds: int) -> None: ...
+
 
 # --- scheduled jobs: run records (DynamoDB in AWS) --------------------------------------------------
 

@@ -13,6 +13,11 @@ every claim). ``allow_resync`` is a SET NX EX per connection.
 
 A publish round's changed items are stored once (``ws:round:<key>``, one JSON document, kept a few
 minutes) for the shard workers it dispatches, so an invocation carries only the round key and a shard.
+
+The topic registry read by each refresh is cached under its version (``ws:registry@<version>``); a
+subscribe that adds a (shard, topic) pair increments ``ws:registry:version`` after its DynamoDB writes, so
+a copy read before them is never used again (a copy may hold pairs since removed: a shard worker then
+finds nobody to send to, which costs an invocation, not an update).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import redis
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, StoredRound
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, StoredRound, TopicRegistry
 
 COUNTER_NAMES = ("sent", "gone", "failed")
 _FINGERPRINT_TTL_SECONDS = 24 * 3600
@@ -180,3 +185,45 @@ class RedisStreamState(DegradingRedisAdapter):
         except REDIS_FAILURES as exc:
             self._failed("counts_last_hour", exc)
             return None
+
+    def registry_version(self) -> int | None:
+        if not self.available:
+            return None
+        try:
+            raw = self._client.get(self._key("ws:registry:version"))
+        except REDIS_FAILURES as exc:
+            self._failed("registry_version", exc)
+            return None
+        return int(raw) if raw is not None else 0
+
+    def bump_registry_version(self) -> None:
+        if not self.available:
+            return
+        try:
+            self._client.incr(self._key("ws:registry:version"))
+        except REDIS_FAILURES as exc:
+            self._failed("bump_registry_version", exc)
+
+    def cached_registry(self, version: int) -> TopicRegistry | None:
+        if not self.available:
+            return None
+        try:
+            raw = self._client.get(self._key(f"ws:registry@{version}"))
+        except REDIS_FAILURES as exc:
+            self._failed("cached_registry", exc)
+            return None
+        if raw is None:
+            return None
+        document = json.loads(raw)
+        return TopicRegistry({int(shard): dict(counts) for shard, counts in document.items()})
+
+    def cache_registry(self, version: int, registry: TopicRegistry, *, ttl_seconds: int) -> None:
+        if not self.available:
+            return
+        document = {str(shard): dict(counts) for shard, counts in registry.counts.items()}
+        try:
+            self._client.set(
+                self._key(f"ws:registry@{version}"), json.dumps(document, separators=(",", ":")), ex=ttl_seconds
+            )
+        except REDIS_FAILURES as exc:
+            self._failed("cache_registry", exc)

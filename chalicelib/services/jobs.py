@@ -296,9 +296,10 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     Refresh-ahead: hot symbols are refreshed whether or not their entry is still fresh, so a reader of a
     symbol it looked at recently finds it cached. Subscribed and popular symbols always go; hot symbols
     fill the run up to ``quote_refresh_max_symbols`` in all, most recently read first."""
-    subscribed = [
-        t.removeprefix(QUOTE_TOPIC_PREFIX) for t in deps.store.subscribed_topics() if t.startswith(QUOTE_TOPIC_PREFIX)
-    ]
+    # The registry's cached copy (the publish below reads it again, just as cheaply, unless a subscribe
+    # added a topic meanwhile).
+    topics = deps.streaming.topic_registry().topics()
+    subscribed = [t.removeprefix(QUOTE_TOPIC_PREFIX) for t in topics if t.startswith(QUOTE_TOPIC_PREFIX)]
     symbols = list(dict.fromkeys([*subscribed, *deps.popular_symbols]))
     room = max(0, deps.quote_refresh_max_symbols - len(symbols))
     # Ask for enough that overlap with the symbols above cannot leave room unused.
@@ -374,6 +375,8 @@ def cleanup(deps: JobDeps, context: JobContext) -> None:
     context.add("registry_topic_counts_fixed", repair.topic_counts_fixed)
     context.add("registry_counters_fixed", repair.counters_fixed)
     context.add("registry_repairs_skipped", repair.skipped)
+    if repair.topic_counts_fixed:
+        deps.streaming.registry_changed()  # a recount may have restored pairs a cached copy lacks
     context.add("job_runs_removed", deps.runs.delete_expired(now=now))
 
 

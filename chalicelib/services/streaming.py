@@ -9,7 +9,8 @@ worth sending); storage and delivery sit behind the ConnectionStore, StreamState
 - Bad client input is answered with an ``error`` message; it never raises out of the handler, so the
   connection stays open.
 - ``publish`` starts a round with the updates whose value changed since the last publish (a fingerprint
-  in Redis, compare-and-set) and that someone subscribes to (the topic registry, one Query per shard):
+  in Redis, compare-and-set) and that someone subscribes to (the topic registry: one Query per shard,
+  cached in Redis under a version that every subscribe adding a topic moves, see ``topic_registry``):
   the round is stored once and one worker per shard holding a subscriber is dispatched (Lambda async
   invoke). ``deliver_shard`` (the worker) reads its shard's connections in a few paged Queries and gives
   each subscriber the round in its format (chalicelib/services/frames.py: one message per item, or one
@@ -69,6 +70,7 @@ from chalicelib.ports import (
     ShardTask,
     StoredRound,
     StreamState,
+    TopicRegistry,
     shard_for,
 )
 from chalicelib.services import frames
@@ -80,6 +82,9 @@ logger = observability.logger
 # A round's stored items outlive any worker that could still deliver it (Lambda's maximum event age for
 # the worker is 60 s; see infra/deploy.py).
 ROUND_TTL_SECONDS = 300
+# A cached registry copy is read again from DynamoDB at least this often, which bounds how long a pair
+# added while Redis was unreachable (its version bump lost) can go unseen.
+REGISTRY_CACHE_TTL_SECONDS = 300
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
 MOVERS_SNAPSHOT_LIMIT = 10
@@ -291,6 +296,8 @@ class StreamingService:
         current = self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
         if current is None:
             raise _unknown_connection()
+        if new_topics:
+            self.registry_changed()
         snapshots = [
             quote_update(item.quote, snapshot=True) for item in (quotes.quotes if quotes else []) if item.quote
         ]
@@ -372,7 +379,7 @@ class StreamingService:
         now = self._clock()
         round_id = round_id if round_id is not None else self._next_round(now)
         lane = lane or lane_of(updates)
-        registry = self._store.topic_registry()
+        registry = self.topic_registry()
         subscribed = set(registry.topics())
         report.topics = len(updates)
         # Nobody to tell: not claimed, so a later subscriber's first refresh sends it.
@@ -406,6 +413,22 @@ class StreamingService:
         observability.count("FanoutDispatchFailed", value=report.dispatch_failed)
         observability.milliseconds("PublishDuration", (time.monotonic() - started) * 1000)
         return report
+
+    def topic_registry(self) -> TopicRegistry:
+        """Which topics have subscribers in which shards: the cached copy of the current registry
+        version, else the registry itself (SHARD_COUNT Queries), cached for the next reader."""
+        version = self._state.registry_version()
+        if version is not None and (cached := self._state.cached_registry(version)) is not None:
+            return cached
+        registry = self._store.topic_registry()
+        if version is not None:
+            self._state.cache_registry(version, registry, ttl_seconds=REGISTRY_CACHE_TTL_SECONDS)
+        return registry
+
+    def registry_changed(self) -> None:
+        """Called after registry writes that may add (shard, topic) pairs: a copy read before them is
+        never used again."""
+        self._state.bump_registry_version()
 
     def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
         """A shard worker's invocation: the stored round to every live connection of the shard (paged

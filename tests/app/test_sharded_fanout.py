@@ -173,3 +173,24 @@ def test_the_worker_function_delivers_a_dispatched_task(
     result = app_module.fanout_worker({"round": task.round_id, "shard": task.shard}, None)
     assert (result["sent"], result["connections"]) == (1, 1)
     assert broadcaster.messages_to(cid)[0]["data"]["quote"]["price"] == 96.0
+
+
+def test_the_registry_is_read_from_dynamodb_only_after_a_subscribe_added_a_topic(
+    ws: Lambda, broadcaster: RecordingBroadcaster, dispatcher: QueuedDispatcher
+) -> None:
+    a, b = _ids_in_distinct_shards(2)
+    _subscribe(ws, a, "u1", ["AAPL"])
+    client = bootstrap.container().dynamodb
+
+    def registry_queries() -> int:
+        with dynamodb_operations(client) as operations:
+            _streaming().publish([quote_update(_aapl(95.0 + len(dispatcher.dispatched)))], broadcaster)
+        return operations.count("Query")
+
+    assert registry_queries() == SHARDS, "first read after a subscribe: one Query per shard"
+    assert registry_queries() == 0, "same registry version: the cached copy"
+    _subscribe(ws, b, "u2", ["AAPL", "MSFT"])  # a new (shard, topic) pair: the version moves
+    assert registry_queries() == SHARDS
+    assert {task.shard for task in dispatcher.dispatched[-2:]} == {shard_for(a, SHARDS), shard_for(b, SHARDS)}
+    _streaming().deliver_shard(dispatcher.dispatched[-1].round_id, shard_for(b, SHARDS), broadcaster)
+    assert broadcaster.messages_to(b)[-1]["data"]["quote"]["price"] == 97.0, "the new subscriber got the round"

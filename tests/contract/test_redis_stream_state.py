@@ -9,7 +9,7 @@ import threading
 import redis
 
 from chalicelib.adapters.redis_stream_state import RedisStreamState
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, TopicRegistry
 from infra.local.run import free_port
 
 MINUTE = 60.0
@@ -163,3 +163,30 @@ def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_c
     assert claimed == [False, True, True]
     assert len(pipelines) == 1, "all of a round's claims go out in one pipeline"
     assert state.claim_changes([]) == []
+
+
+# --- the topic registry's cached copy -------------------------------------------------------------------
+
+
+def test_a_cached_registry_is_found_only_under_the_version_it_was_read_at(redis_client: redis.Redis) -> None:
+    state = RedisStreamState(redis_client, key_prefix="t:reg:")
+    registry = TopicRegistry({0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1, "channel:indices": 3}})
+    assert state.registry_version() == 0
+    assert state.cached_registry(0) is None
+
+    state.cache_registry(0, registry, ttl_seconds=60)
+    assert state.cached_registry(0) == registry
+    assert 0 < redis_client.ttl("t:reg:ws:registry@0") <= 60
+
+    state.bump_registry_version()
+    assert state.registry_version() == 1
+    assert state.cached_registry(1) is None, "a copy read before the bump is not the current version's"
+
+
+def test_unreachable_redis_has_no_registry_version_and_no_copy() -> None:
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    state = RedisStreamState(dead, key_prefix="t:")
+    state.bump_registry_version()
+    state.cache_registry(0, TopicRegistry({0: {"quote:AAPL": 1}}), ttl_seconds=60)
+    assert state.registry_version() is None
+    assert state.cached_registry(0) is None
