@@ -78,10 +78,14 @@ token: install
 	@$(BIN)/python -m infra.local.token
 
 # Deploy to AWS (credentials from the usual AWS environment/profile): STAGE=dev|prod.
-# prod also needs JWKS_URL (the identity provider's RS256 keys); ALARM_EMAIL subscribes to the alarms.
+# Every stage needs JWT_ISSUER, JWT_AUDIENCE and CORS_ORIGINS (https, comma-separated): the deploy is
+# refused while they are unset or the local defaults. prod also needs JWKS_URL (the identity provider's
+# RS256 keys); ALARM_EMAIL subscribes to the alarms; WAF=on|off overrides the stage's default.
 STAGE ?= dev
 deploy: install
-	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --alarm-email "$(ALARM_EMAIL)" $(if $(JWKS_URL),--jwks-url $(JWKS_URL))
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --alarm-email "$(ALARM_EMAIL)" $(if $(JWKS_URL),--jwks-url $(JWKS_URL)) \
+		$(if $(JWT_ISSUER),--jwt-issuer "$(JWT_ISSUER)") $(if $(JWT_AUDIENCE),--jwt-audience "$(JWT_AUDIENCE)") \
+		$(if $(CORS_ORIGINS),--cors-origins "$(CORS_ORIGINS)") $(if $(WAF),--waf $(WAF))
 
 destroy: install
 	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)

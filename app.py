@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
+from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
 
-from chalicelib import asyncapi, bootstrap, jobs_api, ws_api
+from chalicelib import asyncapi, bootstrap, gateway_auth, jobs_api, ws_api
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
     ASYNCAPI_PATH,
@@ -64,6 +64,13 @@ _TASK_ID = PathParam(
 _JOB_NAME = PathParam("job_name", "one of the scheduled jobs", {"type": "string", "enum": list(jobs_api.JOB_NAMES)})
 
 
+# API Gateway runs this before every route that needs a token (chalicelib/gateway_auth.py); its
+# answer is cached per Authorization header. The handlers verify the token again themselves.
+@app.authorizer(ttl_seconds=gateway_auth.AUTHORIZER_TTL_SECONDS, name="jwt_authorizer")
+def jwt_authorizer(auth_request: AuthRequest) -> AuthResponse:
+    return gateway_auth.authorize(auth_request.token)
+
+
 def _current_request() -> Request | None:
     return app.current_request
 
@@ -72,12 +79,15 @@ view = api_view(_current_request)
 
 
 def route(doc: RouteDoc) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
-    """Register a view under its documented route. OPTIONS is registered too so CORS preflights reach
-    the middleware (API Gateway and the local gateway answer only declared methods)."""
+    """Register a view under its documented route, behind the API Gateway authorizer. OPTIONS is
+    registered too, without the authorizer (browsers send no token on a preflight), so CORS preflights
+    reach the middleware (API Gateway and the local gateway answer only declared methods)."""
 
     def decorate(fn: Callable[..., Response]) -> Callable[..., Response]:
         ROUTES.append(doc)
-        app.route(doc.path, methods=[doc.method, "OPTIONS"])(view(fn))
+        wrapped = view(fn)
+        app.route(doc.path, methods=[doc.method], authorizer=jwt_authorizer)(wrapped)
+        app.route(doc.path, methods=["OPTIONS"])(wrapped)
         return fn
 
     return decorate

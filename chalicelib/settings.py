@@ -154,6 +154,11 @@ TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-
 
 # The dev secret is public (it is in this file). It is accepted only in the local stage.
 LOCAL_DEV_JWT_SECRET = "local-dev-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
+# What infra/local/token.py issues and the local stage accepts. Outside the local stage they are refused:
+# a deployed stage names its identity provider's issuer and audience, and its dashboard's origins.
+LOCAL_JWT_ISSUER = "market-data-local"
+LOCAL_JWT_AUDIENCE = "market-data-dashboard"
+LOCAL_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 
 
 class Settings(BaseModel):
@@ -176,8 +181,8 @@ class Settings(BaseModel):
     jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
     jwt_secret: SecretStr | None = None
     jwt_jwks_url: str | None = Field(default=None, pattern=r"^https?://")
-    jwt_issuer: str = "market-data-local"
-    jwt_audience: str = "market-data-dashboard"
+    jwt_issuer: str = LOCAL_JWT_ISSUER
+    jwt_audience: str = LOCAL_JWT_AUDIENCE
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
 
     connections_table: TableName
@@ -212,11 +217,9 @@ class Settings(BaseModel):
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     user_rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
-    # Comma-separated origins allowed by CORS (the dashboard's); empty = no cross-origin access.
-    cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(_split_origins)] = (
-        "http://localhost:3000",
-        "http://localhost:5173",
-    )
+    # Comma-separated origins allowed by CORS (the dashboard's). The localhost default serves the local
+    # stage only: a deployed stage must set its https origins explicitly (_check_deployed_identity).
+    cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(_split_origins)] = LOCAL_CORS_ORIGINS
 
     # The API Gateway management API (post_to_connection). In AWS it is derived from the WebSocket event
     # (https://{domain}/{stage}) when unset; jobs, which have no such event, need it set (stack output).
@@ -273,6 +276,34 @@ class Settings(BaseModel):
             raise ValueError("JWT_JWKS_URL is required when JWT_ALGORITHM=RS256")
         if self.jwt_jwks_url and self.stage is not Stage.LOCAL and not self.jwt_jwks_url.startswith("https://"):
             raise ValueError("JWT_JWKS_URL must use https outside the local stage")
+        return self
+
+    @model_validator(mode="after")
+    def _check_deployed_identity(self) -> Settings:
+        """Outside the local stage nothing identity- or origin-related may silently fall back to the local
+        defaults: a token minted for the local stack (`make token`) would otherwise be accepted by a
+        deployed API whose secret leaked, and any localhost page could read its responses. infra/deploy.py
+        runs this same check before it deploys anything."""
+        if self.stage is Stage.LOCAL:
+            return self
+        if self.jwt_issuer == LOCAL_JWT_ISSUER:
+            raise ValueError(
+                f"JWT_ISSUER must be set to the identity provider's issuer outside the local stage "
+                f"(it is the local default {LOCAL_JWT_ISSUER!r})"
+            )
+        if self.jwt_audience == LOCAL_JWT_AUDIENCE:
+            raise ValueError(
+                f"JWT_AUDIENCE must be set to this API's audience outside the local stage "
+                f"(it is the local default {LOCAL_JWT_AUDIENCE!r})"
+            )
+        if "cors_allowed_origins" not in self.model_fields_set:
+            raise ValueError(
+                "CORS_ALLOWED_ORIGINS must be set explicitly outside the local stage "
+                "(the dashboard's https origins, comma-separated)"
+            )
+        insecure = [origin for origin in self.cors_allowed_origins if not origin.startswith("https://")]
+        if insecure:
+            raise ValueError(f"CORS_ALLOWED_ORIGINS must be https outside the local stage: {', '.join(insecure)}")
         return self
 
     @model_validator(mode="before")

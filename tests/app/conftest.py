@@ -8,6 +8,7 @@ from pathlib import Path
 import boto3
 import pytest
 import redis
+from chalice.local import LocalGatewayAuthorizer
 from chalice.test import Client
 from moto import mock_aws
 
@@ -18,6 +19,21 @@ from infra.local.replay.transport import YahooReplayTransport
 from infra.local.tables import create_tables
 from infra.local.token import issue_dev_token
 from tests.fakes.broadcaster import RecordingBroadcaster
+
+# Chalice's test client runs the API Gateway authorizer (app.jwt_authorizer) before a view, like the
+# gateway does, but answers its refusals with its own bodies where API Gateway answers with the gateway
+# responses of infra/template.yaml. The tests here check what the handlers answer, their own token
+# verification included (the defence behind the authorizer, and all the local stack has), so the
+# client admits every request to the view; test_gateway_authorizer.py runs the authorizer explicitly.
+RUN_AUTHORIZER = LocalGatewayAuthorizer.authorize
+
+
+@pytest.fixture(autouse=True)
+def _handlers_verify_tokens_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    def admit(self: LocalGatewayAuthorizer, raw_path: str, event: dict[str, object], context: object) -> object:
+        return event, context
+
+    monkeypatch.setattr(LocalGatewayAuthorizer, "authorize", admit)
 
 
 @pytest.fixture

@@ -31,6 +31,9 @@ def test_arns_are_resolved_into_the_settings(secrets: Any) -> None:
     env = {
         "STAGE": "prod",
         "JWT_ALGORITHM": "HS256",
+        "JWT_ISSUER": "https://idp.example.com/",
+        "JWT_AUDIENCE": "market-data-api",
+        "CORS_ALLOWED_ORIGINS": "https://dashboard.example.com",
         "REDIS_URL": "rediss://master.market-data.abc123.use1.cache.amazonaws.com:6379/0",
         "JWT_SECRET_ARN": _secret(secrets, "jwt", {"secret": "s" * 64}),
         "PROVIDER_KEYS_SECRET_ARN": _secret(

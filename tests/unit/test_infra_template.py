@@ -44,6 +44,8 @@ OUTPUTS = {
     "AlarmTopicArn",
     "YFinanceLayerArn",
     "DashboardName",
+    "RestAccessLogGroupArn",
+    "WebSocketAccessLogGroupArn",
 }
 
 
@@ -475,7 +477,7 @@ def test_missing_route_gateway_response_is_our_404_on_chalices_rest_api() -> Non
     parameter = TEMPLATE["Parameters"]["RestApiId"]
     assert parameter["Default"] == ""  # before the first `chalice deploy` there is no API to attach it to
     assert TEMPLATE["Conditions"]["HasRestApi"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "RestApiId"}, ""]}]}
-    (response,) = _of_type("AWS::ApiGateway::GatewayResponse").values()
+    response = RESOURCES["MissingRouteGatewayResponse"]
     assert response["Condition"] == "HasRestApi"
     props = response["Properties"]
     assert props["RestApiId"] == {"Ref": "RestApiId"}
@@ -496,11 +498,93 @@ def test_missing_route_gateway_response_is_our_404_on_chalices_rest_api() -> Non
 def test_missing_route_body_is_the_one_the_local_gateway_sends(method: str, path: str) -> None:
     from infra.local.gateway import error_body, no_route_message
 
-    (response,) = _of_type("AWS::ApiGateway::GatewayResponse").values()
-    template = response["Properties"]["ResponseTemplates"]["application/json"]
+    template = RESOURCES["MissingRouteGatewayResponse"]["Properties"]["ResponseTemplates"]["application/json"]
     context = {"$context.httpMethod": method, "$context.path": path, "$context.requestId": "req-1"}
     rendered = template
     for variable, value in context.items():
         rendered = rendered.replace(variable, value)
     assert "$" not in rendered, "only $context variables API Gateway substitutes in gateway responses"
     assert json.loads(rendered) == error_body("not_found", no_route_message(method, path), "req-1")
+
+
+# --- abuse resistance: gateway answers, WAF, access log groups -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response_type", "status", "code"),
+    [
+        ("UNAUTHORIZED", "401", "unauthorized"),
+        ("ACCESS_DENIED", "403", "forbidden"),
+        ("AUTHORIZER_FAILURE", "503", "service_unavailable"),
+        ("THROTTLED", "429", "rate_limited"),
+        ("WAF_FILTERED", "429", "rate_limited"),
+    ],
+)
+def test_what_the_gateway_refuses_before_compute_gets_the_standard_error_body(
+    response_type: str, status: str, code: str
+) -> None:
+    (response,) = [
+        r for r in _of_type("AWS::ApiGateway::GatewayResponse").values()
+        if r["Properties"]["ResponseType"] == response_type
+    ]  # fmt: skip
+    assert response["Condition"] == "HasRestApi"
+    props = response["Properties"]
+    assert props["StatusCode"] == status
+    body = json.loads(props["ResponseTemplates"]["application/json"].replace("$context.requestId", "req-1"))
+    assert body["error"]["code"] == code
+    assert body["error"]["request_id"] == "req-1"
+    assert set(body["error"]) == {"code", "message", "request_id"}
+
+
+def test_the_waf_limits_each_ip_and_each_bearer_token_and_is_optional_per_stage() -> None:
+    limits = TEMPLATE["Mappings"]["StageLimits"]
+    assert limits["dev"]["WafEnabled"] == "false"  # off in dev by default
+    assert limits["prod"]["WafEnabled"] == "true"
+    assert TEMPLATE["Parameters"]["Waf"]["AllowedValues"] == ["stage-default", "on", "off"]
+    acl = RESOURCES["RestWebAcl"]
+    assert acl["Condition"] == "WafOn"
+    props = acl["Properties"]
+    assert props["Scope"] == "REGIONAL"
+    assert props["DefaultAction"] == {"Allow": {}}
+    rules = {rule["Name"]: rule for rule in props["Rules"]}
+    assert set(rules) == {"per-ip-rate", "per-token-rate"}
+    for rule in rules.values():
+        assert rule["Action"] == {"Block": {}}
+        statement = rule["Statement"]["RateBasedStatement"]
+        assert statement["EvaluationWindowSec"] == 300
+        assert rule["VisibilityConfig"]["SampledRequestsEnabled"] is False  # samples would keep tokens
+    per_ip = rules["per-ip-rate"]["Statement"]["RateBasedStatement"]
+    assert per_ip["AggregateKeyType"] == "IP"
+    assert per_ip["Limit"] == {"Fn::FindInMap": ["StageLimits", {"Ref": "Stage"}, "WafPerIpLimit"]}
+    per_token = rules["per-token-rate"]["Statement"]["RateBasedStatement"]
+    assert per_token["AggregateKeyType"] == "CUSTOM_KEYS"
+    assert per_token["CustomKeys"][0]["Header"]["Name"] == "authorization"
+    association = RESOURCES["RestWebAclAssociation"]
+    assert association["Condition"] == "WafOnRestApi"
+    assert "/restapis/${RestApiId}/stages/${Stage}" in association["Properties"]["ResourceArn"]["Fn::Sub"]
+    for stage in ("dev", "prod"):
+        assert 10 <= limits[stage]["WafPerTokenLimit"] <= limits[stage]["WafPerIpLimit"]
+
+
+def test_access_log_groups_keep_the_stages_retention() -> None:
+    limits = TEMPLATE["Mappings"]["StageLimits"]
+    assert limits["dev"]["LogRetentionDays"] < limits["prod"]["LogRetentionDays"]
+    for logical_id in ("RestAccessLogGroup", "WebSocketAccessLogGroup"):
+        props = RESOURCES[logical_id]["Properties"]
+        assert props["RetentionInDays"] == {"Fn::FindInMap": ["StageLimits", {"Ref": "Stage"}, "LogRetentionDays"]}
+        output = TEMPLATE["Outputs"][f"{logical_id}Arn"]["Value"]["Fn::Sub"]
+        assert output.endswith(f"log-group:${{{logical_id}}}")  # no ":*": API Gateway's destination form
+    # API Gateway writes access logs through one account-wide role: created here unless one is given.
+    assert RESOURCES["ApiGatewayAccount"]["Condition"] == "CreateApiGatewayLogsRole"
+    assert RESOURCES["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"] == {
+        "Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"]
+    }
+
+
+def test_every_stage_has_limits() -> None:
+    stages = TEMPLATE["Parameters"]["Stage"]["AllowedValues"]
+    limits = TEMPLATE["Mappings"]["StageLimits"]
+    assert set(limits) == set(stages)
+    keys = set(limits["prod"])
+    for stage in stages:
+        assert set(limits[stage]) == keys, stage

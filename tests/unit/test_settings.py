@@ -25,6 +25,12 @@ TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
 
 PRIVATE_SECRET = "p" * 40  # a private (non-default) HS256 secret, long enough
 JWKS_URL = "https://idp.example.com/.well-known/jwks.json"
+# What every deployed stage must name explicitly (the local defaults are refused outside local).
+DEPLOYED_IDENTITY = {
+    "JWT_ISSUER": "https://idp.example.com/",
+    "JWT_AUDIENCE": "market-data-api",
+    "CORS_ALLOWED_ORIGINS": "https://dashboard.example.com",
+}
 
 
 def config_error(environ: dict[str, str]) -> ConfigurationError:
@@ -176,7 +182,7 @@ def test_a_secret_shorter_than_32_characters_is_refused(stage: str) -> None:
 
 
 def test_a_32_character_secret_is_the_minimum_accepted() -> None:
-    settings = load_settings(environ={"STAGE": "dev", "JWT_SECRET": "s" * 32})
+    settings = load_settings(environ={**DEPLOYED_IDENTITY, "STAGE": "dev", "JWT_SECRET": "s" * 32})
 
     assert settings.effective_jwt_secret == "s" * 32
 
@@ -200,7 +206,7 @@ def test_the_public_dev_secret_is_accepted_in_the_local_stage() -> None:
 
 
 def test_a_private_40_character_secret_is_accepted_in_dev() -> None:
-    settings = load_settings(environ={"STAGE": "dev", "JWT_SECRET": PRIVATE_SECRET})
+    settings = load_settings(environ={**DEPLOYED_IDENTITY, "STAGE": "dev", "JWT_SECRET": PRIVATE_SECRET})
 
     assert settings.stage is Stage.DEV
     assert settings.effective_jwt_secret == PRIVATE_SECRET
@@ -215,10 +221,60 @@ def test_rs256_without_a_jwks_url_is_refused() -> None:
 @pytest.mark.parametrize("stage", ["local", "prod"])
 def test_rs256_with_a_jwks_url_is_accepted_without_any_secret(stage: str) -> None:
     """RS256 verifies against the JWKS: no HS256 secret is required, even in prod (the prod config)."""
-    settings = load_settings(environ={"STAGE": stage, "JWT_ALGORITHM": "RS256", "JWT_JWKS_URL": JWKS_URL})
+    settings = load_settings(
+        environ={**DEPLOYED_IDENTITY, "STAGE": stage, "JWT_ALGORITHM": "RS256", "JWT_JWKS_URL": JWKS_URL}
+    )
 
     assert settings.jwt_algorithm is JwtAlgorithm.RS256
     assert settings.jwt_jwks_url == JWKS_URL
+
+
+# --- identity and CORS outside the local stage --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+@pytest.mark.parametrize(
+    ("left_out", "variable"),
+    [("JWT_ISSUER", "JWT_ISSUER"), ("JWT_AUDIENCE", "JWT_AUDIENCE"), ("CORS_ALLOWED_ORIGINS", "CORS_ALLOWED_ORIGINS")],
+)
+def test_a_deployed_stage_refuses_the_local_identity_defaults(stage: str, left_out: str, variable: str) -> None:
+    """GIVEN a deployed stage that leaves one of issuer, audience or CORS origins unset (the local default)
+    WHEN settings load THEN the load fails naming that variable (and the deploy, which runs this check)."""
+    environ = {**DEPLOYED_IDENTITY, "STAGE": stage, "JWT_SECRET": PRIVATE_SECRET}
+    del environ[left_out]
+
+    assert variable in config_error(environ).message
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("JWT_ISSUER", "market-data-local"), ("JWT_AUDIENCE", "market-data-dashboard")],
+)
+def test_a_deployed_stage_refuses_the_local_values_even_when_set_explicitly(stage: str, name: str, value: str) -> None:
+    error = config_error({**DEPLOYED_IDENTITY, "STAGE": stage, "JWT_SECRET": PRIVATE_SECRET, name: value})
+
+    assert name in error.message
+
+
+@pytest.mark.parametrize(
+    "origins",
+    ["http://dashboard.example.com", "https://dashboard.example.com,http://localhost:3000"],
+)
+def test_a_deployed_stage_allows_https_origins_only(origins: str) -> None:
+    environ = {**DEPLOYED_IDENTITY, "STAGE": "prod", "JWT_SECRET": PRIVATE_SECRET, "CORS_ALLOWED_ORIGINS": origins}
+
+    error = config_error(environ)
+
+    assert "CORS_ALLOWED_ORIGINS" in error.message
+    assert "https" in error.message
+
+
+def test_the_local_stage_keeps_its_defaults() -> None:
+    settings = load_settings(environ={"STAGE": "local"})
+
+    assert settings.cors_allowed_origins == ("http://localhost:3000", "http://localhost:5173")
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("market-data-local", "market-data-dashboard")
 
 
 # --- blank values, whitespace ----------------------------------------------------------------------------
@@ -242,7 +298,7 @@ def test_blank_values_count_as_unset() -> None:
 
 
 def test_values_are_stripped_of_surrounding_whitespace() -> None:
-    settings = load_settings(environ={"STAGE": " dev ", "JWT_SECRET": f"  {PRIVATE_SECRET}\n"})
+    settings = load_settings(environ={**DEPLOYED_IDENTITY, "STAGE": " dev ", "JWT_SECRET": f"  {PRIVATE_SECRET}\n"})
 
     assert settings.stage is Stage.DEV
     assert settings.effective_jwt_secret == PRIVATE_SECRET
@@ -258,7 +314,7 @@ API_KEYS = {
 
 
 def test_api_keys_are_secret_and_absent_from_repr() -> None:
-    settings = load_settings(environ={**API_KEYS, "STAGE": "dev", "JWT_SECRET": PRIVATE_SECRET})
+    settings = load_settings(environ={**API_KEYS, **DEPLOYED_IDENTITY, "STAGE": "dev", "JWT_SECRET": PRIVATE_SECRET})
 
     assert settings.alpha_vantage_api_key is not None
     assert settings.financial_modeling_prep_api_key is not None
