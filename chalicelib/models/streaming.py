@@ -78,6 +78,12 @@ class Action(StrEnum):
     RESYNC = "resync"
 
 
+# Budget units per client message: what it can make the service do. Subscribe and resync read the cache
+# and may call providers, subscribe and unsubscribe write DynamoDB; ping costs a Redis step and a post.
+MESSAGE_COSTS: dict[Action, int] = {Action.SUBSCRIBE: 5, Action.UNSUBSCRIBE: 5, Action.RESYNC: 5, Action.PING: 1}
+# A message that fails validation costs as much as the most expensive one: junk must not be a cheap flood.
+INVALID_MESSAGE_COST = max(MESSAGE_COSTS.values())
+
 # Every ``error`` code a client can receive, and what it means (documented in the AsyncAPI document).
 ERROR_CODES: dict[str, str] = {
     "invalid_json": "the message is not valid JSON",

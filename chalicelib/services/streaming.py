@@ -43,6 +43,8 @@ from chalicelib import observability
 from chalicelib.errors import AppError, ValidationFailed
 from chalicelib.models.market import MoverType, QuoteResponse
 from chalicelib.models.streaming import (
+    INVALID_MESSAGE_COST,
+    MESSAGE_COSTS,
     QUOTE_TOPIC_PREFIX,
     AckData,
     AckMessage,
@@ -97,11 +99,6 @@ ROUND_TTL_SECONDS = 300
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
 MOVERS_SNAPSHOT_LIMIT = 10
-# Budget units per client message: what it can make the service do. Subscribe and resync read the cache
-# and may call providers, subscribe and unsubscribe write DynamoDB; ping costs a Redis step and a post.
-MESSAGE_COSTS: dict[Action, int] = {Action.SUBSCRIBE: 5, Action.UNSUBSCRIBE: 5, Action.RESYNC: 5, Action.PING: 1}
-# A message that fails validation costs as much as the most expensive one: junk must not be a cheap flood.
-INVALID_MESSAGE_COST = max(MESSAGE_COSTS.values())
 
 
 def _unknown_connection() -> ProtocolError:
