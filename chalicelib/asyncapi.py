@@ -19,6 +19,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from chalicelib.models.streaming import (
     ERROR_CODES,
+    INVALID_MESSAGE_COST,
+    MESSAGE_COSTS,
     AckMessage,
     BatchMessage,
     ErrorMessage,
@@ -51,6 +53,13 @@ class ProtocolLimits:
     max_connection_seconds: int = 2 * 3600  # API Gateway's
     idle_timeout_seconds: int = 600  # API Gateway's
     max_api_gateway_message_bytes: int = 128 * 1024  # API Gateway's
+    max_symbols_per_user: int = 100
+    connection_budget: int = 60  # units (the burst)
+    connection_refill_per_second: float = 1.0
+    user_budget: int = 150
+    user_refill_per_second: float = 2.5
+    close_after_rejections: int = 10
+    rejection_window_seconds: int = 60
 
     @classmethod
     def of(cls, settings: Settings) -> ProtocolLimits:
@@ -60,6 +69,13 @@ class ProtocolLimits:
             max_message_bytes=settings.ws_max_message_bytes,
             max_frame_bytes=settings.ws_max_frame_bytes,
             resync_interval_seconds=settings.ws_resync_interval_seconds,
+            max_symbols_per_user=settings.ws_max_symbols_per_user,
+            connection_budget=settings.ws_budget_connection_capacity,
+            connection_refill_per_second=settings.ws_budget_connection_refill_per_second,
+            user_budget=settings.ws_budget_user_capacity,
+            user_refill_per_second=settings.ws_budget_user_refill_per_second,
+            close_after_rejections=settings.ws_budget_close_after_rejections,
+            rejection_window_seconds=settings.ws_budget_rejection_window_seconds,
         )
 
 
@@ -99,12 +115,15 @@ def _asyncapi_discriminators(node: Any) -> Any:
 
 def _description(limits: ProtocolLimits) -> str:
     codes = "\n".join(f"- `{code}`: {meaning}" for code, meaning in ERROR_CODES.items())
+    costs = ", ".join(f"`{action.value}` {cost}" for action, cost in MESSAGE_COSTS.items())
     return f"""Real-time market data over one API Gateway WebSocket API.
 
-**Connect** with the JWT as `?token=` (or `Sec-WebSocket-Protocol: bearer, <jwt>`, or `Authorization: Bearer`)
-and optionally `?format=`: `spec` (default) sends the spec's messages, one per changed item; `batch` sends one
-`batch` frame per publish round holding every changed item (each exactly the spec message, without `seq`),
-split into several frames with consecutive `seq` when one would exceed {limits.max_frame_bytes} bytes.
+**Connect** with the JWT as the subprotocol, `Sec-WebSocket-Protocol: bearer, <jwt>` (browsers:
+`new WebSocket(url, ["bearer", jwt])`; preferred: URLs end up in logs), or as `?token=`, or `Authorization: Bearer`;
+the handshake selects `bearer` when offered, never the token. The connection is closed (`token_expired`) once the
+token's `exp` passes. Optionally `?format=`: `spec` (default) sends the spec's messages, one per changed item;
+`batch` sends one `batch` frame per publish round holding every changed item (each exactly the spec message,
+without `seq`), split into several frames with consecutive `seq` when one would exceed {limits.max_frame_bytes} bytes.
 Refusals before the socket opens: 401 (no or bad token), 400 `unknown_format`, 429 `too_many_connections`
 (more than {limits.max_connections_per_user} per user).
 
@@ -116,7 +135,13 @@ connection in order; an older round than one already sent is not sent.
 
 **Limits**: {limits.max_subscriptions_per_connection} subscriptions per connection and per message; client
 messages up to {limits.max_message_bytes} bytes (API Gateway closes past {limits.max_api_gateway_message_bytes});
-one `resync` per {limits.resync_interval_seconds} s per connection; connections close after
+{limits.max_symbols_per_user} distinct symbols per user over all its connections; one `resync` per
+{limits.resync_interval_seconds} s per connection. **Message budgets** (token buckets): a message costs units ({costs},
+anything malformed {INVALID_MESSAGE_COST}); a connection holds {limits.connection_budget} units refilled
+at {limits.connection_refill_per_second}/s, a user (all its connections) {limits.user_budget} refilled at
+{limits.user_refill_per_second}/s. Over budget: `rate_limited` with `retry_after` seconds, and the message is not
+acted on; {limits.close_after_rejections} refusals within {limits.rejection_window_seconds} s close the connection.
+Connections close after
 {limits.idle_timeout_seconds} s idle and at most {limits.max_connection_seconds} s.
 
 **Error codes** (`error` messages):

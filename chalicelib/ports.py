@@ -186,6 +186,59 @@ class RateLimiter(Protocol):
     def hit(self, subject: str, limit_per_minute: int) -> RateLimitDecision: ...
 
 
+@dataclass(frozen=True)
+class BucketLimits:
+    """A token bucket: holds at most ``capacity`` units (the burst) and refills ``refill_per_second``."""
+
+    capacity: int
+    refill_per_second: float
+
+
+@dataclass(frozen=True)
+class ConnectionIdentity:
+    """Who holds a WebSocket connection, and until when its token is valid (epoch seconds; None: unknown)."""
+
+    user_id: str
+    token_expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    """The outcome of taking a client message's cost from its connection's and its user's buckets.
+
+    ``identity`` None: the budget does not know the connection (never registered, or its state was lost);
+    nothing was taken, the caller registers it and asks again. ``rejections``: the connection's refusals
+    within the rejection window, this one included (0 when allowed)."""
+
+    allowed: bool
+    identity: ConnectionIdentity | None
+    retry_after_seconds: int = 0
+    rejections: int = 0
+    degraded: bool = False  # decided by this container alone because the shared backend is down
+
+
+class MessageBudget(Protocol):
+    """Token buckets for WebSocket client messages, per connection and per user (Redis in AWS)."""
+
+    def register(self, connection_id: str, identity: ConnectionIdentity, *, ttl_seconds: int) -> None:
+        """Remember who holds the connection (at $connect), with full buckets."""
+        ...
+
+    def take(
+        self,
+        connection_id: str,
+        cost: int,
+        *,
+        per_connection: BucketLimits,
+        per_user: BucketLimits,
+        rejection_window_seconds: int,
+    ) -> BudgetDecision:
+        """Atomically take ``cost`` from both buckets, or nothing when either lacks it (then count a
+        rejection). Never raises for an unreachable backend: each container then keeps its own buckets,
+        so a flood is still refused (per container) rather than let through."""
+        ...
+
+
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -242,6 +295,7 @@ class ConnectionRecord:
     topics: frozenset[str] = frozenset()  # what it subscribes to (kept on the connection item)
     message_format: str = "spec"  # chalicelib.models.streaming.StreamFormat, chosen at $connect
     shard: int = 0  # its fan-out shard, fixed at $connect (services.streaming.shard_for)
+    token_expires_at: int | None = None  # the $connect token's `exp` (epoch seconds): closed after it
 
 
 @dataclass(frozen=True)
@@ -375,6 +429,11 @@ class Broadcaster(Protocol):
 
     def send_many(self, deliveries: Sequence[tuple[str, bytes]]) -> list[DeliveryStatus]:
         """Deliver concurrently (a bounded pool); statuses in the order of ``deliveries``."""
+        ...
+
+    def close(self, connection_id: str) -> DeliveryStatus:
+        """Close the connection from the server side (API Gateway then runs ``$disconnect``): SENT when
+        closed, GONE when it was already gone, FAILED when the management API refused or failed."""
         ...
 
 

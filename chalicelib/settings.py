@@ -90,6 +90,13 @@ ENV_VARS: dict[str, str] = {
     "WS_MAX_FRAME_BYTES": "ws_max_frame_bytes",
     "WS_RESYNC_INTERVAL_SECONDS": "ws_resync_interval_seconds",
     "WS_SHARD_COUNT": "ws_shard_count",
+    "WS_MAX_SYMBOLS_PER_USER": "ws_max_symbols_per_user",
+    "WS_BUDGET_CONNECTION_CAPACITY": "ws_budget_connection_capacity",
+    "WS_BUDGET_CONNECTION_REFILL_PER_SECOND": "ws_budget_connection_refill_per_second",
+    "WS_BUDGET_USER_CAPACITY": "ws_budget_user_capacity",
+    "WS_BUDGET_USER_REFILL_PER_SECOND": "ws_budget_user_refill_per_second",
+    "WS_BUDGET_CLOSE_AFTER_REJECTIONS": "ws_budget_close_after_rejections",
+    "WS_BUDGET_REJECTION_WINDOW_SECONDS": "ws_budget_rejection_window_seconds",
     "FANOUT_DISPATCH": "fanout_dispatch",
     "FANOUT_FUNCTION_NAME": "fanout_function_name",
     "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
@@ -236,6 +243,19 @@ class Settings(BaseModel):
     # Fan-out shards: a connection's shard is a stable hash of its id modulo this count, fixed at
     # $connect. Lowering it strands the higher shards' connections until they reconnect (at most 2 h).
     ws_shard_count: int = Field(default=16, ge=1, le=1024)
+    # Distinct symbols one user may stream, over all its connections (each costs a refresh every minute).
+    ws_max_symbols_per_user: int = Field(default=100, ge=1, le=10_000)
+    # Client-message budgets (token buckets in Redis): a message costs units by type (subscribe,
+    # unsubscribe, resync 5, ping 1: services.streaming.MESSAGE_COSTS), taken from its connection's bucket
+    # and its user's. Capacity is the burst, refill the sustained rate; a capacity below the largest cost
+    # would refuse those messages forever, hence ge=5.
+    ws_budget_connection_capacity: int = Field(default=60, ge=5, le=100_000)
+    ws_budget_connection_refill_per_second: float = Field(default=1.0, gt=0, le=10_000)
+    ws_budget_user_capacity: int = Field(default=150, ge=5, le=1_000_000)
+    ws_budget_user_refill_per_second: float = Field(default=2.5, gt=0, le=100_000)
+    # A connection refused this many times within the window is closed through the management API.
+    ws_budget_close_after_rejections: int = Field(default=10, ge=1, le=10_000)
+    ws_budget_rejection_window_seconds: int = Field(default=60, ge=1, le=3600)
     # Deployed stages set lambda (.chalice/config.json) and so does `make run`; inline suits a process
     # without a Lambda API to call (tests, a one-off script).
     fanout_dispatch: FanoutDispatch = FanoutDispatch.INLINE

@@ -36,21 +36,22 @@ def _lower_keys(mapping: Mapping[str, Any] | None) -> dict[str, str]:
 def connect_credentials(event: Mapping[str, Any]) -> tuple[str, str | None]:
     """The token of a $connect request and the subprotocol to answer with (None: no subprotocol).
 
-    In order: ``?token=``; ``Sec-WebSocket-Protocol: bearer, <token>``; ``Authorization: Bearer``."""
+    In order: ``Sec-WebSocket-Protocol: bearer, <token>``; ``?token=`` (kept for the spec's example: a
+    URL ends up in histories and proxy logs, a subprotocol does not); ``Authorization: Bearer``.
+    The answer is never the token: ``bearer`` when the client offered it, else no subprotocol (a browser
+    that offered only its token fails that handshake, which is why clients send ``["bearer", token]``)."""
     query = event.get("queryStringParameters") or {}
     headers = _lower_keys(event.get("headers"))
     offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-    # When subprotocols are offered the handshake must select one of them, or browsers fail it: the
-    # bearer marker when present, else the first one offered (a lone token is echoed back).
-    chosen = (BEARER_SUBPROTOCOL if BEARER_SUBPROTOCOL in offered else offered[0]) if offered else None
-    token = query.get("token") if isinstance(query, dict) else None
-    if not token:
-        token = next((p for p in offered if _JWT_SHAPE.match(p)), None)
+    chosen = BEARER_SUBPROTOCOL if BEARER_SUBPROTOCOL in offered else None
+    token = next((p for p in offered if _JWT_SHAPE.match(p)), None)
+    if not token and isinstance(query, dict):
+        token = query.get("token")
     if not token and "authorization" in headers:
         token = bearer_token(headers["authorization"])
     if not token:
         raise MissingCredentials(
-            "no token: connect with ?token=<jwt>, Sec-WebSocket-Protocol: bearer, <jwt>, or Authorization: Bearer <jwt>"
+            "no token: connect with Sec-WebSocket-Protocol: bearer, <jwt>, ?token=<jwt>, or Authorization: Bearer <jwt>"
         )
     return str(token), chosen
 
@@ -61,6 +62,12 @@ def _refusal(error: AppError) -> Response:
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="market-data"'
     return Response(body=json.dumps(body), status_code=error.status_code, headers=headers)
+
+
+def _expiry(claims: Mapping[str, Any]) -> int | None:
+    """The token's ``exp`` (required and checked by the verifier) as epoch seconds."""
+    exp = claims.get("exp")
+    return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def on_connect(event: WebsocketEvent) -> Response:
@@ -80,6 +87,7 @@ def on_connect(event: WebsocketEvent) -> Response:
             source_ip=identity.get("sourceIp"),
             user_agent=identity.get("userAgent"),
             message_format=query.get("format") if isinstance(query, dict) else None,
+            token_expires_at=_expiry(principal.claims),
         )
     except AppError as exc:
         logger.info("connection refused", extra={"status": exc.status_code, "code": exc.code})

@@ -8,6 +8,8 @@ gateway's URL under ``make run``. Outcomes, per message:
   exponential backoff and jitter (tenacity), then ``FAILED``;
 - any other refusal (403, 413 ``PayloadTooLargeException``, ...) → ``FAILED`` at once: retrying
   cannot change the answer.
+``close`` ends a connection from the server side (``delete_connection``: a connection over its message
+budget, or whose token expired); API Gateway then runs ``$disconnect``. Same outcomes as a post.
 Many messages go out concurrently on a bounded thread pool (boto3 clients are thread-safe), sized with
 the client's connection pool so threads never wait for a socket.
 """
@@ -76,6 +78,12 @@ class ApiGatewayBroadcaster:
         self._max_retry_seconds = max_retry_seconds
 
     def send(self, connection_id: str, message: bytes) -> DeliveryStatus:
+        return self._call("post_to_connection", connection_id, Data=message)
+
+    def close(self, connection_id: str) -> DeliveryStatus:
+        return self._call("delete_connection", connection_id)
+
+    def _call(self, operation: str, connection_id: str, **params: Any) -> DeliveryStatus:
         retrying = Retrying(
             stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._max_retry_seconds),
             wait=wait_random_exponential(multiplier=self._retry_base, max=self._retry_max),
@@ -83,17 +91,17 @@ class ApiGatewayBroadcaster:
             reraise=True,
         )
         try:
-            retrying(self._client.post_to_connection, ConnectionId=connection_id, Data=message)
+            retrying(getattr(self._client, operation), ConnectionId=connection_id, **params)
         except ClientError as exc:
             if _error_code(exc) == "GoneException":
                 return DeliveryStatus.GONE
-            return self._failed(connection_id, exc)
+            return self._failed(operation, connection_id, exc)
         except BotoCoreError as exc:
-            return self._failed(connection_id, exc)
+            return self._failed(operation, connection_id, exc)
         return DeliveryStatus.SENT
 
-    def _failed(self, connection_id: str, exc: BaseException) -> DeliveryStatus:
-        logger.warning("post_to_connection failed", extra={"connection_id": connection_id, "error": _error_code(exc)})
+    def _failed(self, operation: str, connection_id: str, exc: BaseException) -> DeliveryStatus:
+        logger.warning(f"{operation} failed", extra={"connection_id": connection_id, "error": _error_code(exc)})
         return DeliveryStatus.FAILED
 
     def send_many(self, deliveries: Sequence[tuple[str, bytes]]) -> list[DeliveryStatus]:

@@ -138,6 +138,8 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
             item["source_ip"] = attr_s(record.source_ip)
         if record.user_agent is not None:
             item["user_agent"] = attr_s(record.user_agent)
+        if record.token_expires_at is not None:
+            item["token_expires_at"] = attr_n(record.token_expires_at)
         self._call("put_item", TableName=self._connections, Item=item)
         try:
             claimed = self._claim_slot(record, max_per_user)
@@ -606,6 +608,7 @@ def _connection_from_item(item: Item) -> ConnectionRecord:
         topics=_topic_set(item),
         message_format=item["format"]["S"] if "format" in item else "spec",  # items written before formats existed
         shard=_shard_of(item) or 0,
+        token_expires_at=int(item["token_expires_at"]["N"]) if "token_expires_at" in item else None,
     )
 
 

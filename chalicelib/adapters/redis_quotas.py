@@ -10,15 +10,13 @@ providers' own 429s still stop us, and the service keeps serving.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
 
-from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
+from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter, subject_key
 from chalicelib.ports import (
     BreakerState,
     BreakerStatus,
@@ -96,15 +94,6 @@ if state ~= 'closed' then
 end
 return ''
 """
-
-_SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9@._\-|:]{1,128}$")
-
-
-def _subject_key(subject: str) -> str:
-    """JWT subjects are arbitrary strings: keep readable ones, hash the rest (bounded, no key injection)."""
-    if _SAFE_SUBJECT.match(subject):
-        return subject
-    return "sha256-" + hashlib.sha256(subject.encode()).hexdigest()
 
 
 def _decode(value: object) -> str | None:
@@ -191,7 +180,7 @@ class RedisQuotas(DegradingRedisAdapter):
             return RateLimitDecision(
                 allowed=True, limit=limit_per_minute, remaining=limit_per_minute, reset_seconds=reset
             )
-        key = self._key(f"ratelimit:{_subject_key(subject)}:{int(now // 60)}")
+        key = self._key(f"ratelimit:{subject_key(subject)}:{int(now // 60)}")
         try:
             count = int(self._hit(keys=[key], args=[(reset + 5) * 1000]))
         except REDIS_FAILURES as exc:

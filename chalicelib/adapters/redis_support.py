@@ -7,6 +7,8 @@ timeout per call.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 
 import redis
@@ -15,6 +17,15 @@ from aws_lambda_powertools import Logger
 logger = Logger(child=True)
 
 REDIS_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+_SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9@._\-|:]{1,128}$")
+
+
+def subject_key(subject: str) -> str:
+    """JWT subjects are arbitrary strings: keep readable ones, hash the rest (bounded, no key injection)."""
+    if _SAFE_SUBJECT.match(subject):
+        return subject
+    return "sha256-" + hashlib.sha256(subject.encode()).hexdigest()
 
 
 def redis_client(url: str, *, socket_timeout_seconds: float) -> redis.Redis:

@@ -78,6 +78,12 @@ class Action(StrEnum):
     RESYNC = "resync"
 
 
+# Budget units per client message: what it can make the service do. Subscribe and resync read the cache
+# and may call providers, subscribe and unsubscribe write DynamoDB; ping costs a Redis step and a post.
+MESSAGE_COSTS: dict[Action, int] = {Action.SUBSCRIBE: 5, Action.UNSUBSCRIBE: 5, Action.RESYNC: 5, Action.PING: 1}
+# A message that fails validation costs as much as the most expensive one: junk must not be a cheap flood.
+INVALID_MESSAGE_COST = max(MESSAGE_COSTS.values())
+
 # Every ``error`` code a client can receive, and what it means (documented in the AsyncAPI document).
 ERROR_CODES: dict[str, str] = {
     "invalid_json": "the message is not valid JSON",
@@ -90,8 +96,15 @@ ERROR_CODES: dict[str, str] = {
     "unknown_connection": "the connection is no longer registered (expired); reconnect",
     "resync_rate_limited": "a resync sooner than the per-connection interval after the previous one",
     "symbol_not_found": "a symbol no provider knows: it is not subscribed (the message names it)",
-    "provider_unavailable": "a symbol no provider can quote right now: it stays subscribed (other codes of a "
+    "provider_unavailable": "a symbol no provider can quote right now: it stays subscribed only if it is known "
+    "to exist (a cached quote, or the bundled S&P 500 list), else subscribe again later (other codes of a "
     "GET /quotes item error can name a symbol the same way)",
+    "too_many_user_symbols": "the user's connections together would stream more distinct symbols than allowed "
+    "(the message names the cap); nothing of the message was subscribed",
+    "rate_limited": "over the message budget of the connection or of its user: the message was not acted on; "
+    "retry after `retry_after` seconds. A connection that keeps exceeding it is closed",
+    "token_expired": "the token the connection was opened with has expired: the connection is closed; "
+    "reconnect with a fresh token",
     "store_unavailable": "storage is unreachable; retry shortly",
     "service_unavailable": "no source can serve the request right now; retry shortly",
     "internal_error": "an unexpected failure; retry shortly",
@@ -243,6 +256,11 @@ class PongMessage(WireModel):
 class ErrorData(WireModel):
     code: str = Field(description="machine-readable: " + "; ".join(f"{c}: {m}" for c, m in ERROR_CODES.items()))
     message: str
+    retry_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="seconds until the refused message would be accepted (only with `rate_limited`)",
+    )
 
 
 class ErrorMessage(WireModel):
@@ -484,8 +502,10 @@ def encode(message: WireModel) -> bytes:
     return message.model_dump_json(by_alias=True).encode()
 
 
-def error_message(code: str, message: str) -> bytes:
-    return encode(ErrorMessage(data=ErrorData(code=code, message=message)))
+def error_message(code: str, message: str, *, retry_after: int | None = None) -> bytes:
+    error = ErrorMessage(data=ErrorData(code=code, message=message, retry_after=retry_after))
+    # No "retry_after": null on the errors that have none.
+    return error.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
 # --- GET /api/v1/market/ws/stats ------------------------------------------------------------------

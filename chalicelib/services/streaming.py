@@ -8,6 +8,14 @@ worth sending); storage and delivery sit behind the ConnectionStore, StreamState
   plus a margin as DynamoDB TTL, and every read filters on it.
 - Bad client input is answered with an ``error`` message; it never raises out of the handler, so the
   connection stays open.
+- Every client message first pays its cost (``MESSAGE_COSTS``) from the connection's and the user's token
+  buckets (MessageBudget, one Redis step), before any DynamoDB write or provider call: over budget is a
+  ``rate_limited`` error with ``retry_after``, and a connection refused ``close_after_rejections`` times
+  within the window is closed through the management API. A connection whose token expired is told so
+  and closed, on its next message or by the fan-out worker, whichever comes first.
+- Subscribe: budget → validation → caps (per connection; distinct symbols per user over all its
+  connections) → existence (a quote from the cache or a provider, or the bundled S&P 500 list when no
+  provider answers) → store. A symbol not known to exist is never stored.
 - ``publish`` starts a round with the updates whose value changed since the last publish (a fingerprint
   in Redis, compare-and-set) and that someone subscribes to (the topic registry: one Query per shard,
   cached in Redis under a version that every subscribe adding a topic moves, see ``topic_registry``):
@@ -24,6 +32,7 @@ worth sending); storage and delivery sit behind the ConnectionStore, StreamState
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +44,8 @@ from chalicelib import observability
 from chalicelib.errors import AppError, ValidationFailed
 from chalicelib.models.market import MoverType, QuoteResponse
 from chalicelib.models.streaming import (
+    INVALID_MESSAGE_COST,
+    MESSAGE_COSTS,
     QUOTE_TOPIC_PREFIX,
     AckData,
     AckMessage,
@@ -63,9 +74,13 @@ from chalicelib.models.streaming import (
 )
 from chalicelib.ports import (
     Broadcaster,
+    BucketLimits,
+    BudgetDecision,
+    ConnectionIdentity,
     ConnectionRecord,
     ConnectionStore,
     DeliveryStatus,
+    MessageBudget,
     ShardDispatcher,
     ShardTask,
     StoredRound,
@@ -76,6 +91,7 @@ from chalicelib.ports import (
 from chalicelib.services import frames
 from chalicelib.services.frames import API_GATEWAY_FRAME_BYTES, FrameBuilder, FrameTarget
 from chalicelib.services.market_data import MarketDataService
+from chalicelib.services.symbol_directory import is_listed
 
 logger = observability.logger
 
@@ -92,6 +108,11 @@ MOVERS_SNAPSHOT_LIMIT = 10
 
 def _unknown_connection() -> ProtocolError:
     return ProtocolError("unknown_connection", "this connection is not registered (expired); reconnect")
+
+
+_CONNECTION_BUDGET = BucketLimits(capacity=60, refill_per_second=1.0)
+_USER_BUDGET = BucketLimits(capacity=150, refill_per_second=2.5)
+_TOKEN_EXPIRED = "the token this connection was opened with has expired; reconnect with a fresh token"  # noqa: S105 - a message
 
 
 def _ack(kind: Literal["subscribed", "unsubscribed"], topics: list[str]) -> bytes:
@@ -140,6 +161,11 @@ class StreamingLimits:
     max_frame_bytes: int = API_GATEWAY_FRAME_BYTES
     resync_interval_seconds: int = 10
     shard_count: int = 16  # WS_SHARD_COUNT: a connection's shard is shard_for(its id, shard_count)
+    max_symbols_per_user: int = 100
+    connection_budget: BucketLimits = _CONNECTION_BUDGET
+    user_budget: BucketLimits = _USER_BUDGET
+    close_after_rejections: int = 10
+    rejection_window_seconds: int = 60
 
     @property
     def connection_ttl_seconds(self) -> int:
@@ -161,6 +187,7 @@ class PublishReport:
     send_seconds: float = 0.0  # posting to them (or dispatching the shard workers)
     shards: int = 0  # shards the round went to (dispatched workers, or delivered here)
     dispatch_failed: int = 0  # shard invocations Lambda refused (delivered here instead)
+    expired: int = 0  # connections closed because their token expired
 
     def add(self, other: PublishReport) -> None:
         """Fold one shard's delivery into the round's report."""
@@ -169,6 +196,7 @@ class PublishReport:
         self.failed += other.failed
         self.connections += other.connections
         self.dropped += other.dropped
+        self.expired += other.expired
         self.gone_connections.extend(other.gone_connections)
 
 
@@ -180,6 +208,7 @@ class StreamingService:
         state: StreamState,
         market: MarketDataService,
         limits: StreamingLimits,
+        budget: MessageBudget,
         clock: Callable[[], float] = time.time,
         lookup_concurrency: int = 16,
         dispatcher: ShardDispatcher | None = None,
@@ -191,6 +220,7 @@ class StreamingService:
         self._state = state
         self._market = market
         self._limits = limits
+        self._budget = budget
         self._clock = clock
         self._lookup_concurrency = lookup_concurrency
         self._frames = FrameBuilder(max_frame_bytes=limits.max_frame_bytes)
@@ -206,10 +236,12 @@ class StreamingService:
         source_ip: str | None = None,
         user_agent: str | None = None,
         message_format: str | None = None,
+        token_expires_at: int | None = None,
     ) -> ConnectionRecord:
         """Store a new connection in its shard; UnknownFormat for a ``format`` other than spec/batch,
         TooManyConnections when the user already holds the maximum (the store enforces it with a
-        conditional write, so simultaneous connects cannot pass it)."""
+        conditional write, so simultaneous connects cannot pass it). ``token_expires_at`` (the token's
+        ``exp``) is kept with it: the connection is closed once it passes."""
         chosen = parse_format(message_format)
         now = self._clock()
         record = ConnectionRecord(
@@ -221,11 +253,17 @@ class StreamingService:
             user_agent=user_agent[:256] if user_agent else None,
             message_format=chosen.value,
             shard=shard_for(connection_id, self._limits.shard_count),
+            token_expires_at=token_expires_at,
         )
         cap = self._limits.max_connections_per_user
         if not self._store.add_connection(record, max_per_user=cap):
             observability.count("ConnectionRefused", dimensions={"reason": "per_user_cap"})
             raise TooManyConnections(f"this user already holds {cap} open connections (the maximum); close one first")
+        self._budget.register(
+            connection_id,
+            ConnectionIdentity(user_id, token_expires_at),
+            ttl_seconds=self._limits.connection_ttl_seconds,
+        )
         observability.count("ConnectionOpened")
         return record
 
@@ -238,13 +276,38 @@ class StreamingService:
 
     def handle_message(self, connection_id: str, raw: str | None, broadcaster: Broadcaster) -> None:
         """Act on one client message and answer it (ack + snapshots, pong, or error) through
-        ``broadcaster``. Never raises for bad input: the client gets an ``error`` message instead."""
+        ``broadcaster``. Never raises for bad input: the client gets an ``error`` message instead.
+
+        The message's cost is taken from the budgets before anything else happens; the parse only
+        decides the cost (it is pure computation on at most ``max_message_bytes``), and a message that
+        fails it pays the highest cost before its error is answered."""
+        problem: ProtocolError | None = None
+        request: ClientRequest | None = None
         try:
             request = parse_client_message(
                 raw,
                 max_bytes=self._limits.max_message_bytes,
                 max_items=self._limits.max_subscriptions_per_connection,
             )
+        except ProtocolError as exc:
+            problem = exc
+        cost = MESSAGE_COSTS[request.action] if request is not None else INVALID_MESSAGE_COST
+        try:
+            decision = self._take_budget(connection_id, cost)
+        except AppError as exc:  # the store is unreachable and Redis did not know the connection
+            logger.warning("message not handled", extra={"code": exc.code, "detail": exc.message})
+            self._reply(connection_id, broadcaster, [error_message(exc.code, "the request could not be completed")])
+            return
+        if decision is None:
+            unknown = _unknown_connection()
+            self._reply(connection_id, broadcaster, [error_message(unknown.code, unknown.message)])
+            return
+        if self._refused(connection_id, decision, broadcaster):
+            return
+        try:
+            if problem is not None:
+                raise problem
+            assert request is not None  # noqa: S101 - problem is None exactly when the parse succeeded
             replies = self._replies(connection_id, request)
         except ProtocolError as exc:
             observability.count("ClientMessageRejected", dimensions={"code": exc.code})
@@ -252,11 +315,71 @@ class StreamingService:
         except AppError as exc:  # storage down and the like: tell the client, keep the connection
             logger.warning("message not handled", extra={"code": exc.code, "detail": exc.message})
             replies = [error_message(exc.code, "the request could not be completed; try again shortly")]
+        self._reply(connection_id, broadcaster, replies)
+
+    def _reply(self, connection_id: str, broadcaster: Broadcaster, replies: Sequence[bytes]) -> None:
         for reply in replies:
             status = broadcaster.send(connection_id, reply)
             if status is DeliveryStatus.GONE:
                 self._store.remove_connection(connection_id)
                 return
+
+    def _take_budget(self, connection_id: str, cost: int) -> BudgetDecision | None:
+        """The budget's decision; None for a connection neither the budget nor the store knows. The
+        budget learns a connection it lost (Redis restarted, or down and this container never saw its
+        $connect) from the store: a read, no write."""
+        take = functools.partial(
+            self._budget.take,
+            connection_id,
+            cost,
+            per_connection=self._limits.connection_budget,
+            per_user=self._limits.user_budget,
+            rejection_window_seconds=self._limits.rejection_window_seconds,
+        )
+        decision = take()
+        if decision.identity is not None:
+            return decision
+        now = self._clock()
+        record = self._store.get_connection(connection_id, now=now)
+        if record is None:
+            return None
+        ttl = max(1, record.expires_at - int(now))
+        self._budget.register(
+            connection_id, ConnectionIdentity(record.user_id, record.token_expires_at), ttl_seconds=ttl
+        )
+        decision = take()
+        return decision if decision.identity is not None else None
+
+    def _refused(self, connection_id: str, decision: BudgetDecision, broadcaster: Broadcaster) -> bool:
+        """Answer and act on an expired token or an exhausted budget; False when the message may proceed."""
+        assert decision.identity is not None  # noqa: S101 - _take_budget returns known connections only
+        expires_at = decision.identity.token_expires_at
+        if expires_at is not None and self._clock() >= expires_at:
+            observability.count("ClientMessageRejected", dimensions={"code": "token_expired"})
+            broadcaster.send(connection_id, error_message("token_expired", _TOKEN_EXPIRED))
+            self._close(connection_id, broadcaster, reason="token_expired", remove=True)
+            return True
+        if decision.allowed:
+            return False
+        observability.count("ClientMessageRejected", dimensions={"code": "rate_limited"})
+        closing = decision.rejections >= self._limits.close_after_rejections
+        message = f"over this connection's or its user's message budget; retry in {decision.retry_after_seconds} s" + (
+            " (closing: the budget was exceeded too often)" if closing else ""
+        )
+        broadcaster.send(
+            connection_id, error_message("rate_limited", message, retry_after=decision.retry_after_seconds)
+        )
+        if closing:
+            # API Gateway runs $disconnect, which removes the connection: nothing is written here.
+            self._close(connection_id, broadcaster, reason="rate_limited", remove=False)
+        return True
+
+    def _close(self, connection_id: str, broadcaster: Broadcaster, *, reason: str, remove: bool) -> None:
+        status = broadcaster.close(connection_id)
+        observability.count("ConnectionClosedByServer", dimensions={"reason": reason})
+        logger.info("connection closed by the service", extra={"reason": reason, "status": status.value})
+        if remove or status is DeliveryStatus.GONE:
+            self._store.remove_connection(connection_id)
 
     def _replies(self, connection_id: str, request: ClientRequest) -> list[bytes]:
         now = self._clock()
@@ -287,27 +410,51 @@ class StreamingService:
                 f"this connection would hold {len(connection.topics) + len(requested)} subscriptions; "
                 f"at most {cap}. Unsubscribe from some first.",
             )
+        if any(t.startswith(QUOTE_TOPIC_PREFIX) for t in requested):
+            self._check_user_symbols(connection, requested, now)
         quotes = self._market.get_quotes(list(request.symbols)) if request.symbols else None
-        failed = [item for item in (quotes.quotes if quotes else []) if item.error is not None]
-        # A symbol no provider knows is not subscribed (nothing would ever arrive for it); one that is
-        # only unavailable right now stays subscribed and gets its updates once a provider answers.
-        unknown = {quote_topic(item.symbol) for item in failed if item.error and item.error.code == "symbol_not_found"}
-        new_topics = [t for t in requested if t not in unknown]
+        items = quotes.quotes if quotes else []
+        # Stored only once known to exist: quoted (cache or provider), or, when no provider can answer
+        # right now, listed in the bundled S&P 500 list (its updates follow once a provider answers).
+        # Anything else is never stored: nothing would arrive for it, and every refresh would pay for it.
+        known = {quote_topic(i.symbol) for i in items if i.quote is not None or is_listed(i.symbol)}
+        new_topics = [t for t in requested if not t.startswith(QUOTE_TOPIC_PREFIX) or t in known]
         current = self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
         if current is None:
             raise _unknown_connection()
         if new_topics:
             self.registry_changed()
-        snapshots = [
-            quote_update(item.quote, snapshot=True) for item in (quotes.quotes if quotes else []) if item.quote
-        ]
+        snapshots = [quote_update(item.quote, snapshot=True) for item in items if item.quote]
         snapshots.extend(self._channel_snapshots(request.channels))
         errors = [
-            error_message(item.error.code, f"cannot stream {item.symbol}: {item.error.message}")
-            for item in failed
+            error_message(
+                item.error.code,
+                f"cannot stream {item.symbol}: {item.error.message}"
+                + ("" if quote_topic(item.symbol) in known else "; not subscribed"),
+            )
+            for item in items
             if item.error is not None
         ]
         return [_ack("subscribed", current), *self._numbered(connection, snapshots, now), *errors]
+
+    def _check_user_symbols(self, connection: ConnectionRecord, requested: list[str], now: float) -> None:
+        """The user's distinct symbols over all its connections (one Query on the by-user index) stay
+        within the cap. Two subscribes of one user on two connections at the same instant can each pass
+        against the same count (a soft cap under that race, by at most one message's symbols)."""
+        cap = self._limits.max_symbols_per_user
+        held = {
+            topic
+            for record in [connection, *self._store.connections_of_user(connection.user_id, now=now)]
+            for topic in record.topics
+            if topic.startswith(QUOTE_TOPIC_PREFIX)
+        }
+        adding = {t for t in requested if t.startswith(QUOTE_TOPIC_PREFIX)} - held
+        if len(held) + len(adding) > cap:
+            raise ProtocolError(
+                "too_many_user_symbols",
+                f"your connections would stream {len(held) + len(adding)} distinct symbols; at most {cap} "
+                f"per user (WS_MAX_SYMBOLS_PER_USER). Unsubscribe from some first.",
+            )
 
     def _resync_snapshots(self, connection: ConnectionRecord) -> list[StreamUpdate]:
         """Every current subscription's value (a symbol that cannot be quoted right now is left out: its
@@ -446,8 +593,15 @@ class StreamingService:
         started = time.monotonic()
         report = PublishReport()
         topics = {topic for topic, _ in stored.items}
-        records = self._store.connections_in_shard(shard, now=self._clock())
-        targets = [FrameTarget(r.connection_id, _format_of(r), r.topics) for r in records if topics & r.topics]
+        now = self._clock()
+        records = list(self._store.connections_in_shard(shard, now=now))
+        # A connection whose token expired gets nothing more: it is closed (and removed) here.
+        expired = [r for r in records if r.token_expires_at is not None and r.token_expires_at <= now]
+        for record in expired:
+            self._close(record.connection_id, broadcaster, reason="token_expired", remove=True)
+        report.expired = len(expired)
+        live = [r for r in records if r.token_expires_at is None or r.token_expires_at > now]
+        targets = [FrameTarget(r.connection_id, _format_of(r), r.topics) for r in live if topics & r.topics]
         report.lookup_seconds = time.monotonic() - started
         sending = time.monotonic()
         result = frames.deliver_round(

@@ -36,6 +36,16 @@ def constituents(path: Path = CONSTITUENTS_CSV) -> tuple[Constituent, ...]:
         )
 
 
+@functools.cache
+def _listed() -> frozenset[str]:
+    return frozenset(c.symbol for c in constituents())
+
+
+def is_listed(symbol: str) -> bool:
+    """Whether the bundled S&P 500 list holds the (normalized) symbol: known to exist without asking a vendor."""
+    return symbol in _listed()
+
+
 def search_constituents(query: str, limit: int) -> list[SearchResult]:
     """Exact symbol first, then symbol prefixes, then name matches (case-insensitive)."""
     needle = query.strip().lower()

@@ -68,7 +68,14 @@ def test_connect_parameters_messages_errors_and_limits_are_documented(document: 
     # The stage's limits, from its settings (the defaults here).
     assert "50 subscriptions per connection" in text
     assert "32768 bytes" in text
-    assert "one `resync` per 10 s" in text
+    flat = " ".join(text.split())
+    assert "one `resync` per 10 s" in flat
+    assert "100 distinct symbols per user" in flat
+    assert "`subscribe` 5, `unsubscribe` 5, `resync` 5, `ping` 1, anything malformed 5" in flat
+    assert "a connection holds 60 units refilled at 1.0/s, a user (all its connections) 150 refilled at 2.5/s" in flat
+    assert "10 refusals within 60 s close the connection" in flat
+    error = document["components"]["schemas"]["ErrorData"]["properties"]
+    assert "retry_after" in error
     for name in ("quote_update", "batch"):
         payload_ref = document["components"]["messages"][name]["payload"]["$ref"]
         schema = document["components"]["schemas"][payload_ref.rsplit("/", 1)[-1]]

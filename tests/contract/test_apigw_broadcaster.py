@@ -85,3 +85,13 @@ def test_send_many_keeps_the_order_of_the_deliveries(client: Any) -> None:
         _ok(stubber, "c")
         statuses = _broadcaster(client, concurrency=1).send_many([("a", b"{}"), ("b", b"{}"), ("c", b"{}")])
     assert statuses == [DeliveryStatus.SENT, DeliveryStatus.GONE, DeliveryStatus.SENT]
+
+
+def test_close_deletes_the_connection_through_the_management_api(client: Any) -> None:
+    with Stubber(client) as stubber:
+        stubber.add_client_error("delete_connection", service_error_code="LimitExceededException", http_status_code=429)
+        stubber.add_response("delete_connection", {}, {"ConnectionId": "c1"})
+        assert _broadcaster(client).close("c1") is DeliveryStatus.SENT
+        stubber.add_client_error("delete_connection", service_error_code="GoneException", http_status_code=410)
+        assert _broadcaster(client).close("c1") is DeliveryStatus.GONE
+        stubber.assert_no_pending_responses()

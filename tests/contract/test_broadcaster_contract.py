@@ -68,3 +68,10 @@ def test_send_many_answers_in_the_order_of_the_deliveries(subject: Subject) -> N
     assert subject.broadcaster.send_many(deliveries) == [DeliveryStatus.GONE, DeliveryStatus.SENT, DeliveryStatus.GONE]
     assert subject.received() == {"n": 1}
     assert subject.broadcaster.send_many([]) == []
+
+
+def test_close_ends_the_connection_and_later_posts_are_gone(subject: Subject) -> None:
+    assert subject.broadcaster.close(subject.open_id) is DeliveryStatus.SENT
+    assert subject.broadcaster.send(subject.open_id, b"{}") is DeliveryStatus.GONE
+    assert subject.broadcaster.close(subject.open_id) is DeliveryStatus.GONE
+    assert subject.broadcaster.close(subject.gone_id) is DeliveryStatus.GONE

@@ -20,6 +20,7 @@ class RecordingBroadcaster:
         self.raw: list[tuple[str, bytes]] = []  # the bytes exactly as posted (frame sizes)
         self.gone: set[str] = set()
         self.failing: set[str] = set()
+        self.closed: list[str] = []  # connections closed through the management API, in order
         self._lock = threading.Lock()
 
     def send(self, connection_id: str, message: bytes) -> DeliveryStatus:
@@ -34,6 +35,17 @@ class RecordingBroadcaster:
 
     def send_many(self, deliveries: Sequence[tuple[str, bytes]]) -> list[DeliveryStatus]:
         return [self.send(connection_id, message) for connection_id, message in deliveries]
+
+    def close(self, connection_id: str) -> DeliveryStatus:
+        if connection_id in self.gone:
+            return DeliveryStatus.GONE
+        if connection_id in self.failing:
+            return DeliveryStatus.FAILED
+        with self._lock:
+            self.closed.append(connection_id)
+        # A closed connection is gone for later posts, as API Gateway answers them with 410.
+        self.gone.add(connection_id)
+        return DeliveryStatus.SENT
 
     def messages_to(self, connection_id: str) -> list[dict[str, Any]]:
         return [message for target, message in self.sent if target == connection_id]

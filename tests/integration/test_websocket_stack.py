@@ -314,3 +314,35 @@ def test_ws_stats_over_rest(stack: Stack) -> None:
         assert {"topic": "channel:sectors", "subscribers": 1} in body["top_topics"]
     finally:
         ws.close()
+
+
+def test_the_subprotocol_token_is_accepted_and_only_bearer_is_selected(stack: Stack) -> None:
+    token = issue_dev_token("subprotocol-user")
+    ws = websocket.create_connection(stack.ws_url, subprotocols=["bearer", token], timeout=15)
+    try:
+        assert ws.getsubprotocol() == "bearer"
+        assert token not in json.dumps(ws.getheaders())
+        ws.send(json.dumps({"type": "ping"}))
+        assert _receive_until(ws, "pong")[-1]["type"] == "pong"
+    finally:
+        ws.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_burst_over_the_budget_gets_rate_limited_then_the_server_closes_the_socket(stack: Stack) -> None:
+    # The stage's defaults: 60 units per connection (a resync costs 5), closed at the 10th refusal in 60 s.
+    ws = _open(stack, "burst-user")
+    try:
+        for _ in range(40):
+            ws.send(json.dumps({"type": "resync"}))
+        codes: list[str] = []
+        ws.settimeout(15)
+        while (frame := ws.recv()) != "":  # "" once the server's close frame arrived
+            message = json.loads(frame)
+            assert_server_message(message)
+            if message["type"] == "error":
+                codes.append(message["data"]["code"])
+        assert not ws.connected
+        assert codes.count("rate_limited") >= 10
+    finally:
+        ws.close()
