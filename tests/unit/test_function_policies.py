@@ -98,13 +98,16 @@ FUNCTION_CALLS: dict[str, dict[str, str]] = {
         "DynamoDBConnectionStore.add_subscriptions": "subscribe",
         "DynamoDBConnectionStore.remove_subscriptions": "unsubscribe",
         "DynamoDBConnectionStore.remove_connection": "a 410 on the reply",
+        "DynamoDBConnectionStore.connections_of_user": "the per-user symbol cap",
         "ApiGatewayBroadcaster.send": "acks, snapshots, pong, errors",
+        "ApiGatewayBroadcaster.close": "over its message budget, or its token expired",
     },
     "websocket_disconnect": {"DynamoDBConnectionStore.remove_connection": "StreamingService.disconnect"},
     "fanout_worker": {
         "DynamoDBConnectionStore.connections_in_shard": "StreamingService._deliver",
         "DynamoDBConnectionStore.remove_connection": "a 410 while delivering",
         "ApiGatewayBroadcaster.send_many": "StreamingService._deliver",
+        "ApiGatewayBroadcaster.close": "a connection whose token expired",
     },
     **{job: dict(_JOB_CALLS) for job in deploy.JOB_FUNCTIONS},
 }
