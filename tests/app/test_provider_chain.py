@@ -160,7 +160,7 @@ def test_a_vendors_reason_for_an_unknown_symbol_reaches_the_404_and_is_no_failur
     finally:
         bootstrap.use_container(None)
     assert transport.calls == {"yahoo": 4}, "the vendor's not-found ends the walk: nobody else is asked"
-    status_of = {p.name: p for p in container.provider_status.status().providers}["yahoo"]
+    status_of = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
     assert status_of.breaker_state == "closed"
 
 
@@ -207,7 +207,7 @@ def test_a_failing_vendor_is_opened_by_the_breaker_skipped_then_probed(
         assert service.refresh_quotes(["AAPL"])["AAPL"].source == "fmp"
     # Two failed calls (each two requests: yfinance repeats once on an HTTP error status).
     assert transport.calls == {"yahoo": 4, "fmp": 2}
-    status = {p.name: p for p in container.provider_status.status().providers}["yahoo"]
+    status = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
     assert status.breaker_state == "open"
     assert status.last_error is not None
     assert "502" in status.last_error
@@ -219,7 +219,7 @@ def test_a_failing_vendor_is_opened_by_the_breaker_skipped_then_probed(
     transport.answer("yahoo", YAHOO_AAPL)
     assert service.refresh_quotes(["AAPL"])["AAPL"].source == "yahoo", "half-open probe succeeds"
     assert transport.calls["yahoo"] == 5
-    status = {p.name: p for p in container.provider_status.status().providers}["yahoo"]
+    status = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
     assert status.breaker_state == "closed"
 
 
@@ -234,7 +234,8 @@ def test_an_exhausted_shared_quota_skips_the_vendor_without_waiting(
     assert service.refresh_quotes(["AAPL"])["AAPL"].source == "fmp"
     assert time.monotonic() - started < 5
     assert transport.calls == {"yahoo": 1, "fmp": 1}
-    yahoo = {p.name: p for p in container.provider_status.status().providers}["yahoo"]
+    yahoo = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
+    assert yahoo.quota_day is not None
     assert (yahoo.quota_day.used, yahoo.quota_day.remaining) == (1, 0)
 
 
