@@ -262,11 +262,12 @@ class _ReasonRecorder(logging.Handler):
 @pytest.fixture(autouse=True)
 def _record_logged_reasons() -> Iterator[None]:
     handler = _ReasonRecorder()
-    observability.logger.addHandler(handler)
+    service_logger = logging.getLogger(observability.logger.name)  # the standard logger under powertools'
+    service_logger.addHandler(handler)
     try:
         yield
     finally:
-        observability.logger.removeHandler(handler)
+        service_logger.removeHandler(handler)
         _LOGGED_REASONS.clear()
 
 
