@@ -105,7 +105,7 @@ class TimeoutCappedAdapter(HTTPAdapter):
             chunks.append(chunk)
         response._content = b"".join(chunks)
         response._content_consumed = True  # type: ignore[attr-defined]
-        response.close()  # body fully read: the connection goes back to the pool
+        raw.release_conn()  # body fully read: the connection goes back to the pool for the next call
 
 
 def _set_read_timeout(raw: Any, seconds: float) -> None:
