@@ -3,6 +3,7 @@ validate, call a service, shape the response. Everything else lives in chaliceli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,9 @@ from chalicelib.http_api import (
     json_response,
     parse_body,
     parse_query,
+    principal_of,
     remaining_deadline,
+    require_operator,
 )
 from chalicelib.models.api import (
     MAX_BATCH_SYMBOLS,
@@ -85,7 +88,17 @@ def route(doc: RouteDoc) -> Callable[[Callable[..., Response]], Callable[..., Re
 
     def decorate(fn: Callable[..., Response]) -> Callable[..., Response]:
         ROUTES.append(doc)
-        wrapped = view(fn)
+        handler = fn
+        if doc.operator:
+
+            @functools.wraps(fn)
+            def operators_only(*args: Any, **kwargs: Any) -> Response:
+                # Before the handler parses anything: a non-operator learns nothing about the endpoint.
+                require_operator(app.current_request)
+                return fn(*args, **kwargs)
+
+            handler = operators_only
+        wrapped = view(handler)
         app.route(doc.path, methods=[doc.method], authorizer=jwt_authorizer)(wrapped)
         app.route(doc.path, methods=["OPTIONS"])(wrapped)
         return fn
@@ -233,12 +246,18 @@ def search() -> Response:
 )
 def get_providers() -> Response:
     _no_query()
-    return json_response(bootstrap.container().provider_status.status())
+    principal = principal_of(app.current_request)
+    detail = principal is not None and principal.is_operator
+    return json_response(bootstrap.container().provider_status.status(detail=detail))
 
 
 @route(
     RouteDoc(
-        "/api/v1/market/cache/stats", "GET", "Cache hit rates per data kind, key counts, memory", CacheStatsResponse
+        "/api/v1/market/cache/stats",
+        "GET",
+        "Cache hit rates and writes per data kind (operators only)",
+        CacheStatsResponse,
+        operator=True,
     )
 )
 def get_cache_stats() -> Response:
@@ -249,7 +268,7 @@ def get_cache_stats() -> Response:
 @route(
     RouteDoc(
         "/api/v1/market/ws/stats", "GET", "WebSocket connections, subscriptions per topic, messages in the last hour",
-        WsStatsResponse, query=WsStatsQuery,
+        WsStatsResponse, query=WsStatsQuery, operator=True,
     )
 )  # fmt: skip
 def get_ws_stats() -> Response:
@@ -258,7 +277,13 @@ def get_ws_stats() -> Response:
 
 
 @route(
-    RouteDoc("/api/v1/market/jobs/status", "GET", "Every scheduled job: schedule, last run, health", JobsStatusResponse)
+    RouteDoc(
+        "/api/v1/market/jobs/status",
+        "GET",
+        "Every scheduled job: schedule, last run, health (operators only)",
+        JobsStatusResponse,
+        operator=True,
+    )
 )
 def get_jobs_status() -> Response:
     _no_query()
@@ -267,8 +292,8 @@ def get_jobs_status() -> Response:
 
 @route(
     RouteDoc(
-        "/api/v1/market/jobs/{task_id}", "GET", "One job run", JobRunResponse,
-        path_params=(_TASK_ID,), errors=(404,),
+        "/api/v1/market/jobs/{task_id}", "GET", "One job run (operators only)", JobRunResponse,
+        path_params=(_TASK_ID,), errors=(404,), operator=True,
     )
 )  # fmt: skip
 def get_job_run(task_id: str) -> Response:
@@ -278,13 +303,12 @@ def get_job_run(task_id: str) -> Response:
 
 @route(
     RouteDoc(
-        "/api/v1/market/jobs/{job_name}/run", "POST", "Run a job now (admin tokens only)", JobRunResponse,
-        path_params=(_JOB_NAME,), errors=(403, 404),
+        "/api/v1/market/jobs/{job_name}/run", "POST", "Run a job now (operators only)", JobRunResponse,
+        path_params=(_JOB_NAME,), errors=(404,), operator=True,
     )
 )  # fmt: skip
 def run_job(job_name: str) -> Response:
     _no_query()
-    jobs_api.require_admin(app.current_request)
     run = bootstrap.container().jobs.run(job_name, trigger=Trigger.MANUAL, deadline=_deadline())
     return json_response(JobRunResponse.of(run))
 

@@ -24,10 +24,19 @@ _MAX_TOKEN_LENGTH = 8192
 class Principal:
     subject: str
     claims: dict[str, Any]
+    # Holds the operator role: decided once, at verification, from what the identity provider issued.
+    is_operator: bool = False
 
-    @property
-    def is_admin(self) -> bool:
-        return self.claims.get("admin") is True
+
+def has_operator_role(claims: dict[str, Any], *, group: str, scope: str) -> bool:
+    """Membership of the operator group (Cognito's ``cognito:groups`` list) or the operator OAuth scope
+    (``scope``, space-separated). Only the identity provider sets these in a verified token; a
+    free-form claim such as ``admin`` is not a role (any token issuer for the audience could add it)."""
+    groups = claims.get("cognito:groups")
+    if group and isinstance(groups, list) and group in groups:
+        return True
+    scopes = claims.get("scope")
+    return bool(scope) and isinstance(scopes, str) and scope in scopes.split()
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -46,6 +55,8 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._operator_group = settings.operator_group
+        self._operator_scope = settings.operator_scope
         self._secret = settings.effective_jwt_secret if self._algorithm is JwtAlgorithm.HS256 else None
         self._jwks = jwks_client
         if self._algorithm is JwtAlgorithm.RS256 and self._jwks is None:
@@ -89,7 +100,8 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("token subject is empty")
-        return Principal(subject=subject, claims=claims)
+        operator = has_operator_role(claims, group=self._operator_group, scope=self._operator_scope)
+        return Principal(subject=subject, claims=claims, is_operator=operator)
 
     def _verification_key(self, token: str) -> Any:
         if self._algorithm is JwtAlgorithm.HS256:

@@ -137,7 +137,12 @@ class Container:
         left out. Replay mode serves recorded Yahoo data only (offline: no keyed vendor is reachable)."""
         s = self.settings
         transport = self._replay_transport if self.replay else self._http_transport
-        session = build_session(timeout_cap_seconds=s.provider_timeout_seconds, transport=transport)
+        session = build_session(
+            timeout_cap_seconds=s.provider_timeout_seconds,
+            max_response_bytes=s.provider_response_max_bytes,
+            response_deadline_seconds=s.provider_response_deadline_seconds,
+            transport=transport,
+        )
         chain: list[MarketDataProvider] = [
             YahooProvider(
                 session,
@@ -181,6 +186,7 @@ class Container:
                 stale_ttl_seconds=s.cache_stale_ttl_seconds,
                 lock_ttl_seconds=s.cache_lock_ttl_seconds,
                 lock_wait_seconds=s.cache_lock_wait_seconds,
+                negative_ttl_seconds=s.negative_cache_ttl_seconds,
             ),
             replay_day=self._replay_transport.replay_day
             if self.replay and isinstance(self._replay_transport, ReplayCalendar)

@@ -123,6 +123,14 @@ class ProviderTimeout(ProviderUnavailable):
     code = "provider_timeout"
 
 
+class ProviderResponseCut(ProviderError):
+    """The vendor's answer was cut: over the byte cap or still trickling at the deadline. A vendor
+    failure (the breaker counts it); not retried (a second try would hold the Lambda as long again):
+    the chain moves on to the next vendor."""
+
+    code = "provider_response_cut"
+
+
 class ProviderRateLimited(ProviderError):
     code = "provider_rate_limited"
 
@@ -139,6 +147,18 @@ class ProviderSymbolNotFound(ProviderError):
     status_code = 404
     code = "symbol_not_found"
     counts_as_failure = False
+
+
+# Every 401 says the same to the client: naming the failure (expired, wrong audience, bad signature...)
+# tells a prober which part of a forged token to fix. The specific reason goes to the logs only.
+UNAUTHORIZED_MESSAGE = "invalid or missing token"
+
+
+def client_message(error: AppError) -> str:
+    """What a client may read of ``error``: 401s are generic, the rest carry their own (safe) message."""
+    if isinstance(error, Unauthorized):
+        return UNAUTHORIZED_MESSAGE
+    return error.message
 
 
 def http_status_for(error: AppError) -> int:

@@ -19,16 +19,20 @@ from chalice.app import Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import bootstrap, observability
-from chalicelib.auth import bearer_token
+from chalicelib.auth import Principal, bearer_token
 from chalicelib.errors import (
     AppError,
     ConfigurationError,
+    Forbidden,
     MissingCredentials,
     RateLimited,
+    Unauthorized,
     ValidationFailed,
+    client_message,
     http_status_for,
 )
 from chalicelib.models.errors import ErrorBody, ErrorDetail
+from chalicelib.services.provider_chain import metered_upstream_calls
 
 logger = observability.logger
 tracer = observability.tracer
@@ -112,7 +116,9 @@ def json_response(body: BaseModel, *, status_code: int = 200, headers: dict[str,
 
 def error_response(error: AppError, request_id: str) -> Response:
     status = http_status_for(error)
-    message = error.message
+    message = client_message(error)
+    if isinstance(error, Unauthorized):
+        logger.info("request refused: unauthenticated", extra={"reason": error.message})
     if isinstance(error, ConfigurationError):
         # Operators get the variable's name in the log; clients get a pointer to it, not our config.
         logger.error("configuration error", extra={"detail": error.message})
@@ -161,6 +167,22 @@ def api_view(
     return decorate
 
 
+def principal_of(request: Request | None) -> Principal | None:
+    """The verified caller the middleware stored on the request (None on public routes)."""
+    authorizer = (request.context.get("authorizer") or {}) if request is not None else {}
+    principal = authorizer.get("principal")
+    return principal if isinstance(principal, Principal) else None
+
+
+def require_operator(request: Request | None) -> Principal:
+    """Operator endpoints: the caller must hold the operator role its identity provider issued."""
+    principal = principal_of(request)
+    if principal is None or not principal.is_operator:
+        logger.info("operator endpoint refused", extra={"user": principal.subject if principal else None})
+        raise Forbidden("this endpoint is for operators only")
+    return principal
+
+
 def remaining_deadline(lambda_context: Any) -> float | None:
     """The invocation's deadline as a monotonic time, from the Lambda context."""
     remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
@@ -199,12 +221,14 @@ def _authenticate_and_call(
     request: Request, resource: str, request_id: str, get_response: Callable[[Request], Response]
 ) -> Response:
     limit_headers: dict[str, str] = {}
+    subject: str | None = None
     try:
         if resource not in PUBLIC_RESOURCES:
             container = bootstrap.container()
             principal = container.token_verifier.verify(bearer_token(request.headers.get("authorization")))
             request.context["authorizer"] = {"principal": principal}
             logger.append_keys(user=principal.subject)
+            subject = principal.subject
             decision = container.quotas.hit(principal.subject, container.settings.user_rate_limit_per_minute)
             limit_headers = {
                 "X-RateLimit-Limit": str(decision.limit),
@@ -222,10 +246,24 @@ def _authenticate_and_call(
                 return response
     except AppError as exc:
         return error_response(exc, request_id)
-    with tracer.provider.in_subsegment(f"## {request.method} {resource}"):
+    with tracer.provider.in_subsegment(f"## {request.method} {resource}"), metered_upstream_calls() as meter:
         response = get_response(request)
+    if subject is not None and meter.calls:
+        limit_headers = _charge_upstream_calls(subject, meter.calls, limit_headers)
     response.headers.update(limit_headers)
     return response
+
+
+def _charge_upstream_calls(subject: str, calls: int, limit_headers: dict[str, str]) -> dict[str, str]:
+    """The per-user budget is weighted: each provider call the request caused costs
+    USER_UPSTREAM_CALL_COST more units, so cache misses use it up far sooner than hits (the vendors'
+    quotas are shared by every user; the cache is what keeps them whole)."""
+    container = bootstrap.container()
+    units = calls * container.settings.user_upstream_call_cost
+    if units <= 0:
+        return limit_headers
+    after = container.quotas.hit(subject, container.settings.user_rate_limit_per_minute, units=units)
+    return {**limit_headers, "X-RateLimit-Remaining": str(after.remaining)}
 
 
 def _allowed_origin(request: Request) -> str | None:

@@ -12,11 +12,9 @@ import os
 import re
 from typing import Any
 
-from chalice.app import CloudWatchEvent, Request
+from chalice.app import CloudWatchEvent
 
 from chalicelib import bootstrap, observability
-from chalicelib.auth import Principal
-from chalicelib.errors import Forbidden
 from chalicelib.http_api import remaining_deadline
 from chalicelib.services.jobs import JobSpec, Trigger
 
@@ -77,12 +75,3 @@ def run_scheduled(name: str, event: CloudWatchEvent, lambda_context: Any) -> dic
     finally:
         logger.remove_keys(["job"])
     return {"task_id": run.task_id, "status": run.status.value, "counts": dict(run.counts), "error": run.error}
-
-
-def require_admin(request: Request | None) -> Principal:
-    """Manual triggers are for operators: the token must carry ``"admin": true``."""
-    authorizer = (request.context.get("authorizer") or {}) if request is not None else {}
-    principal = authorizer.get("principal")
-    if not isinstance(principal, Principal) or not principal.is_admin:
-        raise Forbidden('running a job by hand needs an admin token (claim "admin": true)')
-    return principal

@@ -38,9 +38,15 @@ class RouteDoc:
     body: type[BaseModel] | None = None
     path_params: tuple[PathParam, ...] = ()
     public: bool = False
-    # Statuses besides COMMON_ERRORS this route can answer (404 unknown symbol, 403 not admin, ...).
+    # Operators only (the identity provider's operator group or scope); everyone else gets 403.
+    operator: bool = False
+    # Statuses besides COMMON_ERRORS this route can answer (404 unknown symbol, ...); 403 comes with operator.
     errors: tuple[int, ...] = ()
     description: str | None = None
+
+    @property
+    def error_statuses(self) -> frozenset[int]:
+        return frozenset({*self.errors, *((403,) if self.operator else ())})
 
 
 # What any authenticated route can answer: 400 for an unknown, repeated or malformed query parameter
@@ -51,7 +57,10 @@ COMMON_ERRORS = (400, 401, 429, 503)
 _ERROR_TEXT = {
     400: "invalid input: malformed parameter or body, unknown or repeated query parameter (the message names it)",
     401: "missing or invalid token",
-    403: "not allowed: the token lacks the admin claim",
+    403: (
+        "operators only: the token is valid but carries neither the operator group (cognito:groups) "
+        "nor the operator scope (scope) the identity provider issues (OPERATOR_GROUP, OPERATOR_SCOPE)"
+    ),
     404: "unknown symbol or resource",
     415: "the body is not application/json",
     429: "per-user rate limit exceeded (see Retry-After, X-RateLimit-*)",
@@ -120,7 +129,7 @@ def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> d
             }
         }
         error_schema = refs[(ErrorBody, "serialization")]
-        for status in sorted({*COMMON_ERRORS, *doc.errors}) if not doc.public else ():
+        for status in sorted({*COMMON_ERRORS, *doc.error_statuses}) if not doc.public else ():
             responses[str(status)] = {
                 "description": _ERROR_TEXT.get(status, "error"),
                 "content": {"application/json": {"schema": error_schema}},

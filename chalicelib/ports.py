@@ -42,12 +42,7 @@ class CacheEntry:
 class KindCounters:
     hits: int
     misses: int
-
-
-@dataclass(frozen=True)
-class CacheUsage:
-    keys_by_kind: Mapping[str, int]
-    memory_used_bytes: int | None
+    writes: int = 0  # values written (fetched and stored) for this kind
 
 
 class Cache(Protocol):
@@ -88,11 +83,8 @@ class Cache(Protocol):
     def record_lookup(self, kind: str, *, hit: bool) -> None: ...
 
     def lookup_counters(self) -> Mapping[str, KindCounters] | None:
-        """Hits and misses per data kind since the counters began; None when the backend is down."""
-        ...
-
-    def usage(self) -> CacheUsage | None:
-        """Key counts per kind and memory used; None when the backend is down."""
+        """Hits, misses and writes per data kind since the counters began (one counter read, never a
+        keyspace scan); None when the backend is down."""
         ...
 
 
@@ -183,7 +175,10 @@ class RateLimitDecision:
 
 
 class RateLimiter(Protocol):
-    def hit(self, subject: str, limit_per_minute: int) -> RateLimitDecision: ...
+    def hit(self, subject: str, limit_per_minute: int, *, units: int = 1) -> RateLimitDecision:
+        """Add ``units`` to the subject's per-minute budget; never allows everything when the shared
+        store is down (a per-container limiter takes over)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ ENV_VARS: dict[str, str] = {
     "BREAKER_FAILURE_THRESHOLD": "breaker_failure_threshold",
     "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
     "USER_RATE_LIMIT_PER_MINUTE": "user_rate_limit_per_minute",
+    "USER_UPSTREAM_CALL_COST": "user_upstream_call_cost",
+    "NEGATIVE_CACHE_TTL_SECONDS": "negative_cache_ttl_seconds",
+    "PROVIDER_RESPONSE_MAX_BYTES": "provider_response_max_bytes",
+    "PROVIDER_RESPONSE_DEADLINE_SECONDS": "provider_response_deadline_seconds",
+    "OPERATOR_GROUP": "operator_group",
+    "OPERATOR_SCOPE": "operator_scope",
     "CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
     "WEBSOCKET_MANAGEMENT_ENDPOINT": "websocket_management_endpoint",
     "WS_MAX_CONNECTIONS_PER_USER": "ws_max_connections_per_user",
@@ -223,7 +229,20 @@ class Settings(BaseModel):
     breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
 
+    # The per-user budget per minute: a request costs 1, plus USER_UPSTREAM_CALL_COST per provider call
+    # it caused (a cache miss costs more than a hit; the vendors' quotas are shared by every user).
     user_rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    user_upstream_call_cost: int = Field(default=20, ge=0, le=10_000)
+    # How long "no such symbol" is remembered per data kind (a repeated unknown ticker costs nothing upstream).
+    negative_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
+    # A provider response is read up to this many bytes and for at most this long in all (a trickling
+    # or huge answer is cut: a vendor failure); per-read timeouts alone let a trickle hold the Lambda.
+    provider_response_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    provider_response_deadline_seconds: float = Field(default=8.0, gt=0, le=60)
+    # Operator endpoints need a role the identity provider issues: membership of this group
+    # (`cognito:groups`) or this OAuth scope (`scope`); empty disables that way in.
+    operator_group: str = Field(default="operators", max_length=128, pattern=r"^[^\s]*$")
+    operator_scope: str = Field(default="market-data/operator", max_length=256, pattern=r"^[^\s]*$")
     # Comma-separated origins allowed by CORS (the dashboard's). The localhost default serves the local
     # stage only: a deployed stage must set its https origins explicitly (_check_deployed_identity).
     cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(_split_origins)] = LOCAL_CORS_ORIGINS

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chalicelib import bootstrap, observability
 from chalicelib.auth import bearer_token
-from chalicelib.errors import AppError, MissingCredentials, Unauthorized
+from chalicelib.errors import AppError, MissingCredentials, Unauthorized, client_message
 from chalicelib.models.streaming import error_message
 
 logger = observability.logger
@@ -57,9 +57,10 @@ def connect_credentials(event: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 def _refusal(error: AppError) -> Response:
-    body = {"error": {"code": error.code, "message": error.message}}
+    body = {"error": {"code": error.code, "message": client_message(error)}}
     headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if isinstance(error, Unauthorized):
+        logger.info("connect refused: unauthenticated", extra={"reason": error.message})
         headers["WWW-Authenticate"] = 'Bearer realm="market-data"'
     return Response(body=json.dumps(body), status_code=error.status_code, headers=headers)
 

@@ -21,7 +21,7 @@ from aws_lambda_powertools import Logger
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES as _REDIS_FAILURES
 from chalicelib.adapters.redis_support import DegradingRedisAdapter, redis_client
-from chalicelib.ports import CacheEntry, CacheUsage, KindCounters
+from chalicelib.ports import CacheEntry, KindCounters
 
 logger = Logger(child=True)
 
@@ -170,6 +170,7 @@ class RedisCache(DegradingRedisAdapter):
         for key, value in values.items():
             envelope = json.dumps({"v": value, "s": now, "f": now + fresh_ttl_seconds}, separators=(",", ":"))
             pipe.set(self._key(key), envelope, px=expire_ms)
+            pipe.hincrby(self._stats_key(), f"{_write_kind(key)}:writes", 1)
         try:
             pipe.execute()
         except _REDIS_FAILURES as exc:
@@ -181,8 +182,12 @@ class RedisCache(DegradingRedisAdapter):
         now = self._clock()
         envelope = json.dumps({"v": value, "s": now, "f": now + fresh_ttl_seconds}, separators=(",", ":"))
         expire_ms = max(1, int((fresh_ttl_seconds + stale_ttl_seconds) * 1000))
+        # The write and its counter in one round trip: /cache/stats reads counters, never the keyspace.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(self._key(key), envelope, px=expire_ms)
+        pipe.hincrby(self._stats_key(), f"{_write_kind(key)}:writes", 1)
         try:
-            self._client.set(self._key(key), envelope, px=expire_ms)
+            pipe.execute()
         except _REDIS_FAILURES as exc:
             self._failed("set", exc)
 
@@ -231,24 +236,13 @@ class RedisCache(DegradingRedisAdapter):
         counts: dict[str, dict[str, int]] = {}
         for field, value in raw.items():
             kind, _, what = field.decode().rpartition(":")
-            counts.setdefault(kind, {"hits": 0, "misses": 0})[what] = int(value)
-        return {kind: KindCounters(hits=c["hits"], misses=c["misses"]) for kind, c in counts.items()}
+            counts.setdefault(kind, {"hits": 0, "misses": 0, "writes": 0})[what] = int(value)
+        return {
+            kind: KindCounters(hits=c["hits"], misses=c["misses"], writes=c["writes"]) for kind, c in counts.items()
+        }
 
-    # --- usage ------------------------------------------------------------------------------------
 
-    def usage(self) -> CacheUsage | None:
-        """Keys per data kind under our prefix (SCAN, never KEYS) and the server's memory in use."""
-        if not self.available:
-            return None
-        keys_by_kind: dict[str, int] = {}
-        try:
-            for raw_key in self._client.scan_iter(match=self._key("*"), count=1000):
-                name = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                kind = name[len(self._prefix) :].split(":", 1)[0]
-                keys_by_kind[kind] = keys_by_kind.get(kind, 0) + 1
-            memory = self._client.info("memory")
-        except _REDIS_FAILURES as exc:
-            self._failed("usage", exc)
-            return None
-        used = memory.get("used_memory") if isinstance(memory, dict) else None
-        return CacheUsage(keys_by_kind=keys_by_kind, memory_used_bytes=int(used) if used is not None else None)
+def _write_kind(key: str) -> str:
+    """The data kind a cache key holds, named as lookups name it (market:indices → indices)."""
+    family, _, rest = key.partition(":")
+    return rest.split(":", 1)[0] if family == "market" and rest else family

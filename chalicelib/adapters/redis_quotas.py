@@ -4,12 +4,17 @@ Every decision is one Lua script, so it is atomic across concurrent Lambdas: a q
 and taken in the same step (never read-then-write), and a breaker's half-open probe is handed to one
 caller only. Windows are fixed (per UTC minute, per UTC day), which is how the vendors count.
 
-Redis unreachable: quotas and rate limits grant (marked ``degraded``), breakers stay closed. The
-providers' own 429s still stop us, and the service keeps serving.
+Redis unreachable: the per-user budget falls back to a per-container (in-process) limiter with the
+same limit, so a user still cannot go past it through one container (across N warm containers, at most
+N times it: each keeps its own count). Vendor quotas grant (marked ``degraded``) and breakers stay
+closed: those are shared counts no single container can keep, and refusing every provider call while
+Redis is down would turn a cache outage into a full outage. The vendors' own 429s still stop us (the
+chain moves on to the next vendor), and the per-user budget still bounds what each user can cause.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,10 +49,10 @@ if d == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 return {1, 0, m, d}
 """
 
-# KEYS: the subject's counter for this minute. ARGV: ttl ms. Returns the count including this hit.
+# KEYS: the subject's counter for this minute. ARGV: ttl ms, units. Returns the count including these units.
 _HIT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+if n == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
@@ -102,8 +107,39 @@ def _decode(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class LocalRateLimiter:
+    """The per-user budget of one container, for when Redis cannot be reached: the same fixed UTC
+    minute windows, counted in process memory. Bounded: at most ``max_subjects`` subjects per minute;
+    past that, unknown subjects are refused (a flood of fresh identities cannot grow memory or get a
+    free pass while the shared limiter is down)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_subjects: int = 10_000) -> None:
+        self._clock = clock
+        self._max_subjects = max_subjects
+        self._minute = -1
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, subject: str, units: int, limit_per_minute: int) -> RateLimitDecision:
+        now = self._clock()
+        minute, reset = int(now // 60), 60 - int(now % 60)
+        with self._lock:
+            if minute != self._minute:
+                self._minute, self._counts = minute, {}
+            if subject not in self._counts and len(self._counts) >= self._max_subjects:
+                return RateLimitDecision(allowed=False, limit=limit_per_minute, remaining=0, reset_seconds=reset)
+            count = self._counts.get(subject, 0) + units
+            self._counts[subject] = count
+        return RateLimitDecision(
+            allowed=count <= limit_per_minute,
+            limit=limit_per_minute,
+            remaining=max(0, limit_per_minute - count),
+            reset_seconds=reset,
+        )
+
+
 class RedisQuotas(DegradingRedisAdapter):
-    """Shared per-provider quotas and per-user request rate limits."""
+    """Shared per-provider quotas and per-user request budgets."""
 
     def __init__(
         self,
@@ -117,6 +153,7 @@ class RedisQuotas(DegradingRedisAdapter):
         self._clock = clock
         self._take = client.register_script(_TAKE_QUOTA)
         self._hit = client.register_script(_HIT)
+        self._local = LocalRateLimiter(clock=clock)
 
     def _windows(self, vendor: str) -> tuple[str, str, int, int]:
         now = self._clock()
@@ -173,21 +210,20 @@ class RedisQuotas(DegradingRedisAdapter):
             day_resets_in_seconds=day_left,
         )
 
-    def hit(self, subject: str, limit_per_minute: int) -> RateLimitDecision:
+    def hit(self, subject: str, limit_per_minute: int, *, units: int = 1) -> RateLimitDecision:
+        """Add ``units`` to the subject's budget for this minute; allowed while the total stays within
+        ``limit_per_minute``. The request itself costs 1; its upstream calls are charged afterwards
+        (``charge``), so a cache miss uses up more of the budget than a hit."""
         now = self._clock()
         reset = 60 - int(now % 60)
         if not self.available:
-            return RateLimitDecision(
-                allowed=True, limit=limit_per_minute, remaining=limit_per_minute, reset_seconds=reset
-            )
+            return self._local.add(subject, units, limit_per_minute)
         key = self._key(f"ratelimit:{subject_key(subject)}:{int(now // 60)}")
         try:
-            count = int(self._hit(keys=[key], args=[(reset + 5) * 1000]))
+            count = int(self._hit(keys=[key], args=[(reset + 5) * 1000, units]))
         except REDIS_FAILURES as exc:
             self._failed("rate limit", exc)
-            return RateLimitDecision(
-                allowed=True, limit=limit_per_minute, remaining=limit_per_minute, reset_seconds=reset
-            )
+            return self._local.add(subject, units, limit_per_minute)
         return RateLimitDecision(
             allowed=count <= limit_per_minute,
             limit=limit_per_minute,

@@ -262,12 +262,15 @@ class ProviderStatus(MarketModel):
     configured: bool = Field(description="false when its API key is missing (then it is not in the chain)")
     position: int | None = Field(description="1-based place in the fallback chain; null if not configured")
     capabilities: list[str]
-    quota_minute: QuotaWindow
-    quota_day: QuotaWindow
     breaker_state: str | None
-    consecutive_failures: int | None
-    last_error: str | None
-    last_error_at: AwareDatetime | None
+    # Operators only (null for everyone else): quota use and the breaker's failure detail.
+    quota_minute: QuotaWindow | None = Field(default=None, description="operators only (null otherwise)")
+    quota_day: QuotaWindow | None = Field(default=None, description="operators only (null otherwise)")
+    consecutive_failures: int | None = Field(default=None, description="operators only")
+    last_error: str | None = Field(
+        default=None, description="operators only: the last failure's error code (the detail is in the logs)"
+    )
+    last_error_at: AwareDatetime | None = Field(default=None, description="operators only")
 
 
 class ProvidersResponse(MarketModel):

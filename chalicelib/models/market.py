@@ -10,8 +10,9 @@ import re
 from datetime import date
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from chalicelib.errors import ValidationFailed
 
@@ -141,16 +142,13 @@ class CacheKindStats(MarketModel):
     hits: int
     misses: int
     hit_rate: float | None = Field(description="hits / (hits + misses); null before any lookup")
+    writes: int = Field(default=0, description="values fetched and stored (unknown: negative-cache entries)")
 
 
 class CacheStatsResponse(MarketModel):
     available: bool = Field(description="false when Redis could not be reached (the service runs uncached)")
     kinds: dict[str, CacheKindStats]
     overall_hit_rate: float | None = Field(default=None, description="over every kind; null before any lookup")
-    keys: dict[str, int] = Field(
-        default_factory=dict, description="keys per key family (quote, historical, market, quota, ...)"
-    )
-    memory_used_bytes: int | None = Field(default=None, description="Redis used_memory (the whole server)")
 
 
 # --- the other data kinds -------------------------------------------------------------------------
@@ -226,6 +224,33 @@ class HistoricalData(MarketModel):
     as_of: AwareDatetime = Field(description="the newest bar's time")
 
 
+_LINK_MAX_LENGTH = 2048
+# Whitespace, control characters and characters no valid URL holds unescaped (markup breakers).
+_LINK_FORBIDDEN = re.compile(r'[\x00-\x20\x7f\\<>"]')
+
+
+def safe_link(value: object) -> str | None:
+    """A provider's link as a client may render it: an absolute http(s) URL with a host, else None.
+    Vendor text reaches dashboards: a `javascript:` or `data:` link (in any case, with any leading
+    control characters a browser would skip) would run in the dashboard's origin when clicked."""
+    if not isinstance(value, str):
+        return None
+    link = value.strip()
+    if not link or len(link) > _LINK_MAX_LENGTH or _LINK_FORBIDDEN.search(link):
+        return None
+    try:
+        parts = urlsplit(link)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return link
+
+
+# Every provider URL in a payload: validated on the model, so no adapter can forget it.
+SafeLink = Annotated[str | None, BeforeValidator(safe_link)]
+
+
 class CompanyProfile(MarketModel):
     symbol: Symbol
     name: str | None = None
@@ -234,7 +259,7 @@ class CompanyProfile(MarketModel):
     sector: str | None = None
     industry: str | None = None
     country: str | None = None
-    website: str | None = None
+    website: SafeLink = Field(default=None, description="http(s) only; anything else from a provider is null")
     description: str | None = Field(default=None, description="provider text, served as JSON only")
     employees: int | None = Field(default=None, ge=0)
     market_cap: int | None = Field(default=None, alias="marketCap")
@@ -251,7 +276,7 @@ class SearchResult(MarketModel):
 
 class NewsArticle(MarketModel):
     title: str
-    url: str
+    url: SafeLink = Field(default=None, description="http(s) only; anything else from a provider is null")
     publisher: str | None = None
     published_at: AwareDatetime = Field(alias="publishedAt")
     summary: str | None = None

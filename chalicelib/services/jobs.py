@@ -174,10 +174,15 @@ class JobRunner:
         try:
             self._bodies[spec.name](context)
         except AppError as exc:
-            status, error = RunStatus.FAILED, f"{exc.code}: {exc.message}"
-        except Exception as exc:
-            status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
-            logger.error("job crashed", extra={"job": spec.name, "traceback": traceback.format_exc(limit=8)})
+            # The record (served by /jobs) holds a code and a fixed message; the detail goes to the logs.
+            status, error = RunStatus.FAILED, _recorded_error(exc.code)
+            logger.error("job failed", extra={"job": spec.name, "task_id": run.task_id, "error": exc.message})
+        except Exception:
+            status, error = RunStatus.FAILED, _recorded_error("internal_error")
+            logger.error(
+                "job crashed",
+                extra={"job": spec.name, "task_id": run.task_id, "traceback": traceback.format_exc(limit=8)},
+            )
         except BaseException:
             # The runtime's own timeout (locally) or an interpreter exit: record, then let it unwind.
             self._finish(run, RunStatus.FAILED, context, began, "interrupted (timed out)")
@@ -388,3 +393,17 @@ BODIES: dict[str, Callable[[JobDeps, JobContext], None]] = {
     "warm_cache": warm_cache,
     "cleanup": cleanup,
 }
+
+
+# What a failed run records, per error code: a safe sentence (never exception or vendor text).
+_SAFE_ERROR_MESSAGES = {
+    "service_unavailable": "no data source could serve the job",
+    "store_unavailable": "the connection store could not be reached",
+    "configuration_error": "the service is misconfigured",
+    "internal_error": "the job crashed",
+}
+
+
+def _recorded_error(code: str) -> str:
+    message = _SAFE_ERROR_MESSAGES.get(code, "the job failed")
+    return f"{code}: {message}; the detail is in the job's log (search the task id)"

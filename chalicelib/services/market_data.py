@@ -96,8 +96,12 @@ SECTOR_ETFS: tuple[tuple[str, str], ...] = (
     ("Utilities", "XLU"),
 )
 
-# Movers are fetched once at the largest size any request may ask for, then sliced per request.
+# Movers, news and search results are fetched once at the largest size any request may ask for, then
+# sliced per request: the client's `limit` is not part of the cache key, so each value of it does not
+# cost a provider call (the bounds are MoversQuery's, NewsQuery's and SearchRequest's).
 MOVERS_FETCH_SIZE = 25
+NEWS_FETCH_SIZE = 50
+SEARCH_FETCH_SIZE = 50
 # Which intervals a range may be asked in: the tightest vendor limits (Yahoo's), so any vendor can answer.
 _INTRADAY_MAX_PERIOD: dict[Interval, frozenset[Period]] = {
     Interval.M1: frozenset({Period.D1, Period.D5}),
@@ -131,6 +135,8 @@ class CacheTimings:
     lock_ttl_seconds: float
     lock_wait_seconds: float
     lock_poll_seconds: float = 0.05
+    # How long a vendor's "no such symbol" is remembered per data kind (0: not at all).
+    negative_ttl_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,7 @@ class MarketDataService:
         if found is not None and found[0].is_fresh(self._clock()):
             self._record_lookup("quote", hit=True)
             return _quote_response(found[1], cached=True, stale=False)
+        self._raise_if_known_unknown("quote", symbol)
         self._record_lookup("quote", hit=False)
 
         token = self._cache.acquire_lock(key, self._timings.lock_ttl_seconds)
@@ -238,6 +245,7 @@ class MarketDataService:
                 return _quote_response(stored, cached=False, stale=False)
             if symbol in batch.unknown:
                 self._cache.forget_hot([symbol])
+                self._remember_unknown("quote", {symbol: batch.unknown_reasons.get(symbol)})
                 raise _symbol_not_found(symbol, batch.unknown_reasons.get(symbol))
             failure = AllProvidersFailed(f"a quote for {symbol}", batch.outcome)
             return self._stale_quote_or_raise(symbol, found, failure)
@@ -302,10 +310,15 @@ class MarketDataService:
 
         # A reader's lookup marks its symbols as recently read (same round trip); a refresh's does not,
         # or the job would keep its own symbols hot forever.
-        cached = self._cache.get_many([f"quote:{s}" for s in valid], touch_hot=() if force else valid)
+        # The negative entries ride in the same MGET: a known-unknown symbol costs no extra round trip.
+        cached = self._cache.get_many(
+            [f"quote:{s}" for s in valid] + [_negative_key("quote", s) for s in valid],
+            touch_hot=() if force else valid,
+        )
         now = self._clock()
         stale: dict[str, CachedQuote] = {}
         missing: list[str] = []
+        known_unknown: list[str] = []
         for symbol in valid:
             entry = cached.get(f"quote:{symbol}")
             stored = _decode_cached_quote(entry) if entry is not None else None
@@ -313,12 +326,22 @@ class MarketDataService:
                 self._record_lookup("quote", hit=True)
                 items[symbol] = BatchQuoteItem(symbol=symbol, quote=_quote_response(stored, cached=True, stale=False))
                 continue
+            negative = cached.get(_negative_key("quote", symbol))
+            if negative is not None and negative.is_fresh(now):
+                if not force:
+                    self._record_lookup("quote", hit=True)
+                error = _symbol_not_found(symbol, negative.value or None)
+                items[symbol] = BatchQuoteItem(symbol=symbol, error=QuoteError(code=error.code, message=error.message))
+                known_unknown.append(symbol)
+                continue
             if not force:
                 self._record_lookup("quote", hit=False)
             if stored is not None:
                 stale[symbol] = stored
             missing.append(symbol)
 
+        if known_unknown:
+            self._cache.forget_hot(known_unknown)
         if missing:
             try:
                 batch = self._chain.fetch_quotes(DataKind.QUOTE, missing, deadline=deadline)
@@ -341,6 +364,7 @@ class MarketDataService:
                     )
                 if batch.unknown:
                     self._cache.forget_hot(sorted(batch.unknown))
+                    self._remember_unknown("quote", {s: batch.unknown_reasons.get(s) for s in batch.unknown})
                 for symbol in batch.unknown:
                     error = _symbol_not_found(symbol, batch.unknown_reasons.get(symbol))
                     items[symbol] = BatchQuoteItem(
@@ -411,16 +435,17 @@ class MarketDataService:
             articles, source = self._chain.fetch(
                 DataKind.NEWS,
                 f"news for {symbol}",
-                lambda p, timeout: p.get_news(symbol, limit, timeout_seconds=timeout),
+                lambda p, timeout: p.get_news(symbol, NEWS_FETCH_SIZE, timeout_seconds=timeout),
                 deadline=deadline,
             )
             newest = max((a.published_at for a in articles), default=datetime.now(UTC))
-            return NewsPayload(symbol=symbol, articles=articles[:limit], as_of=newest), source
+            return NewsPayload(symbol=symbol, articles=articles[:NEWS_FETCH_SIZE], as_of=newest), source
 
         served = self._read_through(
-            "news", f"news:{symbol}:{limit}", self._ttl.news, NewsPayload, fetch, deadline, symbol=symbol
+            "news", f"news:{symbol}", self._ttl.news, NewsPayload, fetch, deadline, symbol=symbol
         )
-        return NewsResponse(**served.payload.model_dump(), **served.provenance())
+        payload = served.payload.model_copy(update={"articles": served.payload.articles[:limit]})
+        return NewsResponse(**payload.model_dump(), **served.provenance())
 
     def search(self, query: str, limit: int, *, deadline: float | None = None) -> SearchResponse:
         normalized = " ".join(query.lower().split())
@@ -429,14 +454,18 @@ class MarketDataService:
             results, source = self._chain.fetch(
                 DataKind.SEARCH,
                 f"search results for {normalized!r}",
-                lambda p, timeout: p.search(normalized, limit, timeout_seconds=timeout),
+                lambda p, timeout: p.search(normalized, SEARCH_FETCH_SIZE, timeout_seconds=timeout),
                 deadline=deadline,
             )
-            return SearchPayload(query=normalized, results=results[:limit], as_of=datetime.now(UTC)), source
+            payload = SearchPayload(query=normalized, results=results[:SEARCH_FETCH_SIZE], as_of=datetime.now(UTC))
+            return payload, source
 
         try:
             served = self._read_through(
-                "search", f"search:{normalized}:{limit}", self._ttl.search, SearchPayload, fetch, deadline
+                "search", f"search:{normalized}", self._ttl.search, SearchPayload, fetch, deadline
+            )
+            served = dataclasses.replace(
+                served, payload=served.payload.model_copy(update={"results": served.payload.results[:limit]})
             )
         except ServiceUnavailable as exc:
             # No provider and no cached copy: the bundled S&P 500 list still answers (not cached, so
@@ -614,9 +643,12 @@ class MarketDataService:
         # A refresh job (force) fetches whatever the cache holds, and is not a lookup to count.
         if not force:
             fresh = found is not None and found[0].is_fresh(self._clock())
-            self._record_lookup(kind, hit=fresh)
             if fresh and found is not None:
+                self._record_lookup(kind, hit=True)
                 return found[1]
+            if symbol is not None:
+                self._raise_if_known_unknown(kind, symbol)
+            self._record_lookup(kind, hit=False)
 
         token = self._cache.acquire_lock(key, self._timings.lock_ttl_seconds)
         if token is None:
@@ -627,6 +659,8 @@ class MarketDataService:
             try:
                 payload, source = fetch()
             except UnknownSymbol as exc:
+                if symbol is not None:
+                    self._remember_unknown(kind, {symbol: exc.reason})
                 raise _symbol_not_found(symbol or "?", exc.reason) from exc
             except NoDataAnywhere as exc:
                 if symbol is None:  # nothing for a market-wide panel is an outage, not a missing item
@@ -656,6 +690,30 @@ class MarketDataService:
             if token is not None:
                 self._cache.release_lock(key, token)
 
+    # --- the negative cache: "no such symbol", remembered briefly per data kind ---------------------
+
+    def _raise_if_known_unknown(self, kind: str, symbol: str) -> None:
+        """404 from the cache when a vendor said lately that ``symbol`` does not exist: repeating an
+        unknown ticker costs one provider call per negative-cache lifetime, not one per request."""
+        if self._timings.negative_ttl_seconds <= 0:
+            return
+        entry = self._cache.get(_negative_key(kind, symbol))
+        if entry is None or not entry.is_fresh(self._clock()):
+            return
+        self._record_lookup(kind, hit=True)
+        if kind == "quote":
+            self._cache.forget_hot([symbol])
+        raise _symbol_not_found(symbol, entry.value or None)
+
+    def _remember_unknown(self, kind: str, reasons: dict[str, str | None]) -> None:
+        if self._timings.negative_ttl_seconds <= 0 or not reasons:
+            return
+        self._cache.set_many(
+            {_negative_key(kind, symbol): reason or "" for symbol, reason in reasons.items()},
+            fresh_ttl_seconds=self._timings.negative_ttl_seconds,
+            stale_ttl_seconds=0,
+        )
+
     def _wait_for_fresh(self, deadline: float | None, read: Callable[[], tuple[CacheEntry, R] | None]) -> R | None:
         give_up = self._monotonic() + self._timings.lock_wait_seconds
         if deadline is not None:
@@ -681,19 +739,16 @@ class MarketDataService:
         if counters is None:
             return CacheStatsResponse(available=False, kinds={})
         kinds = {
-            kind: CacheKindStats(hits=c.hits, misses=c.misses, hit_rate=_rate(c.hits, c.misses))
+            kind: CacheKindStats(hits=c.hits, misses=c.misses, hit_rate=_rate(c.hits, c.misses), writes=c.writes)
             for kind, c in sorted(counters.items())
         }
         hits = sum(c.hits for c in counters.values())
         misses = sum(c.misses for c in counters.values())
-        usage = self._cache.usage()
-        return CacheStatsResponse(
-            available=True,
-            kinds=kinds,
-            overall_hit_rate=_rate(hits, misses),
-            keys=dict(sorted(usage.keys_by_kind.items())) if usage else {},
-            memory_used_bytes=usage.memory_used_bytes if usage else None,
-        )
+        return CacheStatsResponse(available=True, kinds=kinds, overall_hit_rate=_rate(hits, misses))
+
+
+def _negative_key(kind: str, symbol: str) -> str:
+    return f"unknown:{kind}:{symbol}"
 
 
 def _rate(hits: int, misses: int) -> float | None:

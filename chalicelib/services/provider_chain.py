@@ -12,9 +12,11 @@ so garbage input costs one upstream call, not four. Only a vendor that answered 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -48,6 +50,28 @@ T = TypeVar("T")
 DEADLINE_MARGIN_SECONDS = 0.5
 
 
+@dataclass
+class UpstreamMeter:
+    """Provider calls made while serving one request (what the per-user budget charges for)."""
+
+    calls: int = 0
+
+
+_meter: ContextVar[UpstreamMeter | None] = ContextVar("upstream_meter", default=None)
+
+
+@contextlib.contextmanager
+def metered_upstream_calls() -> Iterator[UpstreamMeter]:
+    """Count every provider call made inside the block (retries included: each one is a call the
+    vendor's quota pays for)."""
+    meter = UpstreamMeter()
+    token = _meter.set(meter)
+    try:
+        yield meter
+    finally:
+        _meter.reset(token)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 3
@@ -61,8 +85,9 @@ class Attempt:
 
     provider: str
     outcome: str  # ok, not_found, skipped_breaker, skipped_quota, error
-    detail: str | None = None
+    detail: str | None = None  # the vendor's words: logs only, never a response body
     retry_after_seconds: int | None = None
+    code: str | None = None  # the error's code (provider_timeout, quota_exhausted...): safe to show
 
 
 @dataclass
@@ -71,6 +96,11 @@ class ChainOutcome:
     upstream_calls: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """What clients may read: each vendor with its outcome and error code, never vendor text."""
+        return "; ".join(f"{a.provider}: {a.code or a.outcome}" for a in self.attempts) or "no provider serves this"
+
+    def detail(self) -> str:
+        """The same with the vendors' own words, for the logs."""
         return "; ".join(f"{a.provider}: {a.detail or a.outcome}" for a in self.attempts) or "no provider serves this"
 
 
@@ -92,6 +122,7 @@ class AllProvidersFailed(ServiceUnavailable):
             f"{what} is not available right now ({outcome.summary()})", retry_after_seconds=retry_after_seconds
         )
         self.outcome = outcome
+        logger.warning("no provider could serve the request", extra={"what": what, "attempts": outcome.detail()})
 
 
 class UnknownSymbol(Exception):
@@ -136,7 +167,7 @@ def _failed_attempt(provider: str, exc: ProviderError) -> Attempt:
         outcome = "no_data"
     else:
         outcome = "error"
-    return Attempt(provider, outcome, exc.message, exc.retry_after_seconds)
+    return Attempt(provider, outcome, exc.message, exc.retry_after_seconds, code=exc.code)
 
 
 class ProviderChain:
@@ -280,6 +311,9 @@ class ProviderChain:
             timeout = self._call_timeout(deadline)
             started = self._monotonic()
             outcome.upstream_calls[vendor] = outcome.upstream_calls.get(vendor, 0) + 1
+            meter = _meter.get()
+            if meter is not None:
+                meter.calls += 1
             observability.count("ProviderCall", dimensions={"provider": vendor, "kind": kind.value})
             try:
                 return call(timeout)
@@ -305,7 +339,7 @@ class ProviderChain:
             value = retrying(attempt)
         except ProviderError as exc:
             if exc.counts_as_failure:
-                self._breaker_changed(vendor, self._breaker.record_failure(vendor, exc.message))
+                self._breaker_changed(vendor, self._breaker.record_failure(vendor, exc.code))
             elif isinstance(exc, ProviderSymbolNotFound):
                 self._breaker_changed(vendor, self._breaker.record_success(vendor))
             raise

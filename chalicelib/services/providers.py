@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from chalicelib.models.api import ProvidersResponse, ProviderStatus, QuotaWindow
 from chalicelib.models.market import DataKind
-from chalicelib.ports import CircuitBreaker, QuotaLimits, Quotas
+from chalicelib.ports import BreakerStatus, CircuitBreaker, QuotaLimits, Quotas
 
 
 @dataclass(frozen=True)
@@ -41,39 +41,51 @@ class ProvidersService:
         self._limits = dict(limits)
         self._data_source = data_source
 
-    def status(self) -> ProvidersResponse:
+    def status(self, *, detail: bool) -> ProvidersResponse:
+        """``detail`` (operators): quota use and the breakers' failure counts and last error codes. Others
+        get the chain and each breaker's state only: quota left tells a caller how much it takes to empty
+        a vendor for everyone."""
         statuses: list[ProviderStatus] = []
         position = 0
         for info in self._catalog:
             limits = self._limits.get(info.vendor, QuotaLimits(0, 0))
-            usage = self._quotas.usage(info.vendor) if info.configured else None
             breaker = self._breaker.status(info.vendor) if info.configured else None
             if info.configured:
                 position += 1
-            statuses.append(
-                ProviderStatus(
-                    name=info.vendor,
-                    configured=info.configured,
-                    position=position if info.configured else None,
-                    capabilities=sorted(kind.value for kind in info.capabilities),
-                    quota_minute=_window(
-                        limits.per_minute,
-                        usage.minute_used if usage else None,
-                        usage.minute_resets_in_seconds if usage else None,
-                    ),
-                    quota_day=_window(
-                        limits.per_day,
-                        usage.day_used if usage else None,
-                        usage.day_resets_in_seconds if usage else None,
-                    ),
-                    breaker_state=breaker.state.value if breaker else None,
-                    consecutive_failures=breaker.consecutive_failures if breaker else None,
-                    last_error=breaker.last_error if breaker else None,
-                    last_error_at=(
-                        datetime.fromtimestamp(breaker.last_error_at, tz=UTC)
-                        if breaker and breaker.last_error_at is not None
-                        else None
-                    ),
-                )
+            status = ProviderStatus(
+                name=info.vendor,
+                configured=info.configured,
+                position=position if info.configured else None,
+                capabilities=sorted(kind.value for kind in info.capabilities),
+                breaker_state=breaker.state.value if breaker else None,
             )
+            if detail:
+                status = self._with_detail(status, info, limits, breaker)
+            statuses.append(status)
         return ProvidersResponse(data_source=self._data_source, providers=statuses)
+
+    def _with_detail(
+        self, status: ProviderStatus, info: ProviderInfo, limits: QuotaLimits, breaker: BreakerStatus | None
+    ) -> ProviderStatus:
+        usage = self._quotas.usage(info.vendor) if info.configured else None
+        return status.model_copy(
+            update={
+                "quota_minute": _window(
+                    limits.per_minute,
+                    usage.minute_used if usage else None,
+                    usage.minute_resets_in_seconds if usage else None,
+                ),
+                "quota_day": _window(
+                    limits.per_day,
+                    usage.day_used if usage else None,
+                    usage.day_resets_in_seconds if usage else None,
+                ),
+                "consecutive_failures": breaker.consecutive_failures if breaker else None,
+                "last_error": breaker.last_error if breaker else None,
+                "last_error_at": (
+                    datetime.fromtimestamp(breaker.last_error_at, tz=UTC)
+                    if breaker and breaker.last_error_at is not None
+                    else None
+                ),
+            }
+        )

@@ -356,6 +356,7 @@ def banner(
         lines += [
             f"  Dev token    {token}",
             f'  Try          curl -H "Authorization: Bearer {token}" {rest}/quote/AAPL',
+            "  Operators    .venv/bin/python -m infra.local.token --operator  (for /cache/stats, /ws/stats, /jobs/*)",
         ]
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import app
-from chalicelib import bootstrap
+from chalicelib import bootstrap, observability
 from chalicelib.bootstrap import Container
+from chalicelib.errors import UNAUTHORIZED_MESSAGE
 from chalicelib.settings import LOCAL_DEV_JWT_SECRET, load_settings
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
@@ -246,9 +248,36 @@ def assert_error(response: HTTPResponse, status: int, code: str) -> str:
     return error["message"]
 
 
+# Why each 401 happened, as the service logged it (bodies are generic; the reason is for the logs only).
+_LOGGED_REASONS: list[str] = []
+
+
+class _ReasonRecorder(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        reason = getattr(record, "reason", None)
+        if isinstance(reason, str):
+            _LOGGED_REASONS.append(reason)
+
+
+@pytest.fixture(autouse=True)
+def _record_logged_reasons() -> Iterator[None]:
+    handler = _ReasonRecorder()
+    service_logger = logging.getLogger(observability.logger.name)  # the standard logger under powertools'
+    service_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        service_logger.removeHandler(handler)
+        _LOGGED_REASONS.clear()
+
+
 def assert_unauthorized(response: HTTPResponse, reason: str) -> None:
+    """A generic 401 body (it tells a prober nothing about which part of its token failed), while the
+    log says exactly why: ``reason`` proves the refusal was for the expected cause."""
     message = assert_error(response, 401, "unauthorized")
-    assert reason in message
+    assert message == UNAUTHORIZED_MESSAGE
+    assert any(reason in logged for logged in _LOGGED_REASONS), (reason, _LOGGED_REASONS)
+    _LOGGED_REASONS.clear()
     challenge = header(response, "WWW-Authenticate")
     assert challenge is not None
     assert challenge.startswith("Bearer")
@@ -338,11 +367,21 @@ def test_a_dev_token_gets_the_quote(hs_app: App) -> None:
     assert header(response, "WWW-Authenticate") is None
 
 
-def test_a_dev_token_gets_the_cache_stats(hs_app: App) -> None:
-    response = hs_app.get(STATS, bearer(issue_dev_token()))
+def test_an_operator_token_gets_the_cache_stats_and_a_plain_token_is_forbidden(hs_app: App) -> None:
+    response = hs_app.get(STATS, bearer(issue_dev_token(operator=True)))
 
     assert response.status_code == 200, response.body
     assert response.json_body["available"] is True
+    assert_error(hs_app.get(STATS, bearer(issue_dev_token())), 403, "forbidden")
+
+
+def test_a_free_form_admin_claim_is_not_the_operator_role(hs_app: App) -> None:
+    """Only the identity provider's group or scope makes an operator; a self-described admin does not."""
+    assert_error(hs_app.get(STATS, bearer(hs256(claims(admin=True)))), 403, "forbidden")
+    assert_error(hs_app.get(STATS, bearer(hs256(claims(**{"cognito:groups": ["viewers"]})))), 403, "forbidden")
+    assert_error(hs_app.get(STATS, bearer(hs256(claims(scope="openid market-data/read")))), 403, "forbidden")
+    by_scope = hs_app.get(STATS, bearer(hs256(claims(scope="openid market-data/operator"))))
+    assert by_scope.status_code == 200, by_scope.body
 
 
 def test_the_bearer_scheme_is_case_insensitive(hs_app: App) -> None:

@@ -44,14 +44,15 @@ def _auth(subject: str = "alice") -> dict[str, str]:
 
 
 def test_per_user_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(strict_client: Client) -> None:
-    responses = [strict_client.http.get("/api/v1/market/cache/stats", headers=_auth()) for _ in range(4)]
+    # /providers makes no provider call: each request costs exactly 1 unit of the budget.
+    responses = [strict_client.http.get("/api/v1/market/providers", headers=_auth()) for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["2", "1", "0", "0"]
     limited = responses[-1]
     assert limited.headers["X-RateLimit-Limit"] == "3"
     assert 0 < int(limited.headers["Retry-After"]) <= 60
     assert json.loads(limited.body)["error"]["code"] == "rate_limited"
-    other_user = strict_client.http.get("/api/v1/market/cache/stats", headers=_auth("bob"))
+    other_user = strict_client.http.get("/api/v1/market/providers", headers=_auth("bob"))
     assert other_user.status_code == 200, "limits are per JWT subject"
 
 
@@ -156,6 +157,13 @@ def test_providers_endpoint_lists_the_chain_in_order(client: Client) -> None:
     yahoo, fmp = body["providers"][0], body["providers"][1]
     assert (yahoo["configured"], yahoo["position"]) == (True, 1)
     assert (fmp["configured"], fmp["position"]) == (False, None), "no key locally: not in the chain"
-    assert yahoo["quota_minute"]["limit"] == 2000
-    assert yahoo["quota_day"]["limit"] == 100_000
+    assert yahoo["breaker_state"] == "closed"
+    # A plain user sees no quota or failure detail (how much it takes to empty a vendor for everyone).
+    for field in ("quota_minute", "quota_day", "consecutive_failures", "last_error", "last_error_at"):
+        assert yahoo[field] is None, field
+    operator = {"Authorization": f"Bearer {issue_dev_token('ops', operator=True)}"}
+    detailed = json.loads(client.http.get("/api/v1/market/providers", headers=operator).body)["providers"][0]
+    assert detailed["quota_minute"]["limit"] == 2000
+    assert detailed["quota_day"]["limit"] == 100_000
+    assert detailed["consecutive_failures"] == 0
     assert "quote" in yahoo["capabilities"]

@@ -21,8 +21,8 @@ SAMPLE_BODIES = {"/api/v1/market/search": {"query": "apple", "limit": 5}}
 
 
 def _auth() -> dict[str, str]:
-    # An operator's token: admin, so the manual job trigger is reachable too.
-    return {"Authorization": f"Bearer {issue_dev_token(admin=True)}"}
+    # An operator's token (the operators group), so the operator endpoints are reachable too.
+    return {"Authorization": f"Bearer {issue_dev_token(operator=True)}"}
 
 
 def _call(client: Client, path: str, method: str, values: dict[str, str]) -> tuple[int, Any]:
@@ -121,9 +121,7 @@ def test_second_read_is_a_cache_hit(client: Client) -> None:
     assert (first["cached"], second["cached"]) == (False, True)
     assert first["retrieved_at"] == second["retrieved_at"]
     stats = json.loads(client.http.get("/api/v1/market/cache/stats", headers=_auth()).body)
-    assert stats["kinds"]["profile"] == {"hits": 1, "misses": 1, "hit_rate": 0.5}
-    assert stats["keys"]["profile"] == 1
-    assert stats["memory_used_bytes"] > 0
+    assert stats["kinds"]["profile"] == {"hits": 1, "misses": 1, "hit_rate": 0.5, "writes": 1}
 
 
 def test_movers_limit_slices_the_cached_list(client: Client) -> None:

@@ -11,6 +11,7 @@ import pytest
 from chalice.test import Client
 
 from infra.local.replay.transport import YahooReplayTransport
+from infra.local.token import issue_dev_token
 from tests.conftest import REPO_ROOT
 from tests.fakes import replay_universe as universe_data
 
@@ -61,11 +62,12 @@ def test_quote_is_served_from_replay_and_labelled(client: Client, auth_headers: 
 def test_second_call_is_a_cache_hit_visible_in_the_counters(client: Client, auth_headers: dict[str, str]) -> None:
     client.http.get(QUOTE + "AAPL", headers=auth_headers)
     second = body_of(client.http.get(QUOTE + "AAPL", headers=auth_headers))
-    stats = body_of(client.http.get("/api/v1/market/cache/stats", headers=auth_headers))
+    operator = {"Authorization": f"Bearer {issue_dev_token('ops', operator=True)}"}
+    stats = body_of(client.http.get("/api/v1/market/cache/stats", headers=operator))
 
     assert (second["cached"], second["source"]) == (True, "replay")
     assert stats["available"] is True
-    assert stats["kinds"]["quote"] == {"hits": 1, "misses": 1, "hit_rate": 0.5}
+    assert stats["kinds"]["quote"] == {"hits": 1, "misses": 1, "hit_rate": 0.5, "writes": 1}
 
 
 def test_lowercase_symbol_is_normalized(client: Client, auth_headers: dict[str, str]) -> None:

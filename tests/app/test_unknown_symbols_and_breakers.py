@@ -147,10 +147,12 @@ def test_a_thousand_unknown_symbols_through_the_replay_app_answer_404_and_leave_
     paths = ("/api/v1/market/quote/{}", "/api/v1/market/historical/{}?period=1mo&interval=1d",
              "/api/v1/market/profile/{}")  # fmt: skip
     statuses: dict[int, int] = {}
-    # Four users, so the per-user limit (600 a minute) is not what answers.
-    users = [{"Authorization": f"Bearer {issue_dev_token(f'flood-{n}')}"} for n in range(4)]
+    # Fifty users, so the per-user budget (600 units a minute; a miss costs 1 + 20 per provider call)
+    # is not what answers.
+    users = [{"Authorization": f"Bearer {issue_dev_token(f'flood-{n}')}"} for n in range(50)]
     for index in range(REQUESTS):
-        response = client.http.get(paths[index % len(paths)].format(_ticker(index)), headers=users[index % 4])
+        user = users[index % len(users)]
+        response = client.http.get(paths[index % len(paths)].format(_ticker(index)), headers=user)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         if response.status_code != 404:
             pytest.fail(f"{paths[index % len(paths)]} for {_ticker(index)}: {response.status_code} {response.body!r}")

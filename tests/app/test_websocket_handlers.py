@@ -417,7 +417,8 @@ def test_ws_stats_counts_connections_users_topics_and_messages(
     ws.send("s2", {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL"]}})
     _container().streaming.publish([quote_update(_aapl(55.5))], broadcaster)
     with dynamodb_operations(_container().dynamodb) as operations:
-        response = client.http.get("/api/v1/market/ws/stats?top=1", headers={"Authorization": f"Bearer {_token()}"})
+        operator = {"Authorization": f"Bearer {issue_dev_token('ops', operator=True)}"}
+        response = client.http.get("/api/v1/market/ws/stats?top=1", headers=operator)
     # The registry's counters, not a Scan of the connections and subscriptions tables.
     assert operations
     assert "Scan" not in operations

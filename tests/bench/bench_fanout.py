@@ -601,7 +601,7 @@ def job_runs(stack: Stack, start: float, end: float) -> list[JobRun]:
 def wait_for_disconnects(stack: Stack, timeout: float = 300) -> int:
     """Until the registry counts no open connection (every $disconnect handled), so one format's
     teardown does not load the next one's measurement."""
-    token = issue_dev_token("bench-stats")
+    token = issue_dev_token("bench-stats", operator=True)
     deadline = time.monotonic() + timeout
     last, unchanged_since = -1, time.monotonic()
     while time.monotonic() < deadline:

@@ -117,6 +117,18 @@ def test_lookup_counters_per_kind(cache: RedisCache) -> None:
     assert (counters["profile"].hits, counters["profile"].misses) == (0, 1)
 
 
+def test_writes_are_counted_per_kind_with_the_write_itself(cache: RedisCache) -> None:
+    cache.set("profile:AAPL", "{}", fresh_ttl_seconds=60, stale_ttl_seconds=60)
+    cache.set("market:indices", "{}", fresh_ttl_seconds=60, stale_ttl_seconds=60)
+    cache.set_many({"quote:AAPL": "{}", "quote:MSFT": "{}"}, fresh_ttl_seconds=60, stale_ttl_seconds=60)
+    cache.set_many({"unknown:quote:NOPE": ""}, fresh_ttl_seconds=60, stale_ttl_seconds=0)
+    counters = cache.lookup_counters()
+    assert counters is not None
+    writes = {kind: c.writes for kind, c in counters.items()}
+    assert writes == {"profile": 1, "indices": 1, "quote": 2, "unknown": 1}
+    assert cache.get("quote:MSFT") is not None
+
+
 # --- Redis unreachable ---------------------------------------------------------------------------
 
 

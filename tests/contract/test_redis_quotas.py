@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
+from chalicelib.adapters.redis_quotas import LocalRateLimiter, RedisCircuitBreaker, RedisQuotas
 from chalicelib.ports import BreakerState, QuotaLimits
 
 MINUTE_START = 1_700_000_040.0  # a whole UTC minute
@@ -114,6 +114,25 @@ def test_user_rate_limit_counts_per_subject_per_minute(redis_client: redis.Redis
     assert quotas.hit("user-1", 3).allowed
 
 
+def test_upstream_units_are_charged_to_the_same_budget(redis_client: redis.Redis) -> None:
+    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock(MINUTE_START + 5))
+    assert quotas.hit("user-1", 25).remaining == 24
+    assert quotas.hit("user-1", 25, units=20).remaining == 4  # a miss's upstream call
+    assert quotas.hit("user-1", 25).allowed
+    refused = quotas.hit("user-1", 25, units=10)
+    assert (refused.allowed, refused.remaining) == (False, 0)
+    ttl = redis_client.pttl(f"q:ratelimit:user-1:{int(MINUTE_START // 60)}")
+    assert 0 < ttl <= 60_000, "the window's key expires with its minute"
+
+
+def test_the_in_process_fallback_is_bounded_in_subjects() -> None:
+    limiter = LocalRateLimiter(clock=FakeClock(), max_subjects=2)
+    assert limiter.add("a", 1, 5).allowed
+    assert limiter.add("b", 1, 5).allowed
+    assert not limiter.add("c", 1, 5).allowed, "a flood of new identities gets no free pass"
+    assert limiter.add("a", 1, 5).allowed
+
+
 def test_odd_subjects_are_hashed_into_bounded_keys(redis_client: redis.Redis) -> None:
     quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock())
     quotas.hit("evil\r\nsubject with spaces " + "x" * 500, 10)
@@ -194,14 +213,23 @@ def test_probe_success_closes_and_probe_failure_reopens(redis_client: redis.Redi
     assert status.state is BreakerState.CLOSED
 
 
-def test_unreachable_redis_grants_and_keeps_breakers_closed() -> None:
+def test_unreachable_redis_grants_vendor_quotas_keeps_breakers_closed_but_still_limits_users() -> None:
+    """The documented degraded mode: shared vendor counts cannot be kept, so quotas grant (degraded) and
+    breakers allow; the per-user budget falls back to this container's own count and still refuses."""
     dead = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.1, socket_connect_timeout=0.1)
-    quotas = RedisQuotas(dead, key_prefix="q:")
+    clock = FakeClock(MINUTE_START + 10)
+    quotas = RedisQuotas(dead, key_prefix="q:", clock=clock)
     decision = quotas.try_take("yahoo", QuotaLimits(1, 1))
     assert decision.granted
     assert decision.degraded
     assert quotas.usage("yahoo") is None
-    assert quotas.hit("user", 1).allowed
+    hits = [quotas.hit("user", 2) for _ in range(3)]
+    assert [h.allowed for h in hits] == [True, True, False]
+    assert hits[-1].reset_seconds == 50
+    assert quotas.hit("user", 2, units=0).remaining == 0
+    assert quotas.hit("other-user", 2).allowed, "per subject"
+    clock.now += 60
+    assert quotas.hit("user", 2).allowed, "a new minute, a new budget"
     breaker = RedisCircuitBreaker(dead, key_prefix="b:", failure_threshold=1, cooldown_seconds=30)
     assert breaker.record_failure("yahoo", "x") is None
     assert breaker.allow("yahoo")

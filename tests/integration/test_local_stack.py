@@ -61,7 +61,8 @@ def test_quote_is_fetched_then_served_from_cache_and_counted(api: str, auth: dic
     assert second.status_code == 200, second.text
     assert second.json()["cached"] is True
 
-    stats = requests.get(f"{api}/cache/stats", headers=auth, timeout=30)
+    operator = {"Authorization": f"Bearer {issue_dev_token('ops', operator=True)}"}
+    stats = requests.get(f"{api}/cache/stats", headers=operator, timeout=30)
     assert stats.status_code == 200, stats.text
     counters = stats.json()["kinds"]["quote"]
     assert counters["hits"] >= 1

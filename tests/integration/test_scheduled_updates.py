@@ -60,7 +60,7 @@ def test_a_subscriber_gets_scheduler_made_quote_updates_within_one_interval(redi
         # The runs are recorded and queryable.
         status = requests.get(
             f"http://127.0.0.1:{gateway_port}/api/v1/market/jobs/status",
-            headers={"Authorization": f"Bearer {issue_dev_token()}"},
+            headers={"Authorization": f"Bearer {issue_dev_token(operator=True)}"},
             timeout=30,
         ).json()
         quotes = next(job for job in status["jobs"] if job["name"] == "refresh_quotes")
@@ -70,7 +70,7 @@ def test_a_subscriber_gets_scheduler_made_quote_updates_within_one_interval(redi
         assert quotes["last_run"]["counts"]["fanout_shards"] >= 1
         stats = requests.get(
             f"http://127.0.0.1:{gateway_port}/api/v1/market/ws/stats",
-            headers={"Authorization": f"Bearer {issue_dev_token()}"},
+            headers={"Authorization": f"Bearer {issue_dev_token(operator=True)}"},
             timeout=30,
         ).json()
         assert stats["messages_last_hour"]["sent"] >= len(updates)

@@ -305,7 +305,7 @@ def test_ws_stats_over_rest(stack: Stack) -> None:
         _receive_until(ws, "subscribed")
         response = requests.get(
             f"{stack.gateway.url}/api/v1/market/ws/stats",
-            headers={"Authorization": f"Bearer {issue_dev_token()}"},
+            headers={"Authorization": f"Bearer {issue_dev_token(operator=True)}"},
             timeout=10,
         )
         assert response.status_code == 200

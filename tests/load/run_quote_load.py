@@ -52,7 +52,8 @@ def warm_up(host: str, *, timeout_seconds: float = 180.0) -> None:
     """Start every Lambda worker before measuring (their cold starts are not what this run measures):
     concurrent requests to a route that reads no quote, so no symbol is cached or marked hot."""
     request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only (the stack we started)
-        host + "/api/v1/market/cache/stats", headers={"Authorization": f"Bearer {issue_dev_token('warm-up')}"}
+        host + "/api/v1/market/cache/stats",
+        headers={"Authorization": f"Bearer {issue_dev_token('warm-up', operator=True)}"},
     )
 
     def answered() -> bool:

@@ -141,7 +141,9 @@ def test_no_copy_and_failing_providers_is_a_clear_503(make_service: MakeService)
         service.get_quote("AAPL")
     assert caught.value.retry_after_seconds == 30
     assert "AAPL" in caught.value.message
-    assert "HTTP 503" in caught.value.message
+    # Which vendor failed and how (its error code), never the vendor's own text (that goes to the logs).
+    assert "yahoo: provider_unavailable" in caught.value.message
+    assert "HTTP 503" not in caught.value.message
 
 
 def test_unknown_symbol_is_symbol_not_found(make_service: MakeService) -> None:

@@ -135,7 +135,18 @@ def test_every_authenticated_route_declares_its_errors_with_the_error_body() -> 
             assert responses["429"]["headers"]["Retry-After"]["required"] is True
     symbol_routes = [p for p in DOCUMENT["paths"] if p.endswith("{symbol}")]
     assert all("404" in DOCUMENT["paths"][p]["get"]["responses"] for p in symbol_routes)
-    assert "403" in DOCUMENT["paths"]["/api/v1/market/jobs/{job_name}/run"]["post"]["responses"]
+    operator_only = {
+        ("/api/v1/market/cache/stats", "get"), ("/api/v1/market/ws/stats", "get"),
+        ("/api/v1/market/jobs/status", "get"), ("/api/v1/market/jobs/{task_id}", "get"),
+        ("/api/v1/market/jobs/{job_name}/run", "post"),
+    }  # fmt: skip
+    for path, methods in DOCUMENT["paths"].items():
+        for method, operation in methods.items():
+            forbidden = operation["responses"].get("403")
+            assert (forbidden is not None) == ((path, method) in operator_only), (method, path)
+            if forbidden is not None:
+                assert "operator" in forbidden["description"]
+                assert "admin" not in forbidden["description"]
     assert "415" in DOCUMENT["paths"]["/api/v1/market/search"]["post"]["responses"]
 
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import requests
 
+from chalicelib.adapters.http import ResponseCut
 from chalicelib.errors import (
     ProviderAuthError,
     ProviderParseError,
     ProviderRateLimited,
+    ProviderResponseCut,
     ProviderTimeout,
     ProviderUnavailable,
     ProviderUnsupported,
@@ -134,6 +136,8 @@ def fetch_json(
         response = session.get(
             request.url, params=dict(request.params), headers=dict(request.headers or {}), timeout=timeout_seconds
         )
+    except ResponseCut as exc:
+        raise ProviderResponseCut(provider, f"response cut ({type(exc).__name__})") from None
     except requests.Timeout as exc:
         # `from None`: requests' exception text holds the full URL, and with it FMP's/AV's key.
         raise ProviderTimeout(provider, f"no answer within {timeout_seconds:.1f}s ({type(exc).__name__})") from None

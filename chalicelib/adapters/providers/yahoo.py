@@ -38,6 +38,7 @@ from urllib.parse import quote as url_quote
 import requests
 from pydantic import ValidationError
 
+from chalicelib.adapters.http import ResponseCut
 from chalicelib.adapters.providers.base import BaseProvider, ProviderRequest
 from chalicelib.errors import (
     ProviderAuthError,
@@ -45,6 +46,7 @@ from chalicelib.errors import (
     ProviderNoData,
     ProviderParseError,
     ProviderRateLimited,
+    ProviderResponseCut,
     ProviderSymbolNotFound,
     ProviderTimeout,
     ProviderUnavailable,
@@ -680,6 +682,8 @@ class YahooProvider(BaseProvider):
         data = YfData(session=self._session)
         try:
             return data.get_raw_json(request.url, params=dict(request.params), timeout=timeout_seconds)
+        except ResponseCut as exc:
+            raise ProviderResponseCut(self._label, f"response cut ({type(exc).__name__})") from exc
         except requests.Timeout as exc:
             raise ProviderTimeout(self._label, f"no answer within {timeout_seconds:.1f}s") from exc
         except requests.HTTPError as exc:
