@@ -48,7 +48,10 @@ class RunningStack:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with local_run(redis_url, tmp_path_factory.mktemp("offline-world")) as run:
+    # One user walks ~60 symbols, each a cache miss: the per-user budget (USER_UPSTREAM_CALL_COST per
+    # provider call) is not what this test is about.
+    env = {"USER_RATE_LIMIT_PER_MINUTE": "1000000"}
+    with local_run(redis_url, tmp_path_factory.mktemp("offline-world"), env=env) as run:
         yield RunningStack(api=run.api, ws_url=run.ws_url, headers={"Authorization": f"Bearer {run.token}"},
                            token=run.token)  # fmt: skip
 
