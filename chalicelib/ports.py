@@ -325,6 +325,16 @@ class TopicRegistry:
 
 
 @dataclass(frozen=True)
+class RegistryCopy:
+    """A copy of the topic registry kept beside the stream state: as read at ``built_at`` plus every pair
+    added since (a superset: pairs removed since are still in it until the next read)."""
+
+    version: int
+    registry: TopicRegistry
+    built_at: float
+
+
+@dataclass(frozen=True)
 class RegistryRepair:
     """What ``repair_registry`` changed: counters rewritten to the recount, and rewrites skipped because
     the counter moved while the recount ran (the next repair settles those)."""
@@ -501,19 +511,21 @@ class StreamState(Protocol):
         """Totals per counter name over the last 60 minutes; None when the backend is down."""
         ...
 
-    def registry_version(self) -> int | None:
-        """The topic registry's version (0 before the first bump); None when the backend is down."""
+    def registry_copy(self) -> RegistryCopy | None:
+        """The current version's copy of the topic registry with every pair added since it was read
+        (one round trip); None when there is no such copy or the backend is down."""
         ...
 
-    def bump_registry_version(self) -> None:
-        """The registry gained a (shard, topic) pair: every cached copy of an older version is void."""
+    def start_registry_copy(self) -> int | None:
+        """Open a new version (additions from now on are recorded under it) before the registry is read
+        for it; None when the backend is down."""
         ...
 
-    def cached_registry(self, version: int) -> TopicRegistry | None:
-        """The registry as read at ``version``, or None (never cached, expired, backend down)."""
-        ...
+    def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None: ...
 
-    def cache_registry(self, version: int, registry: TopicRegistry, *, ttl_seconds: int) -> None: ...
+    def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
+        """Record (shard, topic) pairs just written to the registry under the current version."""
+        ...
 
 
 # --- scheduled jobs: run records (DynamoDB in AWS) --------------------------------------------------

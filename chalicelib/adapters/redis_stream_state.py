@@ -14,10 +14,13 @@ every claim). ``allow_resync`` is a SET NX EX per connection.
 A publish round's changed items are stored once (``ws:round:<key>``, one JSON document, kept a few
 minutes) for the shard workers it dispatches, so an invocation carries only the round key and a shard.
 
-The topic registry read by each refresh is cached under its version (``ws:registry@<version>``); a
-subscribe that adds a (shard, topic) pair increments ``ws:registry:version`` after its DynamoDB writes, so
-a copy read before them is never used again (a copy may hold pairs since removed: a shard worker then
-finds nobody to send to, which costs an invocation, not an update).
+The topic registry's copy: ``ws:registry:version`` names the current version; ``ws:registry@<v>`` holds
+the registry as read for version v (and when), ``ws:registry+<v>`` the (shard, topic) pairs subscribes
+added under v (a set, ``<shard>|<topic>``). A reader opens a new version (INCR) before reading the
+registry, and a subscribe records its pairs under the version current after its DynamoDB writes; so a
+pair written before the read is in the snapshot and one written after it is in that version's
+additions, and ``registry_copy`` (one Lua call) returns their union. Removals are not recorded: the
+copy may name pairs since removed until the next read (a worker invocation that finds nobody to send to).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 import redis
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, StoredRound, TopicRegistry
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, RegistryCopy, SequenceClaim, StoredRound, TopicRegistry
 
 COUNTER_NAMES = ("sent", "gone", "failed")
 _FINGERPRINT_TTL_SECONDS = 24 * 3600
@@ -57,12 +60,34 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return seq - count + 1
 """
 
+# The registry copy's keys live this long after their last write: longer than any rebuild interval, so a
+# copy in use never expires under a reader (an expired copy is simply read again).
+_REGISTRY_COPY_TTL_SECONDS = 3600
+
+# KEYS: version key, snapshot key prefix, additions key prefix. Returns {version, snapshot or false, additions}.
+_REGISTRY_COPY = """
+local version = redis.call('GET', KEYS[1]) or '0'
+local snapshot = redis.call('GET', KEYS[2] .. version)
+if not snapshot then return {version, false, {}} end
+return {version, snapshot, redis.call('SMEMBERS', KEYS[3] .. version)}
+"""
+
+# KEYS: version key, additions key prefix. ARGV: ttl seconds, members ("<shard>|<topic>").
+_REGISTRY_ADD = """
+local key = KEYS[2] .. (redis.call('GET', KEYS[1]) or '0')
+redis.call('SADD', key, unpack(ARGV, 2))
+redis.call('EXPIRE', key, ARGV[1])
+return 1
+"""
+
 
 class RedisStreamState(DegradingRedisAdapter):
     def __init__(self, client: redis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__(client, key_prefix=key_prefix)
         self._claim = client.register_script(_CLAIM)
         self._sequence = client.register_script(_SEQUENCE)
+        self._registry_copy = client.register_script(_REGISTRY_COPY)
+        self._registry_add = client.register_script(_REGISTRY_ADD)
         self._clock = clock
 
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
@@ -186,44 +211,60 @@ class RedisStreamState(DegradingRedisAdapter):
             self._failed("counts_last_hour", exc)
             return None
 
-    def registry_version(self) -> int | None:
+    def _registry_keys(self) -> tuple[str, str, str]:
+        return self._key("ws:registry:version"), self._key("ws:registry@"), self._key("ws:registry+")
+
+    def registry_copy(self) -> RegistryCopy | None:
+        if not self.available:
+            return None
+        version_key, snapshot_prefix, additions_prefix = self._registry_keys()
+        try:
+            version, snapshot, additions = self._registry_copy(keys=[version_key, snapshot_prefix, additions_prefix])
+        except REDIS_FAILURES as exc:
+            self._failed("registry_copy", exc)
+            return None
+        if not snapshot:
+            return None
+        document = json.loads(snapshot)
+        counts: dict[int, dict[str, int]] = {
+            int(shard): dict(by_topic) for shard, by_topic in document["counts"].items()
+        }
+        for member in additions:
+            shard, _, topic = member.decode().partition("|")
+            by_topic = counts.setdefault(int(shard), {})
+            by_topic[topic] = max(by_topic.get(topic, 0), 1)
+        return RegistryCopy(int(version), TopicRegistry(counts), float(document["built_at"]))
+
+    def start_registry_copy(self) -> int | None:
         if not self.available:
             return None
         try:
-            raw = self._client.get(self._key("ws:registry:version"))
+            return int(self._client.incr(self._registry_keys()[0]))
         except REDIS_FAILURES as exc:
-            self._failed("registry_version", exc)
+            self._failed("start_registry_copy", exc)
             return None
-        return int(raw) if raw is not None else 0
 
-    def bump_registry_version(self) -> None:
+    def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None:
         if not self.available:
             return
-        try:
-            self._client.incr(self._key("ws:registry:version"))
-        except REDIS_FAILURES as exc:
-            self._failed("bump_registry_version", exc)
-
-    def cached_registry(self, version: int) -> TopicRegistry | None:
-        if not self.available:
-            return None
-        try:
-            raw = self._client.get(self._key(f"ws:registry@{version}"))
-        except REDIS_FAILURES as exc:
-            self._failed("cached_registry", exc)
-            return None
-        if raw is None:
-            return None
-        document = json.loads(raw)
-        return TopicRegistry({int(shard): dict(counts) for shard, counts in document.items()})
-
-    def cache_registry(self, version: int, registry: TopicRegistry, *, ttl_seconds: int) -> None:
-        if not self.available:
-            return
-        document = {str(shard): dict(counts) for shard, counts in registry.counts.items()}
+        document = {"built_at": built_at, "counts": {str(shard): dict(c) for shard, c in registry.counts.items()}}
         try:
             self._client.set(
-                self._key(f"ws:registry@{version}"), json.dumps(document, separators=(",", ":")), ex=ttl_seconds
+                f"{self._registry_keys()[1]}{version}",
+                json.dumps(document, separators=(",", ":")),
+                ex=_REGISTRY_COPY_TTL_SECONDS,
             )
         except REDIS_FAILURES as exc:
-            self._failed("cache_registry", exc)
+            self._failed("store_registry_copy", exc)
+
+    def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
+        if not pairs or not self.available:
+            return
+        version_key, _, additions_prefix = self._registry_keys()
+        try:
+            self._registry_add(
+                keys=[version_key, additions_prefix],
+                args=[_REGISTRY_COPY_TTL_SECONDS, *(f"{shard}|{topic}" for shard, topic in pairs)],
+            )
+        except REDIS_FAILURES as exc:
+            self._failed("add_to_registry_copy", exc)

@@ -301,8 +301,7 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     Refresh-ahead: hot symbols are refreshed whether or not their entry is still fresh, so a reader of a
     symbol it looked at recently finds it cached. Subscribed and popular symbols always go; hot symbols
     fill the run up to ``quote_refresh_max_symbols`` in all, most recently read first."""
-    # The registry's cached copy (the publish below reads it again, just as cheaply, unless a subscribe
-    # added a topic meanwhile).
+    # The registry's copy in Redis (the publish below reads it again: one round trip, and fresher).
     topics = deps.streaming.topic_registry().topics()
     subscribed = [t.removeprefix(QUOTE_TOPIC_PREFIX) for t in topics if t.startswith(QUOTE_TOPIC_PREFIX)]
     symbols = list(dict.fromkeys([*subscribed, *deps.popular_symbols]))
@@ -325,6 +324,8 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     wanted = set(subscribed)
     report = deps.streaming.publish_quotes([q for s, q in quotes.items() if s in wanted], deps.broadcaster())
     context.add_publish(report)
+    # After the round is on its way: a stale copy is renewed here rather than on some round's path.
+    context.add("registry_read", int(deps.streaming.renew_registry_copy()))
 
 
 def _publish(deps: JobDeps, context: JobContext, updates: list[StreamUpdate]) -> None:
@@ -380,8 +381,7 @@ def cleanup(deps: JobDeps, context: JobContext) -> None:
     context.add("registry_topic_counts_fixed", repair.topic_counts_fixed)
     context.add("registry_counters_fixed", repair.counters_fixed)
     context.add("registry_repairs_skipped", repair.skipped)
-    if repair.topic_counts_fixed:
-        deps.streaming.registry_changed()  # a recount may have restored pairs a cached copy lacks
+    deps.streaming.read_registry()  # the recount may have restored pairs the copy lacks, and drops removed ones
     context.add("job_runs_removed", deps.runs.delete_expired(now=now))
 
 

@@ -17,8 +17,9 @@ worth sending); storage and delivery sit behind the ConnectionStore, StreamState
   connections) → existence (a quote from the cache or a provider, or the bundled S&P 500 list when no
   provider answers) → store. A symbol not known to exist is never stored.
 - ``publish`` starts a round with the updates whose value changed since the last publish (a fingerprint
-  in Redis, compare-and-set) and that someone subscribes to (the topic registry: one Query per shard,
-  cached in Redis under a version that every subscribe adding a topic moves, see ``topic_registry``):
+  in Redis, compare-and-set) and that someone subscribes to (the topic registry's copy in Redis, kept
+  current by every subscribe and read again from DynamoDB, one Query per shard, every few minutes; see
+  ``topic_registry``):
   the round is stored once and one worker per shard holding a subscriber is dispatched (Lambda async
   invoke). ``deliver_shard`` (the worker) reads its shard's connections in a few paged Queries and gives
   each subscriber the round in its format (chalicelib/services/frames.py: one message per item, or one
@@ -98,9 +99,10 @@ logger = observability.logger
 # A round's stored items outlive any worker that could still deliver it (Lambda's maximum event age for
 # the worker is 60 s; see infra/deploy.py).
 ROUND_TTL_SECONDS = 300
-# A cached registry copy is read again from DynamoDB at least this often, which bounds how long a pair
-# added while Redis was unreachable (its version bump lost) can go unseen.
-REGISTRY_CACHE_TTL_SECONDS = 300
+# The registry's copy is read again from DynamoDB (after a refresh has dispatched its round) once it is
+# this old: it bounds how long removed pairs linger in it and how long a pair added while Redis was
+# unreachable goes unseen.
+REGISTRY_COPY_MAX_AGE_SECONDS = 300
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
 MOVERS_SNAPSHOT_LIMIT = 10
@@ -422,8 +424,8 @@ class StreamingService:
         current = self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
         if current is None:
             raise _unknown_connection()
-        if new_topics:
-            self.registry_changed()
+        # After the registry writes: the copy of the registry every refresh reads gains these pairs.
+        self._state.add_to_registry_copy([(connection.shard, topic) for topic in new_topics])
         snapshots = [quote_update(item.quote, snapshot=True) for item in items if item.quote]
         snapshots.extend(self._channel_snapshots(request.channels))
         errors = [
@@ -562,20 +564,29 @@ class StreamingService:
         return report
 
     def topic_registry(self) -> TopicRegistry:
-        """Which topics have subscribers in which shards: the cached copy of the current registry
-        version, else the registry itself (SHARD_COUNT Queries), cached for the next reader."""
-        version = self._state.registry_version()
-        if version is not None and (cached := self._state.cached_registry(version)) is not None:
-            return cached
+        """Which topics have subscribers in which shards: the registry's copy in Redis (one round trip),
+        or, without one, the registry itself (SHARD_COUNT Queries), copied for the next reader."""
+        copy = self._state.registry_copy()
+        return copy.registry if copy is not None else self.read_registry()
+
+    def read_registry(self) -> TopicRegistry:
+        """Read the registry from the store into a new copy: a new version is opened first, so a subscribe
+        whose writes the read misses records its pairs under it."""
+        version = self._state.start_registry_copy()
+        built_at = self._clock()
         registry = self._store.topic_registry()
         if version is not None:
-            self._state.cache_registry(version, registry, ttl_seconds=REGISTRY_CACHE_TTL_SECONDS)
+            self._state.store_registry_copy(version, registry, built_at=built_at)
         return registry
 
-    def registry_changed(self) -> None:
-        """Called after registry writes that may add (shard, topic) pairs: a copy read before them is
-        never used again."""
-        self._state.bump_registry_version()
+    def renew_registry_copy(self) -> bool:
+        """Read the registry again if its copy is older than REGISTRY_COPY_MAX_AGE_SECONDS (a refresh calls
+        this after dispatching its round, off the round's path). True when it did."""
+        copy = self._state.registry_copy()
+        if copy is not None and self._clock() - copy.built_at < REGISTRY_COPY_MAX_AGE_SECONDS:
+            return False
+        self.read_registry()
+        return True
 
     def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
         """A shard worker's invocation: the stored round to every live connection of the shard (paged

@@ -16,6 +16,7 @@ import app as app_module
 from chalicelib import bootstrap
 from chalicelib.models.streaming import quote_update
 from chalicelib.ports import ShardTask, shard_for
+from chalicelib.services import streaming as streaming_module
 from chalicelib.services.streaming import StreamingService
 from infra.local.replay.transport import YahooReplayTransport
 from tests.app.test_websocket_handlers import Lambda, _aapl, _connected, _container_with
@@ -175,22 +176,41 @@ def test_the_worker_function_delivers_a_dispatched_task(
     assert broadcaster.messages_to(cid)[0]["data"]["quote"]["price"] == 96.0
 
 
-def test_the_registry_is_read_from_dynamodb_only_after_a_subscribe_added_a_topic(
+def test_rounds_read_the_registrys_copy_which_every_subscribe_keeps_current(
     ws: Lambda, broadcaster: RecordingBroadcaster, dispatcher: QueuedDispatcher
 ) -> None:
     a, b = _ids_in_distinct_shards(2)
     _subscribe(ws, a, "u1", ["AAPL"])
     client = bootstrap.container().dynamodb
 
-    def registry_queries() -> int:
+    def publish(price: float) -> list[str]:
         with dynamodb_operations(client) as operations:
-            _streaming().publish([quote_update(_aapl(95.0 + len(dispatcher.dispatched)))], broadcaster)
-        return operations.count("Query")
+            _streaming().publish([quote_update(_aapl(price))], broadcaster)
+        return operations
 
-    assert registry_queries() == SHARDS, "first read after a subscribe: one Query per shard"
-    assert registry_queries() == 0, "same registry version: the cached copy"
-    _subscribe(ws, b, "u2", ["AAPL", "MSFT"])  # a new (shard, topic) pair: the version moves
-    assert registry_queries() == SHARDS
-    assert {task.shard for task in dispatcher.dispatched[-2:]} == {shard_for(a, SHARDS), shard_for(b, SHARDS)}
-    _streaming().deliver_shard(dispatcher.dispatched[-1].round_id, shard_for(b, SHARDS), broadcaster)
+    assert publish(95.0).count("Query") == SHARDS, "no copy yet: the registry is read (one Query per shard)"
+    assert publish(96.0) == [], "then its copy in Redis"
+    _subscribe(ws, b, "u2", ["AAPL", "MSFT"])  # a new (shard, topic) pair
+    assert publish(97.0) == [], "the subscribe added its pairs to the copy"
+    last_round = dispatcher.dispatched[-2:]
+    assert {task.shard for task in last_round} == {shard_for(a, SHARDS), shard_for(b, SHARDS)}
+    _streaming().deliver_shard(last_round[0].round_id, shard_for(b, SHARDS), broadcaster)
     assert broadcaster.messages_to(b)[-1]["data"]["quote"]["price"] == 97.0, "the new subscriber got the round"
+
+
+def test_the_copy_is_read_again_once_old_and_then_drops_removed_pairs(
+    ws: Lambda, broadcaster: RecordingBroadcaster, dispatcher: QueuedDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = _ids_in_distinct_shards(2)
+    _subscribe(ws, a, "u1", ["AAPL"])
+    _subscribe(ws, b, "u2", ["AAPL"])
+    streaming = _streaming()
+    assert streaming.renew_registry_copy() is True, "no copy: read"
+    assert streaming.renew_registry_copy() is False, "a fresh copy is kept"
+    ws.disconnect(b)
+    assert set(streaming.topic_registry().shards_for(["quote:AAPL"])) == {shard_for(a, SHARDS), shard_for(b, SHARDS)}
+
+    later = time.time() + streaming_module.REGISTRY_COPY_MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(streaming, "_clock", lambda: later)
+    assert streaming.renew_registry_copy() is True
+    assert streaming.topic_registry().shards_for(["quote:AAPL"]) == [shard_for(a, SHARDS)]

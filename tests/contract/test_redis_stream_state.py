@@ -168,25 +168,31 @@ def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_c
 # --- the topic registry's cached copy -------------------------------------------------------------------
 
 
-def test_a_cached_registry_is_found_only_under_the_version_it_was_read_at(redis_client: redis.Redis) -> None:
+def test_the_registry_copy_is_the_snapshot_plus_the_pairs_added_under_its_version(redis_client: redis.Redis) -> None:
     state = RedisStreamState(redis_client, key_prefix="t:reg:")
-    registry = TopicRegistry({0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1, "channel:indices": 3}})
-    assert state.registry_version() == 0
-    assert state.cached_registry(0) is None
+    assert state.registry_copy() is None, "no copy before the first read"
+    state.add_to_registry_copy([(3, "quote:MSFT")])  # before any copy: recorded under version 0, unused
 
-    state.cache_registry(0, registry, ttl_seconds=60)
-    assert state.cached_registry(0) == registry
-    assert 0 < redis_client.ttl("t:reg:ws:registry@0") <= 60
+    version = state.start_registry_copy()
+    assert version == 1
+    assert state.registry_copy() is None, "opened but not stored yet: readers read the registry themselves"
+    state.add_to_registry_copy([(7, "quote:AAPL"), (2, "quote:NVDA")])  # a subscribe during the read
+    state.store_registry_copy(1, TopicRegistry({0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1}}), built_at=123.5)
 
-    state.bump_registry_version()
-    assert state.registry_version() == 1
-    assert state.cached_registry(1) is None, "a copy read before the bump is not the current version's"
+    copy = state.registry_copy()
+    assert copy is not None
+    assert (copy.version, copy.built_at) == (1, 123.5)
+    assert copy.registry.counts == {0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1}, 2: {"quote:NVDA": 1}}
+    assert copy.registry.shards_for(["quote:MSFT"]) == [], "pairs of an older version are not in it"
+
+    assert state.start_registry_copy() == 2
+    assert state.registry_copy() is None, "a new version needs its own snapshot"
 
 
-def test_unreachable_redis_has_no_registry_version_and_no_copy() -> None:
+def test_unreachable_redis_has_no_registry_copy() -> None:
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
     state = RedisStreamState(dead, key_prefix="t:")
-    state.bump_registry_version()
-    state.cache_registry(0, TopicRegistry({0: {"quote:AAPL": 1}}), ttl_seconds=60)
-    assert state.registry_version() is None
-    assert state.cached_registry(0) is None
+    assert state.start_registry_copy() is None
+    state.store_registry_copy(1, TopicRegistry({0: {"quote:AAPL": 1}}), built_at=1.0)
+    state.add_to_registry_copy([(0, "quote:AAPL")])
+    assert state.registry_copy() is None
