@@ -10,6 +10,7 @@ from typing import Any
 from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
 
 from chalicelib import asyncapi, bootstrap, gateway_auth, jobs_api, ws_api
+from chalicelib.deadline import remaining_deadline
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
     ASYNCAPI_PATH,
@@ -20,7 +21,6 @@ from chalicelib.http_api import (
     parse_body,
     parse_query,
     principal_of,
-    remaining_deadline,
     require_operator,
 )
 from chalicelib.models.api import (
@@ -49,7 +49,7 @@ from chalicelib.models.market import SYMBOL_SCHEMA, CacheStatsResponse, QuoteRes
 from chalicelib.models.streaming import WsStatsResponse
 from chalicelib.openapi import PathParam, RouteDoc, document_for
 from chalicelib.services.jobs import TASK_ID_PATTERN, Trigger
-from chalicelib.services.market_data import history_combinations
+from chalicelib.services.market_data import MarketDataService, history_combinations
 
 app = Chalice(app_name="market-data")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -110,7 +110,7 @@ def _deadline() -> float | None:
     return remaining_deadline(app.lambda_context)
 
 
-def _market() -> Any:
+def _market() -> MarketDataService:
     return bootstrap.container().market_data
 
 

@@ -35,8 +35,10 @@ from chalicelib.adapters.secrets import resolve_secrets
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
 from chalicelib.ports import Broadcaster, BucketLimits, Cache, MarketDataProvider, QuotaLimits, ShardDispatcher
-from chalicelib.services import jobs as job_bodies
-from chalicelib.services.jobs import JobDeps, JobRunner
+from chalicelib.services import job_bodies
+from chalicelib.services.job_bodies import JobDeps
+from chalicelib.services.job_schedules import job_specs
+from chalicelib.services.jobs import JobRunner
 from chalicelib.services.market_data import CacheTimings, MarketDataService
 from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
 from chalicelib.services.providers import ProviderInfo, ProvidersService
@@ -285,8 +287,6 @@ class Container:
 
     @functools.cached_property
     def jobs(self) -> JobRunner:
-        from chalicelib.jobs_api import job_specs  # the schedules, read where app.py declares them
-
         s = self.settings
         deps = JobDeps(
             market=self.market_data,

@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from chalice.app import Request, Response
 from pydantic import BaseModel, ValidationError
@@ -181,14 +181,6 @@ def require_operator(request: Request | None) -> Principal:
         logger.info("operator endpoint refused", extra={"user": principal.subject if principal else None})
         raise Forbidden("this endpoint is for operators only")
     return principal
-
-
-def remaining_deadline(lambda_context: Any) -> float | None:
-    """The invocation's deadline as a monotonic time, from the Lambda context."""
-    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return None
-    return time.monotonic() + float(remaining()) / 1000.0
 
 
 def http_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:

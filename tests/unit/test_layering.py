@@ -40,3 +40,103 @@ def test_services_import_no_sdk(path: Path) -> None:
 
 def test_handlers_import_no_sdk() -> None:
     assert imported_top_levels(REPO_ROOT / "app.py").isdisjoint(SDKS)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module an ``ImportFrom`` names (relative imports resolved against ``module``)."""
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def chalicelib_import_graph() -> dict[str, set[str]]:
+    """Module -> the chalicelib modules it imports, at any depth of the file (functions included).
+
+    ``from package import name`` counts as importing ``package.name`` when that is a module, else
+    ``package``; importing ``a.b.c`` also runs ``a`` and ``a.b`` (their ``__init__``), which count too.
+    """
+    files = python_files("chalicelib")
+    modules = {_module_name(path): path for path in files}
+
+    def closure(name: str) -> set[str]:
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & modules.keys()
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    targets |= closure(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                source = _resolve(module, path.name == "__init__.py", node)
+                targets |= closure(source)
+                for alias in node.names:
+                    targets |= closure(f"{source}.{alias.name}") - closure(source)
+        # A package's __init__ running is not a cycle with its own submodules' parents.
+        graph[module] = {t for t in targets if t != module and not module.startswith(f"{t}.")}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_cycle_finder_sees_function_level_and_relative_imports() -> None:
+    """The checker itself: a cycle closed by an import inside a function is still a cycle."""
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+    nested = ast.parse("def f():\n    from . import sibling\n").body[0]
+    assert isinstance(nested, ast.FunctionDef)
+    node = nested.body[0]
+    assert isinstance(node, ast.ImportFrom)
+    assert _resolve("chalicelib.services.jobs", False, node) == "chalicelib.services"
+
+
+def test_graph_counts_imports_inside_functions() -> None:
+    # bootstrap builds the fan-out dispatcher's adapter lazily, inside a method.
+    assert "chalicelib.adapters.lambda_dispatcher" in chalicelib_import_graph()["chalicelib.bootstrap"]
+
+
+def test_no_import_cycle_inside_chalicelib() -> None:
+    assert import_cycles(chalicelib_import_graph()) == []
