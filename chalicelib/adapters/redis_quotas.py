@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
 import redis
 
-from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter, subject_key
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, subject_key
 from chalicelib.ports import (
     BreakerState,
     BreakerStatus,
@@ -171,18 +172,19 @@ class RedisQuotas(DegradingRedisAdapter):
     def try_take(self, vendor: str, limits: QuotaLimits) -> QuotaDecision:
         if limits.per_minute == 0 and limits.per_day == 0:
             return QuotaDecision(granted=True)
-        if not self.available:
-            return QuotaDecision(granted=True, degraded=True)
         minute_key, day_key, minute_left, day_left = self._windows(vendor)
-        try:
-            granted, window, minute_used, day_used = self._take(
+        taken = self._guarded(
+            "quota",
+            lambda: self._take(
                 keys=[minute_key, day_key],
                 # The counters outlive their window a little so usage() can still read them at the edge.
                 args=[limits.per_minute, limits.per_day, (minute_left + 5) * 1000, (day_left + 60) * 1000],
-            )
-        except REDIS_FAILURES as exc:
-            self._failed("quota", exc)
+            ),
+            None,
+        )
+        if taken is None:
             return QuotaDecision(granted=True, degraded=True)
+        granted, window, minute_used, day_used = taken
         if granted:
             left = [
                 limit - int(used)
@@ -195,14 +197,11 @@ class RedisQuotas(DegradingRedisAdapter):
         return QuotaDecision(granted=False, exhausted_window="day", retry_after_seconds=day_left)
 
     def usage(self, vendor: str) -> QuotaUsage | None:
-        if not self.available:
-            return None
         minute_key, day_key, minute_left, day_left = self._windows(vendor)
-        try:
-            minute_used, day_used = self._client.mget([minute_key, day_key])
-        except REDIS_FAILURES as exc:
-            self._failed("quota usage", exc)
+        used = self._guarded("quota usage", lambda: self._client.mget([minute_key, day_key]), None)
+        if used is None:
             return None
+        minute_used, day_used = used
         return QuotaUsage(
             minute_used=int(minute_used or 0),
             day_used=int(day_used or 0),
@@ -216,13 +215,9 @@ class RedisQuotas(DegradingRedisAdapter):
         (``charge``), so a cache miss uses up more of the budget than a hit."""
         now = self._clock()
         reset = 60 - int(now % 60)
-        if not self.available:
-            return self._local.add(subject, units, limit_per_minute)
         key = self._key(f"ratelimit:{subject_key(subject)}:{int(now // 60)}")
-        try:
-            count = int(self._hit(keys=[key], args=[(reset + 5) * 1000, units]))
-        except REDIS_FAILURES as exc:
-            self._failed("rate limit", exc)
+        count = self._guarded("rate limit", lambda: int(self._hit(keys=[key], args=[(reset + 5) * 1000, units])), None)
+        if count is None:
             return self._local.add(subject, units, limit_per_minute)
         return RateLimitDecision(
             allowed=count <= limit_per_minute,
@@ -258,48 +253,37 @@ class RedisCircuitBreaker(DegradingRedisAdapter):
         return [self._key(f"breaker:{vendor}"), self._key(f"breaker:{vendor}:probe")]
 
     def allow(self, vendor: str) -> bool:
-        if not self.available:
-            return True
-        try:
-            # The probe token expires after one cool-down, so a probe that never reports frees the slot.
-            verdict = int(self._allow(keys=self._keys(vendor), args=[self._clock(), int(self._cooldown * 1000)]))
-        except REDIS_FAILURES as exc:
-            self._failed("breaker", exc)
-            return True
-        return verdict > 0
+        # The probe token expires after one cool-down, so a probe that never reports frees the slot.
+        return self._guarded(
+            "breaker",
+            lambda: int(self._allow(keys=self._keys(vendor), args=[self._clock(), int(self._cooldown * 1000)])) > 0,
+            True,
+        )
 
     def record_success(self, vendor: str) -> BreakerState | None:
-        if not self.available:
-            return None
-        try:
-            previous = _decode(self._success(keys=self._keys(vendor)))
-        except REDIS_FAILURES as exc:
-            self._failed("breaker", exc)
-            return None
+        previous = self._guarded("breaker", lambda: _decode(self._success(keys=self._keys(vendor))), None)
         return BreakerState(previous) if previous else None
 
     def record_failure(self, vendor: str, error: str) -> BreakerState | None:
-        if not self.available:
-            return None
-        try:
-            changed = _decode(
+        changed = self._guarded(
+            "breaker",
+            lambda: _decode(
                 self._failure(
                     keys=self._keys(vendor),
                     args=[self._clock(), self._threshold, self._cooldown, error[:300], _DAY_SECONDS * 1000],
                 )
-            )
-        except REDIS_FAILURES as exc:
-            self._failed("breaker", exc)
-            return None
+            ),
+            None,
+        )
         return BreakerState(changed) if changed else None
 
     def status(self, vendor: str) -> BreakerStatus | None:
-        if not self.available:
-            return None
-        try:
-            raw: dict[bytes, bytes] = self._client.hgetall(self._keys(vendor)[0])  # type: ignore[assignment]
-        except REDIS_FAILURES as exc:
-            self._failed("breaker", exc)
+        # redis-py types replies as bytes-or-str; this client does not decode them.
+        raw = cast(
+            "dict[bytes, bytes] | None",
+            self._guarded("breaker", lambda: self._client.hgetall(self._keys(vendor)[0]), None),
+        )
+        if raw is None:
             return None
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         state = BreakerState(fields.get("state", "closed"))

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
-from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter
+from chalicelib.adapters.redis_support import DegradingRedisAdapter
 from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, RegistryCopy, SequenceClaim, StoredRound, TopicRegistry
 
 COUNTER_NAMES = ("sent", "gone", "failed")
@@ -93,33 +93,25 @@ class RedisStreamState(DegradingRedisAdapter):
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
         if not changes:
             return []
-        if not self.available:
-            return [True] * len(changes)
-        try:
+
+        def claim() -> list[bool]:
             pipe = self._client.pipeline(transaction=False)
             for topic, fingerprint in changes:
                 self._claim(
                     keys=[self._key(f"ws:last:{topic}")], args=[fingerprint, _FINGERPRINT_TTL_SECONDS], client=pipe
                 )
             return [bool(result) for result in pipe.execute()]
-        except REDIS_FAILURES as exc:
-            self._failed("claim_changes", exc)
-            return [True] * len(changes)
+
+        return self._guarded("claim_changes", claim, [True] * len(changes))
 
     def forget(self, topic: str) -> None:
-        if not self.available:
-            return
-        try:
-            self._client.delete(self._key(f"ws:last:{topic}"))
-        except REDIS_FAILURES as exc:
-            self._failed("forget", exc)
+        self._guarded("forget", lambda: self._client.delete(self._key(f"ws:last:{topic}")), None)
 
     def claim_sequences(self, claims: Sequence[SequenceClaim], *, ttl_seconds: int) -> list[int]:
         if not claims:
             return []
-        if not self.available:
-            return [SEQ_UNSEQUENCED] * len(claims)
-        try:
+
+        def claim() -> list[int]:
             pipe = self._client.pipeline(transaction=False)
             for claim in claims:
                 self._sequence(
@@ -127,15 +119,11 @@ class RedisStreamState(DegradingRedisAdapter):
                     args=[claim.lane or "", claim.round_id, claim.count, ttl_seconds],
                     client=pipe,
                 )
-            results = pipe.execute()
-        except REDIS_FAILURES as exc:
-            self._failed("claim_sequences", exc)
-            return [SEQ_UNSEQUENCED] * len(claims)
-        return [SEQ_DROP if result == b"drop" else int(result) for result in results]
+            return [SEQ_DROP if result == b"drop" else int(result) for result in pipe.execute()]
+
+        return self._guarded("claim_sequences", claim, [SEQ_UNSEQUENCED] * len(claims))
 
     def put_round(self, key: str, stored: StoredRound, *, ttl_seconds: int) -> bool:
-        if not self.available:
-            return False
         document = {
             "lane": stored.lane,
             "round_id": stored.round_id,
@@ -143,21 +131,15 @@ class RedisStreamState(DegradingRedisAdapter):
             # The items are our own JSON messages: kept as text, not re-parsed.
             "items": [[topic, payload.decode()] for topic, payload in stored.items],
         }
-        try:
+
+        def put() -> bool:
             self._client.set(self._key(f"ws:round:{key}"), json.dumps(document, separators=(",", ":")), ex=ttl_seconds)
-        except REDIS_FAILURES as exc:
-            self._failed("put_round", exc)
-            return False
-        return True
+            return True
+
+        return self._guarded("put_round", put, False)
 
     def get_round(self, key: str) -> StoredRound | None:
-        if not self.available:
-            return None
-        try:
-            raw = self._client.get(self._key(f"ws:round:{key}"))
-        except REDIS_FAILURES as exc:
-            self._failed("get_round", exc)
-            return None
+        raw = self._guarded("get_round", lambda: self._client.get(self._key(f"ws:round:{key}")), None)
         if raw is None:
             return None
         document = json.loads(raw)
@@ -169,23 +151,22 @@ class RedisStreamState(DegradingRedisAdapter):
         )
 
     def allow_resync(self, connection_id: str, *, interval_seconds: int) -> bool:
-        if not self.available or interval_seconds <= 0:
+        if interval_seconds <= 0:
             return True
-        try:
-            key = self._key(f"ws:resync:{connection_id}")
-            return bool(self._client.set(key, "1", nx=True, ex=interval_seconds))
-        except REDIS_FAILURES as exc:
-            self._failed("allow_resync", exc)
-            return True
+        key = self._key(f"ws:resync:{connection_id}")
+        return self._guarded(
+            "allow_resync", lambda: bool(self._client.set(key, "1", nx=True, ex=interval_seconds)), True
+        )
 
     def _minute(self) -> int:
         return int(self._clock() // 60)
 
     def add_counts(self, counts: Mapping[str, int]) -> None:
-        if not self.available or not any(counts.values()):
+        if not any(counts.values()):
             return
         minute = self._minute()
-        try:
+
+        def add() -> None:
             pipe = self._client.pipeline(transaction=False)
             for name, value in counts.items():
                 if value:
@@ -193,36 +174,31 @@ class RedisStreamState(DegradingRedisAdapter):
                     pipe.incrby(key, value)
                     pipe.expire(key, _COUNTER_TTL_SECONDS)
             pipe.execute()
-        except REDIS_FAILURES as exc:
-            self._failed("add_counts", exc)
+
+        self._guarded("add_counts", add, None)
 
     def counts_last_hour(self) -> Mapping[str, int] | None:
-        if not self.available:
-            return None
         minute = self._minute()
         minutes = range(minute - 59, minute + 1)
-        try:
+
+        def read() -> Mapping[str, int] | None:
             totals: dict[str, int] = {}
             for name in COUNTER_NAMES:
                 values = self._client.mget([self._key(f"ws:count:{name}:{m}") for m in minutes])
                 totals[name] = sum(int(v) for v in values if v is not None)
             return totals
-        except REDIS_FAILURES as exc:
-            self._failed("counts_last_hour", exc)
-            return None
+
+        return self._guarded("counts_last_hour", read, None)
 
     def _registry_keys(self) -> tuple[str, str, str]:
         return self._key("ws:registry:version"), self._key("ws:registry@"), self._key("ws:registry+")
 
     def registry_copy(self) -> RegistryCopy | None:
-        if not self.available:
+        keys = list(self._registry_keys())
+        found = self._guarded("registry_copy", lambda: self._registry_copy(keys=keys), None)
+        if found is None:
             return None
-        version_key, snapshot_prefix, additions_prefix = self._registry_keys()
-        try:
-            version, snapshot, additions = self._registry_copy(keys=[version_key, snapshot_prefix, additions_prefix])
-        except REDIS_FAILURES as exc:
-            self._failed("registry_copy", exc)
-            return None
+        version, snapshot, additions = found
         if not snapshot:
             return None
         document = json.loads(snapshot)
@@ -236,35 +212,29 @@ class RedisStreamState(DegradingRedisAdapter):
         return RegistryCopy(int(version), TopicRegistry(counts), float(document["built_at"]))
 
     def start_registry_copy(self) -> int | None:
-        if not self.available:
-            return None
-        try:
-            return int(self._client.incr(self._registry_keys()[0]))
-        except REDIS_FAILURES as exc:
-            self._failed("start_registry_copy", exc)
-            return None
+        return self._guarded("start_registry_copy", lambda: int(self._client.incr(self._registry_keys()[0])), None)
 
     def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None:
-        if not self.available:
-            return
         document = {"built_at": built_at, "counts": {str(shard): dict(c) for shard, c in registry.counts.items()}}
-        try:
-            self._client.set(
+        self._guarded(
+            "store_registry_copy",
+            lambda: self._client.set(
                 f"{self._registry_keys()[1]}{version}",
                 json.dumps(document, separators=(",", ":")),
                 ex=_REGISTRY_COPY_TTL_SECONDS,
-            )
-        except REDIS_FAILURES as exc:
-            self._failed("store_registry_copy", exc)
+            ),
+            None,
+        )
 
     def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
-        if not pairs or not self.available:
+        if not pairs:
             return
         version_key, _, additions_prefix = self._registry_keys()
-        try:
-            self._registry_add(
+        self._guarded(
+            "add_to_registry_copy",
+            lambda: self._registry_add(
                 keys=[version_key, additions_prefix],
                 args=[_REGISTRY_COPY_TTL_SECONDS, *(f"{shard}|{topic}" for shard, topic in pairs)],
-            )
-        except REDIS_FAILURES as exc:
-            self._failed("add_to_registry_copy", exc)
+            ),
+            None,
+        )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from aws_lambda_powertools import Logger
@@ -17,6 +19,8 @@ from aws_lambda_powertools import Logger
 logger = Logger(child=True)
 
 REDIS_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+T = TypeVar("T")
 
 _SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9@._\-|:]{1,128}$")
 
@@ -67,3 +71,14 @@ class DegradingRedisAdapter:
 
     def _key(self, key: str) -> str:
         return self._prefix + key
+
+    def _guarded(self, operation: str, call: Callable[[], T], fallback: T) -> T:
+        """``call()``, or ``fallback`` while Redis is down (no socket timeout paid) or when this call
+        finds it down (which starts the back-off). The one place the adapters degrade."""
+        if not self.available:
+            return fallback
+        try:
+            return call()
+        except REDIS_FAILURES as exc:
+            self._failed(operation, exc)
+            return fallback

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import redis
 
-from chalicelib.adapters.redis_support import REDIS_FAILURES, DegradingRedisAdapter, subject_key
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, subject_key
 from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity
 
 # KEYS: the connection's hash. ARGV: now ms, cost, connection capacity, connection refill per ms, user
@@ -154,18 +154,17 @@ class RedisMessageBudget(DegradingRedisAdapter):
 
     def register(self, connection_id: str, identity: ConnectionIdentity, *, ttl_seconds: int) -> None:
         self._local.register(connection_id, identity)
-        if not self.available:
-            return
         fields: dict[str, str | int] = {"user": subject_key(identity.user_id), "sub": identity.user_id}
         if identity.token_expires_at is not None:
             fields["exp"] = identity.token_expires_at
-        try:
+
+        def write() -> None:
             pipe = self._client.pipeline(transaction=True)
             pipe.hset(self._connection_key(connection_id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(self._connection_key(connection_id), ttl_seconds)
             pipe.execute()
-        except REDIS_FAILURES as exc:
-            self._failed("register", exc)
+
+        self._guarded("register", write, None)
 
     def take(
         self,
@@ -177,28 +176,28 @@ class RedisMessageBudget(DegradingRedisAdapter):
         rejection_window_seconds: int,
     ) -> BudgetDecision:
         now = self._clock()
-        if self.available:
-            user_ttl_ms = int(per_user.capacity / per_user.refill_per_second * 1000) + 60_000
-            try:
-                result = self._take(
-                    keys=[self._connection_key(connection_id)],
-                    args=[
-                        int(now * 1000),
-                        cost,
-                        per_connection.capacity,
-                        repr(per_connection.refill_per_second / 1000),
-                        per_user.capacity,
-                        repr(per_user.refill_per_second / 1000),
-                        self._key("ws:budget:user:"),
-                        rejection_window_seconds * 1000,
-                        user_ttl_ms,
-                    ],
-                )
-            except REDIS_FAILURES as exc:
-                self._failed("take", exc)
-            else:
-                return self._decision(result)
-        return self._local.take(connection_id, cost, now, per_connection, per_user, rejection_window_seconds)
+        user_ttl_ms = int(per_user.capacity / per_user.refill_per_second * 1000) + 60_000
+        result = self._guarded(
+            "take",
+            lambda: self._take(
+                keys=[self._connection_key(connection_id)],
+                args=[
+                    int(now * 1000),
+                    cost,
+                    per_connection.capacity,
+                    repr(per_connection.refill_per_second / 1000),
+                    per_user.capacity,
+                    repr(per_user.refill_per_second / 1000),
+                    self._key("ws:budget:user:"),
+                    rejection_window_seconds * 1000,
+                    user_ttl_ms,
+                ],
+            ),
+            None,
+        )
+        if result is None:
+            return self._local.take(connection_id, cost, now, per_connection, per_user, rejection_window_seconds)
+        return self._decision(result)
 
     @staticmethod
     def _decision(result: list[object]) -> BudgetDecision:
