@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from chalicelib import observability
 from chalicelib.models.streaming import StreamFormat, StreamUpdate
-from chalicelib.ports import SEQ_DROP, Broadcaster, DeliveryStatus, SequenceClaim, StreamState
+from chalicelib.ports import SEQ_DROP, Broadcaster, ConnectionRecord, DeliveryStatus, SequenceClaim, StreamState
 
 logger = observability.logger
 
@@ -93,6 +93,14 @@ def encode_items(updates: Sequence[StreamUpdate]) -> list[tuple[str, bytes]]:
 
 def iso_utc(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+def format_of(record: ConnectionRecord) -> StreamFormat:
+    """The connection's stored message format."""
+    try:
+        return StreamFormat(record.message_format)
+    except ValueError:  # written by a newer version: the spec format is what every client understands
+        return StreamFormat.SPEC
 
 
 class FrameBuilder:
