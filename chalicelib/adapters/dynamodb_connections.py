@@ -11,26 +11,7 @@ Key design:
   ``ADD``/``DELETE`` updates that return the item as it was (ALL_OLD): the ack's new set is computed
   from it, and so is exactly what the update newly added or removed, which is what moves the registry
   counts (a subscribe of a topic already held, or a retried one, counts nothing).
-- Registry table (PK ``pk``, SK ``sk``):
-  ``REG#<shard>``/``<topic>`` holds ``count``, the topic's subscribers in that shard;
-  ``COUNT#<shard>``/``connections`` and ``COUNT#<p>``/``users`` (p: a hash of the user id over
-  USER_COUNT_PARTITIONS) hold the totals /ws/stats shows; ``USER#<user>``/``slots`` holds ``ids``, the
-  user's connection ids (the per-user cap). Partitioned per shard, the subscribe/unsubscribe writes
-  spread over the shards' partitions rather than one hot key, and "which topics have subscribers" is one
-  Query per shard (SHARD_COUNT Queries, however many topics and connections exist). Counts move with
-  ``ADD`` (atomic); a decrement is conditional on the count covering it, so a count never goes below
-  zero. The counts are not written in one transaction with the connection item (TransactWriteItems
-  cannot return the old item, and one refused decrement would cancel the whole removal), so a process
-  dying between the writes, or a decrement arriving before its increment, leaves a count off by one:
-  ``repair_registry`` (the daily cleanup) recounts each shard from its connections and rewrites a
-  drifted count only if it did not move meanwhile.
-- The per-user cap is a conditional ``ADD`` of the connection id to the user's ``ids`` set,
-  ``size(ids) < cap``: two simultaneous connects of one user cannot both pass, unlike a count followed
-  by a put. The connection item is put first and its slot claimed second, and a removal deletes the item
-  first and releases the slot second, so a slot whose item is missing is a leftover of a removal that
-  died midway: when a connect finds the user at the cap it drops such slots (and removes the user's
-  expired connections) and tries once more. The connection and user totals move only when a slot is
-  claimed or released, so a connection counts once however often its removal is retried.
+- Registry table: see dynamodb_registry.py (the counts and the per-user slots live there).
 - Every connection and subscription item carries ``expires_at`` (epoch seconds), the tables' TTL
   attribute. DynamoDB's TTL deletes late (typically within days, not seconds) and moto never does, so
   every read filters on ``expires_at > now`` itself. ``remove_connection`` removes expired items too.
@@ -42,8 +23,8 @@ Key design:
   BatchGetItems, 100 keys a call.
 - The plumbing shared with the job run store lives in ``DynamoDBAdapter`` (dynamodb_support): SDK
   failures become StoreUnavailable there, Queries and Scans are paginated there, and BatchWriteItem's
-  UnprocessedItems are retried there with a capped exponential backoff. BatchGetItem's UnprocessedKeys
-  get the same backoff here.
+  UnprocessedItems and BatchGetItem's UnprocessedKeys are retried there with a capped exponential
+  backoff.
 """
 
 from __future__ import annotations
@@ -52,36 +33,39 @@ import contextlib
 import itertools
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from chalicelib.adapters.dynamodb_support import NOT_EXPIRED, DynamoDBAdapter, Item, attr_n, attr_now, attr_s, iso_utc
+from chalicelib.adapters.dynamodb_registry import (
+    CONNECTIONS_COUNTER,
+    RegistryTable,
+    counter_key,
+    registry_key,
+    string_set,
+    user_key,
+)
+from chalicelib.adapters.dynamodb_support import (
+    BATCH_GET_LIMIT,
+    NOT_EXPIRED,
+    Item,
+    attr_n,
+    attr_now,
+    attr_s,
+    iso_utc,
+)
 from chalicelib.errors import StoreUnavailable
-from chalicelib.ports import ConnectionRecord, RegistryRepair, StreamingStats, TopicRegistry, shard_for
+from chalicelib.ports import ConnectionRecord
 
 logger = Logger(child=True)
 
-BATCH_GET_LIMIT = 100  # DynamoDB's maximum number of keys in one BatchGetItem
 BY_USER_INDEX = "by-user"
 BY_SHARD_INDEX = "by-shard"
-REGISTRY_PREFIX = "REG#"
-COUNTER_PREFIX = "COUNT#"
-USER_PREFIX = "USER#"
-CONNECTIONS_COUNTER = "connections"
-USERS_COUNTER = "users"
-# Fixed, unlike the shard count: a user's counter partition must not move when WS_SHARD_COUNT changes.
-USER_COUNT_PARTITIONS = 16
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
-class DynamoDBConnectionStore(DynamoDBAdapter):
+class DynamoDBConnectionStore(RegistryTable):
     store_name = "connection store"
 
     def __init__(
@@ -155,43 +139,12 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
     def _delete_connection_item(self, connection_id: str) -> None:
         self._call("delete_item", TableName=self._connections, Key={"connection_id": attr_s(connection_id)})
 
-    def _claim_slot(self, record: ConnectionRecord, cap: int | None) -> bool:
-        """Add the connection to its user's slots, if the user holds fewer than ``cap``; counts it."""
-        names = {"#ids": "ids", "#expires_at": "expires_at"}
-        values: Item = {":ids": {"SS": [record.connection_id]}, ":expires_at": attr_n(record.expires_at)}
-        params: dict[str, Any] = {
-            "TableName": self._registry,
-            "Key": _user_key(record.user_id),
-            # expires_at: the latest connection's expiry, so TTL drops the item after its last connection.
-            "UpdateExpression": "ADD #ids :ids SET #expires_at = :expires_at",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            "ReturnValues": "ALL_OLD",  # the whole (small) item: UPDATED_OLD omits an unchanged set
-        }
-        if cap is not None:
-            # contains(): a retried connect of the same connection is not refused by its own slot.
-            params["ConditionExpression"] = "attribute_not_exists(#ids) OR size(#ids) < :cap OR contains(#ids, :id)"
-            values[":cap"] = attr_n(cap)
-            values[":id"] = attr_s(record.connection_id)
-        response = self._call_if("update_item", **params)
-        if response is None and self._release_stale_slots(record.user_id):
-            response = self._call_if("update_item", **params)
-        if response is None:
-            return False
-        held = _string_set(response.get("Attributes") or {}, "ids")
-        if record.connection_id not in held:  # not a retry of a connect that already counted
-            bumps = [(_counter_key(record.shard, CONNECTIONS_COUNTER), 1)]
-            if not held:  # the user's first connection: one user more
-                bumps.append((_counter_key(_user_partition(record.user_id), USERS_COUNTER), 1))
-            self._bump_all(bumps)
-        return True
-
     def _release_stale_slots(self, user_id: str) -> bool:
         """At the cap: remove the user's expired connections and drop slots whose connection item is gone
         (a removal that died between its writes); whether any slot was freed. Never drops the slot of a
         connection whose item exists and is live, so the cap holds."""
-        response = self._call("get_item", TableName=self._registry, Key=_user_key(user_id), ConsistentRead=True)
-        slots = sorted(_string_set(response.get("Item") or {}, "ids"))
+        response = self._call("get_item", TableName=self._registry, Key=user_key(user_id), ConsistentRead=True)
+        slots = sorted(string_set(response.get("Item") or {}, "ids"))
         if not slots:
             return False
         items = self._get_connections(slots, ("connection_id", "expires_at"))
@@ -202,26 +155,6 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
             self.remove_connection(connection_id)
         released = self._release_slots(user_id, missing) if missing else set()
         return bool(expired or released)
-
-    def _release_slots(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
-        """Remove these connection ids from the user's slots; the ones that were there."""
-        response = self._call_if(
-            "update_item",
-            TableName=self._registry,
-            Key=_user_key(user_id),
-            UpdateExpression="DELETE #ids :ids",
-            ConditionExpression="attribute_exists(#ids)",  # no bare item for a user without slots
-            ExpressionAttributeNames={"#ids": "ids"},
-            ExpressionAttributeValues={":ids": {"SS": sorted(set(connection_ids))}},
-            ReturnValues="ALL_OLD",
-        )
-        if response is None:
-            return set()
-        held = _string_set(response.get("Attributes") or {}, "ids")
-        released = set(held.intersection(connection_ids))
-        if released and held <= released:  # the user's last slot went: one user fewer
-            self._bump_all([(_counter_key(_user_partition(user_id), USERS_COUNTER), -1)])
-        return released
 
     def get_connection(self, connection_id: str, *, now: float) -> ConnectionRecord | None:
         # Consistent: read right after $connect wrote it.
@@ -274,9 +207,9 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         shard = _shard_of(old)
         bumps: list[tuple[Item, int]] = []
         if shard is not None:  # an item from before shards were assigned was never counted
-            bumps = [(_registry_key(shard, topic), -1) for topic in topics]
+            bumps = [(registry_key(shard, topic), -1) for topic in topics]
             if connection_id in self._release_slots(old["user_id"]["S"], [connection_id]):
-                bumps.append((_counter_key(shard, CONNECTIONS_COUNTER), -1))
+                bumps.append((counter_key(shard, CONNECTIONS_COUNTER), -1))
         self._bump_all(bumps)
         return len(topics)
 
@@ -309,7 +242,7 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         held = _topic_set(before)
         shard = _shard_of(before)
         if shard is not None:
-            self._bump_all([(_registry_key(shard, topic), 1) for topic in wanted if topic not in held])
+            self._bump_all([(registry_key(shard, topic), 1) for topic in wanted if topic not in held])
         return sorted(held.union(wanted))
 
     def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> list[str] | None:
@@ -326,7 +259,7 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         held = _topic_set(before)
         shard = _shard_of(before)
         if shard is not None:
-            self._bump_all([(_registry_key(shard, topic), -1) for topic in gone if topic in held])
+            self._bump_all([(registry_key(shard, topic), -1) for topic in gone if topic in held])
         return sorted(held.difference(gone))
 
     def topics_of(self, connection_id: str, *, now: float) -> list[str]:
@@ -374,131 +307,8 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         )
         return [item["connection_id"]["S"] for item in items]
 
-    # --- the registry -----------------------------------------------------------------------------
-
     def subscribed_topics(self) -> list[str]:
         return self.topic_registry().topics()
-
-    def topic_registry(self) -> TopicRegistry:
-        shards = range(self._shard_count)
-        found = self._parallel(lambda shard: self._registry_partition(shard, positive_only=True), shards)
-        return TopicRegistry({shard: counts for shard, counts in zip(shards, found, strict=True) if counts})
-
-    def _registry_partition(self, shard: int, *, positive_only: bool) -> dict[str, int]:
-        """topic → count of one shard's registry partition: one paged Query."""
-        params: dict[str, Any] = {
-            "TableName": self._registry,
-            "KeyConditionExpression": "#pk = :pk",
-            "ProjectionExpression": "#sk, #count",
-            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#count": "count"},
-            "ExpressionAttributeValues": {":pk": attr_s(f"{REGISTRY_PREFIX}{shard}")},
-        }
-        if positive_only:
-            params["FilterExpression"] = "#count > :zero"
-            params["ExpressionAttributeValues"][":zero"] = attr_n(0)
-        else:  # the repair compares against exactly what is stored
-            params["ConsistentRead"] = True
-        return {item["sk"]["S"]: int(item["count"]["N"]) for item in self._paginate("query", **params)}
-
-    def _bump_all(self, bumps: Sequence[tuple[Item, int]]) -> None:
-        """Add each delta to its registry count (in parallel: a 50-topic subscribe is 50 updates)."""
-        self._parallel(lambda bump: self._bump(*bump), bumps)
-
-    def _bump(self, key: Item, delta: int) -> bool:
-        """Add ``delta`` to the count at ``key``; a decrement only if the count covers it (never below
-        zero). False when refused: the count was already lower (repair_registry settles it)."""
-        params: dict[str, Any] = {
-            "TableName": self._registry,
-            "Key": key,
-            "UpdateExpression": "ADD #count :delta",
-            "ExpressionAttributeNames": {"#count": "count"},
-            "ExpressionAttributeValues": {":delta": attr_n(delta)},
-        }
-        if delta < 0:
-            params["ConditionExpression"] = "#count >= :needed"
-            params["ExpressionAttributeValues"][":needed"] = attr_n(-delta)
-        if self._call_if("update_item", **params) is not None:
-            return True
-        logger.info("registry count already at zero", extra={"pk": key["pk"]["S"]})
-        return False
-
-    def _parallel(self, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        """``work`` over ``items`` on at most registry_concurrency threads (boto3 clients are thread-safe)."""
-        if len(items) <= 1:
-            return [work(item) for item in items]
-        workers = min(self._registry_concurrency, len(items))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry") as pool:
-            return list(pool.map(work, items))
-
-    def repair_registry(self, *, now: float) -> RegistryRepair:
-        # The totals are read before the recount: a rewrite is conditional on the count still holding
-        # what was read, so a subscribe or connect during the recount makes it a skip, not a wrong value.
-        totals_keys = [_counter_key(shard, CONNECTIONS_COUNTER) for shard in range(self._shard_count)]
-        totals_keys += [_counter_key(p, USERS_COUNTER) for p in range(USER_COUNT_PARTITIONS)]
-        totals = {
-            (item["pk"]["S"], item["sk"]["S"]): int(item["count"]["N"])
-            for item in self._get_items(self._registry, totals_keys, ("pk", "sk", "count"))
-        }
-        outcomes: Counter[str] = Counter()
-        users: set[str] = set()
-        for shard in range(self._shard_count):
-            stored = self._registry_partition(shard, positive_only=False)
-            counted: Counter[str] = Counter()
-            connections = 0
-            for record in self.connections_in_shard(shard, now=now):
-                connections += 1
-                counted.update(record.topics)
-                users.add(record.user_id)
-            for topic in sorted(stored.keys() | counted.keys()):
-                outcomes["topic_" + self._settle(_registry_key(shard, topic), stored.get(topic), counted[topic])] += 1
-            key = _counter_key(shard, CONNECTIONS_COUNTER)
-            outcomes[self._settle(key, totals.get(_key_pair(key)), connections)] += 1
-        per_partition = Counter(_user_partition(user) for user in users)
-        for partition in range(USER_COUNT_PARTITIONS):
-            key = _counter_key(partition, USERS_COUNTER)
-            outcomes[self._settle(key, totals.get(_key_pair(key)), per_partition[partition])] += 1
-        return RegistryRepair(
-            shards=self._shard_count,
-            topic_counts_fixed=outcomes["topic_fixed"],
-            counters_fixed=outcomes["fixed"],
-            skipped=outcomes["topic_skipped"] + outcomes["skipped"],
-        )
-
-    def _settle(self, key: Item, stored: int | None, counted: int) -> str:
-        """Make the count at ``key`` ``counted`` if it still holds ``stored`` (None: no item): "ok" (it was
-        right), "fixed", or "skipped" (it moved meanwhile). A zero count's item is deleted."""
-        if (stored is None and counted == 0) or (stored == counted and counted > 0):
-            return "ok"
-        names = {"#count": "count"}
-        if counted == 0:
-            done = self._call_if(
-                "delete_item",
-                TableName=self._registry,
-                Key=key,
-                ConditionExpression="#count = :stored",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":stored": attr_n(stored or 0)},
-            )
-        else:
-            values: Item = {":counted": attr_n(counted)}
-            if stored is None:
-                condition = "attribute_not_exists(#count)"
-            else:
-                condition = "#count = :stored"
-                values[":stored"] = attr_n(stored)
-            done = self._call_if(
-                "update_item",
-                TableName=self._registry,
-                Key=key,
-                UpdateExpression="SET #count = :counted",
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        if done is None:
-            return "skipped"
-        # A leftover zero item is garbage, not drift.
-        return "ok" if stored == 0 and counted == 0 else "fixed"
 
     # --- cleanup ----------------------------------------------------------------------------------
 
@@ -546,51 +356,6 @@ class DynamoDBConnectionStore(DynamoDBAdapter):
         items = self._get_items(self._connections, keys, attributes)
         return {item["connection_id"]["S"]: item for item in items}
 
-    def _get_items(self, table: str, keys: Sequence[Item], attributes: Sequence[str]) -> list[Item]:
-        """The items that exist of these keys (distinct), with those attributes: consistent BatchGetItems
-        of BATCH_GET_LIMIT keys, plus UnprocessedKeys retries."""
-        found: list[Item] = []
-        names = {f"#{name}": name for name in attributes}  # attribute names of the adapter's own
-        for start in range(0, len(keys), BATCH_GET_LIMIT):
-            pending: dict[str, Any] = {
-                table: {
-                    "Keys": list(keys[start : start + BATCH_GET_LIMIT]),
-                    "ConsistentRead": True,
-                    "ProjectionExpression": ", ".join(names),
-                    "ExpressionAttributeNames": names,
-                }
-            }
-            for attempt in range(self._batch_attempts):
-                if attempt:
-                    self._backoff(attempt)
-                response = self._call("batch_get_item", RequestItems=pending)
-                found.extend(response.get("Responses", {}).get(table, []))
-                pending = response.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-            else:
-                # Unknown is not absent: deleting on a guess could drop a live subscription.
-                left = sum(len(request.get("Keys", [])) for request in pending.values())
-                logger.warning("batch get left keys unprocessed", extra={"unprocessed": left})
-                raise StoreUnavailable(f"connection store: batch_get_item left {left} keys unprocessed")
-        return found
-
-    # --- operator view ----------------------------------------------------------------------------
-
-    def stats(self, *, top: int) -> StreamingStats:
-        registry = self.topic_registry()
-        keys = [_counter_key(shard, CONNECTIONS_COUNTER) for shard in range(self._shard_count)]
-        keys += [_counter_key(p, USERS_COUNTER) for p in range(USER_COUNT_PARTITIONS)]
-        totals: Counter[str] = Counter()
-        for item in self._get_items(self._registry, keys, ("sk", "count")):
-            totals[item["sk"]["S"]] += int(item["count"]["N"])
-        ranked = sorted(registry.totals().items(), key=lambda pair: (-pair[1], pair[0]))[: max(top, 0)]
-        return StreamingStats(
-            open_connections=totals[CONNECTIONS_COUNTER],
-            distinct_users=totals[USERS_COUNTER],
-            subscribers_by_topic=dict(ranked),
-        )
-
 
 def _unique(topics: Sequence[str]) -> list[str]:
     # A BatchWriteItem with two requests for the same key is rejected as a whole.
@@ -613,34 +378,9 @@ def _connection_from_item(item: Item) -> ConnectionRecord:
 
 
 def _topic_set(item: Item) -> frozenset[str]:
-    return _string_set(item, "topics")
-
-
-def _string_set(item: Item, name: str) -> frozenset[str]:
-    # DynamoDB has no empty sets: deleting the last element removes the attribute.
-    return frozenset(item.get(name, {}).get("SS", ()))
+    return string_set(item, "topics")
 
 
 def _shard_of(item: Item) -> int | None:
     # None: an item written before connections were given shards (never counted in the registry).
     return int(item["shard"]["N"]) if "shard" in item else None
-
-
-def _user_partition(user_id: str) -> int:
-    return shard_for(user_id, USER_COUNT_PARTITIONS)
-
-
-def _registry_key(shard: int, topic: str) -> Item:
-    return {"pk": attr_s(f"{REGISTRY_PREFIX}{shard}"), "sk": attr_s(topic)}
-
-
-def _counter_key(partition: int, name: str) -> Item:
-    return {"pk": attr_s(f"{COUNTER_PREFIX}{partition}"), "sk": attr_s(name)}
-
-
-def _user_key(user_id: str) -> Item:
-    return {"pk": attr_s(f"{USER_PREFIX}{user_id}"), "sk": attr_s("slots")}
-
-
-def _key_pair(key: Item) -> tuple[str, str]:
-    return key["pk"]["S"], key["sk"]["S"]

@@ -38,6 +38,7 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 NOT_EXPIRED = "#expires_at > :now"  # with ExpressionAttributeNames #expires_at and values :now (attr_now)
 EXPIRED = "#expires_at <= :now"
 
+BATCH_GET_LIMIT = 100  # DynamoDB's maximum number of keys in one BatchGetItem
 Item = dict[str, Any]  # a low-level DynamoDB item: attribute name → {"S": ...} / {"N": ...} / {"M": ...}
 
 
@@ -151,6 +152,35 @@ class DynamoDBAdapter:
         left = sum(len(requests) for requests in pending.values())
         logger.warning("batch write left items unprocessed", extra={"unprocessed": left})
         raise StoreUnavailable(f"{self.store_name}: batch_write_item left {left} requests unprocessed")
+
+    def _get_items(self, table: str, keys: Sequence[Item], attributes: Sequence[str]) -> list[Item]:
+        """The items that exist of these keys (distinct), with those attributes: consistent BatchGetItems
+        of BATCH_GET_LIMIT keys, plus UnprocessedKeys retries."""
+        found: list[Item] = []
+        names = {f"#{name}": name for name in attributes}  # attribute names of the adapter's own
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            pending: dict[str, Any] = {
+                table: {
+                    "Keys": list(keys[start : start + BATCH_GET_LIMIT]),
+                    "ConsistentRead": True,
+                    "ProjectionExpression": ", ".join(names),
+                    "ExpressionAttributeNames": names,
+                }
+            }
+            for attempt in range(self._batch_attempts):
+                if attempt:
+                    self._backoff(attempt)
+                response = self._call("batch_get_item", RequestItems=pending)
+                found.extend(response.get("Responses", {}).get(table, []))
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            else:
+                # Unknown is not absent: deleting on a guess could drop a live subscription.
+                left = sum(len(request.get("Keys", [])) for request in pending.values())
+                logger.warning("batch get left keys unprocessed", extra={"unprocessed": left})
+                raise StoreUnavailable(f"{self.store_name}: batch_get_item left {left} keys unprocessed")
+        return found
 
 
 def error_code(exc: ClientError) -> str:

@@ -58,12 +58,17 @@ TABLE_ATTRIBUTES = {
 }
 ADAPTER_FILES = {
     "DynamoDBConnectionStore": "dynamodb_connections.py",
+    "RegistryTable": "dynamodb_registry.py",
     "DynamoDBJobRunStore": "dynamodb_job_runs.py",
     "DynamoDBAdapter": "dynamodb_support.py",
     "ApiGatewayBroadcaster": "apigw_broadcaster.py",
     "LambdaShardDispatcher": "lambda_dispatcher.py",
 }
-BASES = {"DynamoDBConnectionStore": "DynamoDBAdapter", "DynamoDBJobRunStore": "DynamoDBAdapter"}
+BASES = {
+    "DynamoDBConnectionStore": "RegistryTable",
+    "RegistryTable": "DynamoDBAdapter",
+    "DynamoDBJobRunStore": "DynamoDBAdapter",
+}
 _SDK_HELPERS = {"_call", "_call_if", "_paginate"}
 
 # The jobs (six @app.schedule functions sharing one policy): chalicelib/services/jobs.py.
