@@ -38,84 +38,6 @@ class JwtAlgorithm(StrEnum):
     RS256 = "RS256"
 
 
-# Environment variable → field name. The spec's own variable names are kept verbatim.
-ENV_VARS: dict[str, str] = {
-    "STAGE": "stage",
-    "MARKET_DATA_SOURCE": "market_data_source",
-    "REDIS_URL": "redis_url",
-    "REDIS_SOCKET_TIMEOUT_SECONDS": "redis_socket_timeout_seconds",
-    "CACHE_KEY_PREFIX": "cache_key_prefix",
-    "CACHE_STALE_TTL_SECONDS": "cache_stale_ttl_seconds",
-    "CACHE_LOCK_TTL_SECONDS": "cache_lock_ttl_seconds",
-    "CACHE_LOCK_WAIT_SECONDS": "cache_lock_wait_seconds",
-    "QUOTE_HOT_SET_MAX_SYMBOLS": "quote_hot_set_max_symbols",
-    "QUOTE_HOT_SET_WINDOW_SECONDS": "quote_hot_set_window_seconds",
-    "JWT_ALGORITHM": "jwt_algorithm",
-    "JWT_SECRET": "jwt_secret",
-    "JWT_JWKS_URL": "jwt_jwks_url",
-    "JWT_ISSUER": "jwt_issuer",
-    "JWT_AUDIENCE": "jwt_audience",
-    "JWT_LEEWAY_SECONDS": "jwt_leeway_seconds",
-    "CONNECTIONS_TABLE": "connections_table",
-    "SUBSCRIPTIONS_TABLE": "subscriptions_table",
-    "REGISTRY_TABLE": "registry_table",
-    "JOB_RUNS_TABLE": "job_runs_table",
-    "AWS_ENDPOINT_URL": "aws_endpoint_url",
-    "AWS_REGION": "aws_region",
-    "ALPHA_VANTAGE_API_KEY": "alpha_vantage_api_key",
-    "FINANCIAL_MODELING_PREP_API_KEY": "financial_modeling_prep_api_key",
-    "TIINGO_API_KEY": "tiingo_api_key",
-    "PROVIDER_TIMEOUT_SECONDS": "provider_timeout_seconds",
-    "YFINANCE_CACHE_DIR": "yfinance_cache_dir",
-    "YAHOO_QUOTA_PER_MINUTE": "yahoo_quota_per_minute",
-    "YAHOO_QUOTA_PER_DAY": "yahoo_quota_per_day",
-    "FMP_QUOTA_PER_MINUTE": "fmp_quota_per_minute",
-    "FMP_QUOTA_PER_DAY": "fmp_quota_per_day",
-    "ALPHA_VANTAGE_QUOTA_PER_MINUTE": "alpha_vantage_quota_per_minute",
-    "ALPHA_VANTAGE_QUOTA_PER_DAY": "alpha_vantage_quota_per_day",
-    "TIINGO_QUOTA_PER_MINUTE": "tiingo_quota_per_minute",
-    "TIINGO_QUOTA_PER_DAY": "tiingo_quota_per_day",
-    "PROVIDER_MAX_ATTEMPTS": "provider_max_attempts",
-    "PROVIDER_RETRY_BASE_SECONDS": "provider_retry_base_seconds",
-    "PROVIDER_RETRY_MAX_SECONDS": "provider_retry_max_seconds",
-    "BREAKER_FAILURE_THRESHOLD": "breaker_failure_threshold",
-    "BREAKER_COOLDOWN_SECONDS": "breaker_cooldown_seconds",
-    "USER_RATE_LIMIT_PER_MINUTE": "user_rate_limit_per_minute",
-    "USER_UPSTREAM_CALL_COST": "user_upstream_call_cost",
-    "NEGATIVE_CACHE_TTL_SECONDS": "negative_cache_ttl_seconds",
-    "PROVIDER_RESPONSE_MAX_BYTES": "provider_response_max_bytes",
-    "PROVIDER_RESPONSE_DEADLINE_SECONDS": "provider_response_deadline_seconds",
-    "OPERATOR_GROUP": "operator_group",
-    "OPERATOR_SCOPE": "operator_scope",
-    "CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
-    "WEBSOCKET_MANAGEMENT_ENDPOINT": "websocket_management_endpoint",
-    "WS_MAX_CONNECTIONS_PER_USER": "ws_max_connections_per_user",
-    "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": "ws_max_subscriptions_per_connection",
-    "WS_MAX_MESSAGE_BYTES": "ws_max_message_bytes",
-    "WS_FANOUT_CONCURRENCY": "ws_fanout_concurrency",
-    "WS_MAX_FRAME_BYTES": "ws_max_frame_bytes",
-    "WS_RESYNC_INTERVAL_SECONDS": "ws_resync_interval_seconds",
-    "WS_SHARD_COUNT": "ws_shard_count",
-    "WS_MAX_SYMBOLS_PER_USER": "ws_max_symbols_per_user",
-    "WS_BUDGET_CONNECTION_CAPACITY": "ws_budget_connection_capacity",
-    "WS_BUDGET_CONNECTION_REFILL_PER_SECOND": "ws_budget_connection_refill_per_second",
-    "WS_BUDGET_USER_CAPACITY": "ws_budget_user_capacity",
-    "WS_BUDGET_USER_REFILL_PER_SECOND": "ws_budget_user_refill_per_second",
-    "WS_BUDGET_CLOSE_AFTER_REJECTIONS": "ws_budget_close_after_rejections",
-    "WS_BUDGET_REJECTION_WINDOW_SECONDS": "ws_budget_rejection_window_seconds",
-    "FANOUT_DISPATCH": "fanout_dispatch",
-    "FANOUT_FUNCTION_NAME": "fanout_function_name",
-    "JOB_POPULAR_SYMBOLS": "job_popular_symbols",
-    "JOB_QUOTE_REFRESH_MAX_SYMBOLS": "job_quote_refresh_max_symbols",
-    "JOB_RUN_RETENTION_DAYS": "job_run_retention_days",
-    "JOB_FAILING_AFTER": "job_failing_after",
-    # Resolved into JWT_SECRET, the provider keys and REDIS_URL's password at cold start
-    # (chalicelib/adapters/secrets.py); declared here so a malformed ARN fails naming the variable.
-    "JWT_SECRET_ARN": "jwt_secret_arn",
-    "PROVIDER_KEYS_SECRET_ARN": "provider_keys_secret_arn",
-    "REDIS_AUTH_SECRET_ARN": "redis_auth_secret_arn",
-}
-_FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 _TABLE_SUFFIXES = {
     "connections_table": "connections",
     "subscriptions_table": "subscriptions",
@@ -290,6 +212,8 @@ class Settings(BaseModel):
     # Consecutive failed runs after which /jobs/status calls a job "failing".
     job_failing_after: int = Field(default=3, ge=1, le=100)
 
+    # Resolved into JWT_SECRET, the provider keys and REDIS_URL's password at cold start
+    # (chalicelib/adapters/secrets.py); declared here so a malformed ARN fails naming the variable.
     jwt_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
     provider_keys_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
     redis_auth_secret_arn: str | None = Field(default=None, pattern=SECRETS_MANAGER_ARN_PATTERN)
@@ -371,6 +295,12 @@ class Settings(BaseModel):
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return LOCAL_DEV_JWT_SECRET
+
+
+# Environment variable → field name: every field is read from its name in capitals (the spec's own
+# variable names, e.g. REDIS_URL, ALPHA_VANTAGE_API_KEY), so a new setting cannot miss its variable.
+ENV_VARS: dict[str, str] = {field.upper(): field for field in Settings.model_fields}
+_FIELD_TO_ENV = {field: env for env, field in ENV_VARS.items()}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
