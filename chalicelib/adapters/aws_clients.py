@@ -1,4 +1,5 @@
-"""boto3 clients for the calls we retry ourselves (tenacity): one place sets their pools and timeouts."""
+"""boto3 clients: one place sets their pools, timeouts and retries. boto3 is imported on first use:
+functions that never make these calls stay lighter at cold start."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ def pooled_client(
 ) -> Any:
     """A client whose connection pool fits the threads that share it (botocore's default is 10: more
     threads would queue for a socket), with short timeouts and botocore's own retries off (our tenacity
-    retries would multiply them). boto3 is imported on first use: functions that never make these calls
-    stay lighter at cold start."""
+    retries would multiply them)."""
     import boto3
     from botocore.config import Config
 
@@ -24,5 +24,20 @@ def pooled_client(
             read_timeout=timeout_seconds,
             max_pool_connections=pool_size,
             retries={"total_max_attempts": 1},
+        ),
+    )
+
+
+def standard_client(service: str, region: str, *, endpoint_url: str | None, read_timeout_seconds: float) -> Any:
+    """A client for calls botocore retries itself (its "standard" mode, 3 attempts), 2 s to connect."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(
+            connect_timeout=2, read_timeout=read_timeout_seconds, retries={"mode": "standard", "max_attempts": 3}
         ),
     )

@@ -134,8 +134,8 @@ def test_cycle_finder_sees_function_level_and_relative_imports() -> None:
 
 
 def test_graph_counts_imports_inside_functions() -> None:
-    # bootstrap builds the fan-out dispatcher's adapter lazily, inside a method.
-    assert "chalicelib.adapters.lambda_dispatcher" in chalicelib_import_graph()["chalicelib.bootstrap"]
+    # The container builds the fan-out dispatcher's adapter lazily, inside a method.
+    assert "chalicelib.adapters.lambda_dispatcher" in chalicelib_import_graph()["chalicelib.container"]
 
 
 def test_no_import_cycle_inside_chalicelib() -> None:
