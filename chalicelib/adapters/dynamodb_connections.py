@@ -35,10 +35,17 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
 from aws_lambda_powertools import Logger
 
+from chalicelib.adapters.dynamodb_connection_items import (
+    connection_from_item,
+    connection_item,
+    shard_of,
+    topic_set,
+    unique_topics,
+)
 from chalicelib.adapters.dynamodb_registry import (
     CONNECTIONS_COUNTER,
     RegistryTable,
@@ -50,6 +57,7 @@ from chalicelib.adapters.dynamodb_registry import (
 from chalicelib.adapters.dynamodb_support import (
     BATCH_GET_LIMIT,
     NOT_EXPIRED,
+    AdapterOptions,
     Item,
     attr_n,
     attr_now,
@@ -77,25 +85,13 @@ class DynamoDBConnectionStore(RegistryTable):
         *,
         shard_count: int = 16,
         registry_concurrency: int = 8,
-        page_size: int | None = None,
-        batch_attempts: int = 6,
-        backoff_base_seconds: float = 0.05,
-        backoff_cap_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[AdapterOptions],
     ) -> None:
         """``shard_count``: the shards the registry reads cover (WS_SHARD_COUNT); ``registry_concurrency``
-        bounds the parallel count updates of one subscribe or removal and the per-shard reads;
-        ``page_size`` sets Limit on Queries and Scans (None: DynamoDB's 1 MB pages); the batch_* and
-        backoff_* knobs bound the UnprocessedItems retries; clock and sleep are for tests."""
-        super().__init__(
-            client,
-            page_size=page_size,
-            batch_attempts=batch_attempts,
-            backoff_base_seconds=backoff_base_seconds,
-            backoff_cap_seconds=backoff_cap_seconds,
-            sleep=sleep,
-        )
+        bounds the parallel count updates of one subscribe or removal and the per-shard reads; clock is
+        for tests; ``options``: the plumbing knobs (AdapterOptions)."""
+        super().__init__(client, **options)
         if shard_count < 1:
             raise ValueError("shard_count must be at least 1")
         if registry_concurrency < 1:
@@ -110,21 +106,7 @@ class DynamoDBConnectionStore(RegistryTable):
     # --- connections ------------------------------------------------------------------------------
 
     def add_connection(self, record: ConnectionRecord, *, max_per_user: int | None = None) -> bool:
-        item: Item = {
-            "connection_id": attr_s(record.connection_id),
-            "user_id": attr_s(record.user_id),
-            "connected_at": attr_s(iso_utc(record.connected_at)),
-            "expires_at": attr_n(record.expires_at),
-            "format": attr_s(record.message_format),
-            "shard": attr_n(record.shard),
-        }
-        if record.source_ip is not None:
-            item["source_ip"] = attr_s(record.source_ip)
-        if record.user_agent is not None:
-            item["user_agent"] = attr_s(record.user_agent)
-        if record.token_expires_at is not None:
-            item["token_expires_at"] = attr_n(record.token_expires_at)
-        self._call("put_item", TableName=self._connections, Item=item)
+        self._call("put_item", TableName=self._connections, Item=connection_item(record))
         try:
             claimed = self._claim_slot(record, max_per_user)
         except StoreUnavailable:
@@ -159,7 +141,7 @@ class DynamoDBConnectionStore(RegistryTable):
     def get_connection(self, connection_id: str, *, now: float) -> ConnectionRecord | None:
         # Consistent: read right after $connect wrote it.
         item = self._get_live(self._connections, {"connection_id": attr_s(connection_id)}, now=now)
-        return _connection_from_item(item) if item is not None else None
+        return connection_from_item(item) if item is not None else None
 
     def connections_of_user(self, user_id: str, *, now: float) -> list[ConnectionRecord]:
         items = self._paginate(
@@ -171,7 +153,7 @@ class DynamoDBConnectionStore(RegistryTable):
             ExpressionAttributeNames={"#user_id": "user_id", "#expires_at": "expires_at"},
             ExpressionAttributeValues={":user_id": attr_s(user_id), ":now": attr_now(now)},
         )
-        return [_connection_from_item(item) for item in items]
+        return [connection_from_item(item) for item in items]
 
     def connections_in_shard(self, shard: int, *, now: float) -> Iterator[ConnectionRecord]:
         for item in self._paginate(
@@ -183,7 +165,7 @@ class DynamoDBConnectionStore(RegistryTable):
             ExpressionAttributeNames={"#shard": "shard", "#expires_at": "expires_at"},
             ExpressionAttributeValues={":shard": attr_n(shard), ":now": attr_now(now)},
         ):
-            yield _connection_from_item(item)
+            yield connection_from_item(item)
 
     def remove_connection(self, connection_id: str) -> int:
         # No expiry filter here: an expired connection's subscriptions are removed as well. The delete
@@ -198,13 +180,13 @@ class DynamoDBConnectionStore(RegistryTable):
         old: Item | None = response.get("Attributes")
         if not old:
             return 0
-        topics = sorted(_topic_set(old))
+        topics = sorted(topic_set(old))
         # Subscription items left behind by a crash here are orphans: delete_expired removes those.
         self._batch_write(
             self._subscriptions,
             [{"DeleteRequest": {"Key": {"topic": attr_s(t), "connection_id": attr_s(connection_id)}}} for t in topics],
         )
-        shard = _shard_of(old)
+        shard = shard_of(old)
         bumps: list[tuple[Item, int]] = []
         if shard is not None:  # an item from before shards were assigned was never counted
             bumps = [(registry_key(shard, topic), -1) for topic in topics]
@@ -216,7 +198,7 @@ class DynamoDBConnectionStore(RegistryTable):
     # --- subscriptions ----------------------------------------------------------------------------
 
     def add_subscriptions(self, connection_id: str, topics: Sequence[str], *, expires_at: int) -> list[str] | None:
-        wanted = _unique(topics)
+        wanted = unique_topics(topics)
         if not wanted:
             return self._current_topics(connection_id)
         before = self._change_topics(connection_id, "ADD", wanted)
@@ -239,14 +221,14 @@ class DynamoDBConnectionStore(RegistryTable):
                 for topic in wanted
             ],
         )
-        held = _topic_set(before)
-        shard = _shard_of(before)
+        held = topic_set(before)
+        shard = shard_of(before)
         if shard is not None:
             self._bump_all([(registry_key(shard, topic), 1) for topic in wanted if topic not in held])
         return sorted(held.union(wanted))
 
     def remove_subscriptions(self, connection_id: str, topics: Sequence[str]) -> list[str] | None:
-        gone = _unique(topics)
+        gone = unique_topics(topics)
         self._batch_write(
             self._subscriptions,
             [{"DeleteRequest": {"Key": {"topic": attr_s(t), "connection_id": attr_s(connection_id)}}} for t in gone],
@@ -256,8 +238,8 @@ class DynamoDBConnectionStore(RegistryTable):
         before = self._change_topics(connection_id, "DELETE", gone)
         if before is None:
             return None
-        held = _topic_set(before)
-        shard = _shard_of(before)
+        held = topic_set(before)
+        shard = shard_of(before)
         if shard is not None:
             self._bump_all([(registry_key(shard, topic), -1) for topic in gone if topic in held])
         return sorted(held.difference(gone))
@@ -271,7 +253,7 @@ class DynamoDBConnectionStore(RegistryTable):
             "get_item", TableName=self._connections, Key={"connection_id": attr_s(connection_id)}, ConsistentRead=True
         )
         item = response.get("Item")
-        return sorted(_topic_set(item)) if item is not None else None
+        return sorted(topic_set(item)) if item is not None else None
 
     def _change_topics(self, connection_id: str, action: str, topics: list[str]) -> Item | None:
         """ADD or DELETE topics in the connection's set atomically; the item as it was before, or None
@@ -355,32 +337,3 @@ class DynamoDBConnectionStore(RegistryTable):
         keys = [{"connection_id": attr_s(connection_id)} for connection_id in connection_ids]
         items = self._get_items(self._connections, keys, attributes)
         return {item["connection_id"]["S"]: item for item in items}
-
-
-def _unique(topics: Sequence[str]) -> list[str]:
-    # A BatchWriteItem with two requests for the same key is rejected as a whole.
-    return list(dict.fromkeys(topics))
-
-
-def _connection_from_item(item: Item) -> ConnectionRecord:
-    return ConnectionRecord(
-        connection_id=item["connection_id"]["S"],
-        user_id=item["user_id"]["S"],
-        connected_at=datetime.fromisoformat(item["connected_at"]["S"]),
-        expires_at=int(item["expires_at"]["N"]),
-        source_ip=item["source_ip"]["S"] if "source_ip" in item else None,
-        user_agent=item["user_agent"]["S"] if "user_agent" in item else None,
-        topics=_topic_set(item),
-        message_format=item["format"]["S"] if "format" in item else "spec",  # items written before formats existed
-        shard=_shard_of(item) or 0,
-        token_expires_at=int(item["token_expires_at"]["N"]) if "token_expires_at" in item else None,
-    )
-
-
-def _topic_set(item: Item) -> frozenset[str]:
-    return string_set(item, "topics")
-
-
-def _shard_of(item: Item) -> int | None:
-    # None: an item written before connections were given shards (never counted in the registry).
-    return int(item["shard"]["N"]) if "shard" in item else None

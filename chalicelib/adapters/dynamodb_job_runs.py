@@ -23,14 +23,22 @@ Key design:
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from aws_lambda_powertools import Logger
 
-from chalicelib.adapters.dynamodb_support import NOT_EXPIRED, DynamoDBAdapter, Item, attr_n, attr_now, attr_s, iso_utc
+from chalicelib.adapters.dynamodb_support import (
+    NOT_EXPIRED,
+    AdapterOptions,
+    DynamoDBAdapter,
+    Item,
+    attr_n,
+    attr_now,
+    attr_s,
+    iso_utc,
+)
 from chalicelib.ports import JobRun, RunStatus
 
 logger = Logger(child=True)
@@ -46,25 +54,12 @@ class DynamoDBJobRunStore(DynamoDBAdapter):
         self,
         client: Any,  # a boto3 DynamoDB client (botocore clients are untyped)
         table: str,
-        *,
-        page_size: int | None = None,
-        batch_attempts: int = 6,
-        backoff_base_seconds: float = 0.05,
-        backoff_cap_seconds: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        """``page_size`` sets Limit on Queries and Scans (None: ``recent`` reads ``limit`` items a page,
-        ``delete_expired`` DynamoDB's 1 MB pages); the batch_* and backoff_* knobs bound the
-        UnprocessedItems retries; sleep is for tests."""
-        super().__init__(
-            client,
-            page_size=page_size,
-            batch_attempts=batch_attempts,
-            backoff_base_seconds=backoff_base_seconds,
-            backoff_cap_seconds=backoff_cap_seconds,
-            sleep=sleep,
-        )
-        if page_size is not None and page_size < 1:
+        """``options``: the plumbing knobs (AdapterOptions); without ``page_size``, ``recent`` reads
+        ``limit`` items a page and ``delete_expired`` DynamoDB's 1 MB pages."""
+        super().__init__(client, **options)
+        if self._page_size is not None and self._page_size < 1:
             raise ValueError("page_size must be at least 1")
         self._table = table
 

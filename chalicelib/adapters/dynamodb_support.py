@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TypedDict, Unpack
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,29 +43,34 @@ BATCH_GET_LIMIT = 100  # DynamoDB's maximum number of keys in one BatchGetItem
 Item = dict[str, Any]  # a low-level DynamoDB item: attribute name → {"S": ...} / {"N": ...} / {"M": ...}
 
 
+class AdapterOptions(TypedDict, total=False):
+    """The plumbing knobs every DynamoDB adapter takes: ``page_size`` sets Limit on Queries and Scans
+    (None: DynamoDB's 1 MB pages); ``batch_attempts`` and the backoff bound the UnprocessedItems and
+    UnprocessedKeys retries (6 attempts, 0.05 s doubling up to 1 s); ``sleep`` is for tests."""
+
+    page_size: int | None
+    batch_attempts: int
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    sleep: Callable[[float], None]
+
+
 class DynamoDBAdapter:
     """Base for DynamoDB adapters: SDK calls, pagination and batched writes with bounded retries."""
 
     store_name: ClassVar[str]  # names the store in log lines and StoreUnavailable messages
 
-    def __init__(
-        self,
-        client: Any,  # a boto3 DynamoDB client (botocore clients are untyped)
-        *,
-        page_size: int | None,
-        batch_attempts: int,
-        backoff_base_seconds: float,
-        backoff_cap_seconds: float,
-        sleep: Callable[[float], None],
-    ) -> None:
+    def __init__(self, client: Any, **options: Unpack[AdapterOptions]) -> None:
+        """``client``: a boto3 DynamoDB client (botocore clients are untyped)."""
+        batch_attempts = options.get("batch_attempts", 6)
         if batch_attempts < 1:
             raise ValueError("batch_attempts must be at least 1")
         self._client = client
-        self._page_size = page_size
+        self._page_size = options.get("page_size")
         self._batch_attempts = batch_attempts
-        self._backoff_base = backoff_base_seconds
-        self._backoff_cap = backoff_cap_seconds
-        self._sleep = sleep
+        self._backoff_base = options.get("backoff_base_seconds", 0.05)
+        self._backoff_cap = options.get("backoff_cap_seconds", 1.0)
+        self._sleep = options.get("sleep", time.sleep)
 
     def _call(self, operation: str, **params: Any) -> Any:
         try:
