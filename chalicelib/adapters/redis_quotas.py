@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import cast
+from typing import Unpack, cast
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter, subject_key
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, subject_key
 from chalicelib.ports import (
     BreakerState,
     BreakerStatus,
@@ -142,19 +142,11 @@ class LocalRateLimiter:
 class RedisQuotas(DegradingRedisAdapter):
     """Shared per-provider quotas and per-user request budgets."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        key_prefix: str,
-        clock: Callable[[], float] = time.time,
-        retry_after_failure_seconds: float = 5.0,
-    ) -> None:
-        super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
-        self._clock = clock
+    def __init__(self, client: redis.Redis, **options: Unpack[RedisOptions]) -> None:
+        super().__init__(client, **options)
         self._take = client.register_script(_TAKE_QUOTA)
         self._hit = client.register_script(_HIT)
-        self._local = LocalRateLimiter(clock=clock)
+        self._local = LocalRateLimiter(clock=self._clock)
 
     def _windows(self, vendor: str) -> tuple[str, str, int, int]:
         now = self._clock()
@@ -235,16 +227,13 @@ class RedisCircuitBreaker(DegradingRedisAdapter):
         self,
         client: redis.Redis,
         *,
-        key_prefix: str,
         failure_threshold: int,
         cooldown_seconds: float,
-        clock: Callable[[], float] = time.time,
-        retry_after_failure_seconds: float = 5.0,
+        **options: Unpack[RedisOptions],
     ) -> None:
-        super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
+        super().__init__(client, **options)
         self._threshold = failure_threshold
         self._cooldown = cooldown_seconds
-        self._clock = clock
         self._allow = client.register_script(_ALLOW)
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)

@@ -26,12 +26,12 @@ copy may name pairs since removed until the next read (a worker invocation that 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions
 from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, RegistryCopy, SequenceClaim, StoredRound, TopicRegistry
 
 COUNTER_NAMES = ("sent", "gone", "failed")
@@ -82,13 +82,12 @@ return 1
 
 
 class RedisStreamState(DegradingRedisAdapter):
-    def __init__(self, client: redis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(client, key_prefix=key_prefix)
+    def __init__(self, client: redis.Redis, **options: Unpack[RedisOptions]) -> None:
+        super().__init__(client, **options)
         self._claim = client.register_script(_CLAIM)
         self._sequence = client.register_script(_SEQUENCE)
         self._registry_copy = client.register_script(_REGISTRY_COPY)
         self._registry_add = client.register_script(_REGISTRY_ADD)
-        self._clock = clock
 
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
         if not changes:

@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Required, TypedDict, TypeVar, Unpack
 
 import redis
 from aws_lambda_powertools import Logger
@@ -43,13 +43,23 @@ def redis_client(url: str, *, socket_timeout_seconds: float) -> redis.Redis:
     )
 
 
+class RedisOptions(TypedDict, total=False):
+    """What every Redis adapter takes: its key prefix, a wall clock (tests), and how long it stops trying
+    after a failure (5 s)."""
+
+    key_prefix: Required[str]
+    clock: Callable[[], float]
+    retry_after_failure_seconds: float
+
+
 class DegradingRedisAdapter:
     """Base for Redis adapters: tracks an outage back-off shared by the adapter's operations."""
 
-    def __init__(self, client: redis.Redis, *, key_prefix: str, retry_after_failure_seconds: float = 5.0) -> None:
+    def __init__(self, client: redis.Redis, **options: Unpack[RedisOptions]) -> None:
         self._client = client
-        self._prefix = key_prefix
-        self._retry_after_failure = retry_after_failure_seconds
+        self._prefix = options["key_prefix"]
+        self._clock = options.get("clock", time.time)
+        self._retry_after_failure = options.get("retry_after_failure_seconds", 5.0)
         self._down_until = 0.0
 
     @property

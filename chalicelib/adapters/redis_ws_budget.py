@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Unpack
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter, subject_key
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, subject_key
 from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity
 
 # KEYS: the connection's hash. ARGV: now ms, cost, connection capacity, connection refill per ms, user
@@ -136,16 +135,8 @@ class _LocalBudget:
 
 
 class RedisMessageBudget(DegradingRedisAdapter):
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        key_prefix: str,
-        clock: Callable[[], float] = time.time,
-        retry_after_failure_seconds: float = 5.0,
-    ) -> None:
-        super().__init__(client, key_prefix=key_prefix, retry_after_failure_seconds=retry_after_failure_seconds)
-        self._clock = clock
+    def __init__(self, client: redis.Redis, **options: Unpack[RedisOptions]) -> None:
+        super().__init__(client, **options)
         self._take = client.register_script(_TAKE)
         self._local = _LocalBudget()
 
