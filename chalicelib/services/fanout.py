@@ -83,18 +83,9 @@ class PublishReport:
         self.gone_connections.extend(other.gone_connections)
 
 
-def close_connection(
-    store: ConnectionStore, connection_id: str, broadcaster: Broadcaster, *, reason: str, remove: bool
-) -> None:
-    """Close a connection through the management API (an expired token, an exhausted budget)."""
-    status = broadcaster.close(connection_id)
-    observability.count("ConnectionClosedByServer", dimensions={"reason": reason})
-    logger.info("connection closed by the service", extra={"reason": reason, "status": status.value})
-    if remove or status is DeliveryStatus.GONE:
-        store.remove_connection(connection_id)
-
-
 class FanOut:
+    """Rounds to subscribers; StreamingService is this plus the connections' side."""
+
     def __init__(
         self,
         *,
@@ -114,6 +105,14 @@ class FanOut:
         self._lookup_concurrency = lookup_concurrency
         self._dispatcher = dispatcher
         self._last_round = 0
+
+    def _close(self, connection_id: str, broadcaster: Broadcaster, *, reason: str, remove: bool) -> None:
+        """Close a connection through the management API (an expired token, an exhausted budget)."""
+        status = broadcaster.close(connection_id)
+        observability.count("ConnectionClosedByServer", dimensions={"reason": reason})
+        logger.info("connection closed by the service", extra={"reason": reason, "status": status.value})
+        if remove or status is DeliveryStatus.GONE:
+            self._store.remove_connection(connection_id)
 
     def _next_round(self, now: float) -> int:
         # Epoch milliseconds, strictly increasing within this process (two rounds in one millisecond).
@@ -219,7 +218,7 @@ class FanOut:
         # A connection whose token expired gets nothing more: it is closed (and removed) here.
         expired = [r for r in records if r.token_expires_at is not None and r.token_expires_at <= now]
         for record in expired:
-            close_connection(self._store, record.connection_id, broadcaster, reason="token_expired", remove=True)
+            self._close(record.connection_id, broadcaster, reason="token_expired", remove=True)
         report.expired = len(expired)
         live = [r for r in records if r.token_expires_at is None or r.token_expires_at > now]
         targets = [FrameTarget(r.connection_id, frames.format_of(r), r.topics) for r in live if topics & r.topics]

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 
 from chalicelib import observability
 from chalicelib.errors import AppError, ValidationFailed
-from chalicelib.models.market import QuoteResponse
 from chalicelib.models.streaming import (
     INVALID_MESSAGE_COST,
     MESSAGE_COSTS,
@@ -33,7 +32,6 @@ from chalicelib.models.streaming import (
     MessageCounts,
     ProtocolError,
     StreamFormat,
-    StreamUpdate,
     TopicCount,
     WsStatsResponse,
     error_message,
@@ -49,7 +47,6 @@ from chalicelib.ports import (
     MessageBudget,
     ShardDispatcher,
     StreamState,
-    TopicRegistry,
     shard_for,
 )
 from chalicelib.services.fanout import (
@@ -57,7 +54,6 @@ from chalicelib.services.fanout import (
     ROUND_TTL_SECONDS,
     FanOut,
     PublishReport,
-    close_connection,
     lane_of,
 )
 from chalicelib.services.frames import FrameBuilder
@@ -102,7 +98,9 @@ def parse_format(value: str | None) -> StreamFormat:
         raise UnknownFormat(f"unknown format {value[:40]!r}; use one of: {known} (default spec)") from None
 
 
-class StreamingService:
+class StreamingService(FanOut):
+    """Connections and their messages; publish and delivery are FanOut's (fanout.py)."""
+
     def __init__(
         self,
         *,
@@ -117,27 +115,24 @@ class StreamingService:
     ) -> None:
         """``dispatcher`` starts one worker per shard of a round (Lambda async invoke in AWS and under
         ``make run``); None delivers every shard in this process."""
-        self._store = store
-        self._state = state
-        self._limits = limits
-        self._budget = budget
-        self._clock = clock
         builder = FrameBuilder(max_frame_bytes=limits.max_frame_bytes)
-
-        def now() -> float:  # the parts read this service's clock, so replacing it moves them all
-            return self._clock()
-
-        self._subscriptions = Subscriptions(
-            store=store, state=state, market=market, limits=limits, frames=builder, clock=now
-        )
-        self.fanout = FanOut(
+        super().__init__(
             store=store,
             state=state,
             frames=builder,
             connection_ttl_seconds=limits.connection_ttl_seconds,
-            clock=now,
+            clock=clock,
             lookup_concurrency=lookup_concurrency,
             dispatcher=dispatcher,
+        )
+        self._limits = limits
+        self._budget = budget
+
+        def now() -> float:  # the subscriptions read this service's clock, so replacing it moves both
+            return self._clock()
+
+        self._subscriptions = Subscriptions(
+            store=store, state=state, market=market, limits=limits, frames=builder, clock=now
         )
 
     # --- $connect / $disconnect -------------------------------------------------------------------
@@ -287,36 +282,6 @@ class StreamingService:
             # API Gateway runs $disconnect, which removes the connection: nothing is written here.
             self._close(connection_id, broadcaster, reason="rate_limited", remove=False)
         return True
-
-    def _close(self, connection_id: str, broadcaster: Broadcaster, *, reason: str, remove: bool) -> None:
-        close_connection(self._store, connection_id, broadcaster, reason=reason, remove=remove)
-
-    # --- fan-out (services/fanout.py) ---------------------------------------------------------------
-
-    def publish(
-        self,
-        updates: Sequence[StreamUpdate],
-        broadcaster: Broadcaster,
-        *,
-        round_id: int | None = None,
-        lane: str | None = None,
-    ) -> PublishReport:
-        return self.fanout.publish(updates, broadcaster, round_id=round_id, lane=lane)
-
-    def publish_quotes(self, quotes: Sequence[QuoteResponse], broadcaster: Broadcaster) -> PublishReport:
-        return self.fanout.publish_quotes(quotes, broadcaster)
-
-    def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
-        return self.fanout.deliver_shard(round_key, shard, broadcaster)
-
-    def topic_registry(self) -> TopicRegistry:
-        return self.fanout.topic_registry()
-
-    def read_registry(self) -> TopicRegistry:
-        return self.fanout.read_registry()
-
-    def renew_registry_copy(self) -> bool:
-        return self.fanout.renew_registry_copy()
 
     # --- /ws/stats --------------------------------------------------------------------------------
 
