@@ -144,26 +144,23 @@ class DynamoDBConnectionStore(RegistryTable):
         return connection_from_item(item) if item is not None else None
 
     def connections_of_user(self, user_id: str, *, now: float) -> list[ConnectionRecord]:
-        items = self._paginate(
-            "query",
-            TableName=self._connections,
-            IndexName=BY_USER_INDEX,
-            KeyConditionExpression="#user_id = :user_id",
-            FilterExpression=NOT_EXPIRED,
-            ExpressionAttributeNames={"#user_id": "user_id", "#expires_at": "expires_at"},
-            ExpressionAttributeValues={":user_id": attr_s(user_id), ":now": attr_now(now)},
-        )
-        return [connection_from_item(item) for item in items]
+        return list(self._live_connections(BY_USER_INDEX, "user_id", attr_s(user_id), now=now))
 
     def connections_in_shard(self, shard: int, *, now: float) -> Iterator[ConnectionRecord]:
+        return self._live_connections(BY_SHARD_INDEX, "shard", attr_n(shard), now=now)
+
+    def _live_connections(
+        self, index: str, attribute: str, value: dict[str, str], *, now: float
+    ) -> Iterator[ConnectionRecord]:
+        """The live connections whose ``attribute`` (``index``'s key) is ``value``: a paged Query."""
         for item in self._paginate(
             "query",
             TableName=self._connections,
-            IndexName=BY_SHARD_INDEX,
-            KeyConditionExpression="#shard = :shard",
+            IndexName=index,
+            KeyConditionExpression=f"#{attribute} = :{attribute}",  # our attribute names, never values
             FilterExpression=NOT_EXPIRED,
-            ExpressionAttributeNames={"#shard": "shard", "#expires_at": "expires_at"},
-            ExpressionAttributeValues={":shard": attr_n(shard), ":now": attr_now(now)},
+            ExpressionAttributeNames={f"#{attribute}": attribute, "#expires_at": "expires_at"},
+            ExpressionAttributeValues={f":{attribute}": value, ":now": attr_now(now)},
         ):
             yield connection_from_item(item)
 
