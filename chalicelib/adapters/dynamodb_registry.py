@@ -208,18 +208,18 @@ class RegistryTable(DynamoDBAdapter):
         right), "fixed", or "skipped" (it moved meanwhile). A zero count's item is deleted."""
         if (stored is None and counted == 0) or (stored == counted and counted > 0):
             return "ok"
-        names = {"#count": "count"}
+        where: dict[str, Any] = {
+            "TableName": self._registry,
+            "Key": key,
+            "ExpressionAttributeNames": {"#count": "count"},
+        }
         if counted == 0:
+            values: Item = {":stored": attr_n(stored or 0)}
             done = self._call_if(
-                "delete_item",
-                TableName=self._registry,
-                Key=key,
-                ConditionExpression="#count = :stored",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":stored": attr_n(stored or 0)},
+                "delete_item", ConditionExpression="#count = :stored", ExpressionAttributeValues=values, **where
             )
         else:
-            values: Item = {":counted": attr_n(counted)}
+            values = {":counted": attr_n(counted)}
             if stored is None:
                 condition = "attribute_not_exists(#count)"
             else:
@@ -227,12 +227,10 @@ class RegistryTable(DynamoDBAdapter):
                 values[":stored"] = attr_n(stored)
             done = self._call_if(
                 "update_item",
-                TableName=self._registry,
-                Key=key,
                 UpdateExpression="SET #count = :counted",
                 ConditionExpression=condition,
-                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                **where,
             )
         if done is None:
             return "skipped"

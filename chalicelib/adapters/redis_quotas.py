@@ -108,6 +108,16 @@ def _decode(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _rate_decision(count: int, limit_per_minute: int, reset_seconds: int) -> RateLimitDecision:
+    """A subject's budget after its minute's total reached ``count``."""
+    return RateLimitDecision(
+        allowed=count <= limit_per_minute,
+        limit=limit_per_minute,
+        remaining=max(0, limit_per_minute - count),
+        reset_seconds=reset_seconds,
+    )
+
+
 class LocalRateLimiter:
     """The per-user budget of one container, for when Redis cannot be reached: the same fixed UTC
     minute windows, counted in process memory. Bounded: at most ``max_subjects`` subjects per minute;
@@ -131,12 +141,7 @@ class LocalRateLimiter:
                 return RateLimitDecision(allowed=False, limit=limit_per_minute, remaining=0, reset_seconds=reset)
             count = self._counts.get(subject, 0) + units
             self._counts[subject] = count
-        return RateLimitDecision(
-            allowed=count <= limit_per_minute,
-            limit=limit_per_minute,
-            remaining=max(0, limit_per_minute - count),
-            reset_seconds=reset,
-        )
+        return _rate_decision(count, limit_per_minute, reset)
 
 
 class RedisQuotas(DegradingRedisAdapter):
@@ -211,12 +216,7 @@ class RedisQuotas(DegradingRedisAdapter):
         count = self._guarded("rate limit", lambda: int(self._hit(keys=[key], args=[(reset + 5) * 1000, units])), None)
         if count is None:
             return self._local.add(subject, units, limit_per_minute)
-        return RateLimitDecision(
-            allowed=count <= limit_per_minute,
-            limit=limit_per_minute,
-            remaining=max(0, limit_per_minute - count),
-            reset_seconds=reset,
-        )
+        return _rate_decision(count, limit_per_minute, reset)
 
 
 class RedisCircuitBreaker(DegradingRedisAdapter):
