@@ -15,6 +15,7 @@ from chalicelib.ports import CacheEntry
 logger = observability.logger
 
 P = TypeVar("P", bound=BaseModel)
+W = TypeVar("W", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,13 @@ class Served(Generic[P]):
             "stale": self.stale,
             "replay_day": self.replay_day,
         }
+
+    def wire(self, response: type[W], payload: BaseModel | None = None) -> W:
+        """The response model: the payload's fields (``payload``: a slice of it) and the provenance,
+        flat. Nothing is validated again: the payload was validated when fetched or read from the
+        cache, and the provenance is typed here."""
+        fields = dict(self.payload if payload is None else payload)
+        return response.model_construct(**fields, **self.provenance())
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class InstrumentReads:
 
         key = f"historical:{symbol}:{period.value}:{interval.value}"
         served = self._rt.get(self._historical, key, fetch, deadline, symbol=symbol)
-        return HistoricalResponse(**served.payload.model_dump(), **served.provenance())
+        return served.wire(HistoricalResponse)
 
     def get_profile(self, symbol: str, *, deadline: float | None = None) -> ProfileResponse:
         def fetch() -> tuple[CompanyProfile, str]:
@@ -68,7 +68,7 @@ class InstrumentReads:
             )
 
         served = self._rt.get(self._profile, f"profile:{symbol}", fetch, deadline, symbol=symbol)
-        return ProfileResponse(**served.payload.model_dump(), **served.provenance())
+        return served.wire(ProfileResponse)
 
     def get_news(self, symbol: str, limit: int, *, deadline: float | None = None) -> NewsResponse:
         def fetch() -> tuple[NewsPayload, str]:
@@ -83,7 +83,7 @@ class InstrumentReads:
 
         served = self._rt.get(self._news, f"news:{symbol}", fetch, deadline, symbol=symbol)
         payload = served.payload.model_copy(update={"articles": served.payload.articles[:limit]})
-        return NewsResponse(**payload.model_dump(), **served.provenance())
+        return served.wire(NewsResponse, payload)
 
     def search(self, query: str, limit: int, *, deadline: float | None = None) -> SearchResponse:
         normalized = " ".join(query.lower().split())
@@ -110,4 +110,4 @@ class InstrumentReads:
             now = datetime.now(UTC)
             payload = SearchPayload(query=normalized, results=search_constituents(normalized, limit), as_of=now)
             served = Served(payload=payload, source=DIRECTORY_SOURCE, retrieved_at=now, cached=False, stale=False)
-        return SearchResponse(**served.payload.model_dump(), **served.provenance())
+        return served.wire(SearchResponse)

@@ -92,7 +92,7 @@ class MarketPanels:
 
         served = self._read(self._movers, f"market:movers:{mover_type.value}", fetch, deadline, refresh)
         payload = served.payload.model_copy(update={"movers": served.payload.movers[:limit]})
-        return MoversResponse(**payload.model_dump(), **served.provenance())
+        return served.wire(MoversResponse, payload)
 
     def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> IndicesResponse:
         def fetch() -> tuple[IndicesPayload, str]:
@@ -109,7 +109,7 @@ class MarketPanels:
             return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
 
         served = self._read(self._indices, "market:indices", fetch, deadline, refresh)
-        return IndicesResponse(**served.payload.model_dump(), **served.provenance())
+        return served.wire(IndicesResponse)
 
     def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
         def fetch() -> tuple[SectorsPayload, str]:
@@ -136,7 +136,7 @@ class MarketPanels:
             ), source
 
         served = self._read(self._sectors, "market:sectors", fetch, deadline, refresh)
-        return SectorsResponse(**served.payload.model_dump(), **served.provenance())
+        return served.wire(SectorsResponse)
 
     def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> SentimentResponse:
         def fetch() -> tuple[SentimentPayload, str]:
@@ -152,7 +152,7 @@ class MarketPanels:
             return payload, "+".join(sources)
 
         served = self._read(self._sentiment, "market:sentiment", fetch, deadline, refresh)
-        return SentimentResponse(**served.payload.model_dump(), **served.provenance())
+        return served.wire(SentimentResponse)
 
     def get_overview(self, *, deadline: float | None = None) -> OverviewResponse:
         errors: dict[str, str] = {}

@@ -119,4 +119,4 @@ def _items(many: Many[Quote]) -> dict[str, BatchQuoteItem]:
 
 
 def quote_response(served: Served[Quote]) -> QuoteResponse:
-    return QuoteResponse(**served.payload.model_dump(by_alias=True), **served.provenance())
+    return served.wire(QuoteResponse)
