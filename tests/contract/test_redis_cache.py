@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from pydantic import JsonValue
 
 from chalicelib.adapters.redis_cache import RedisCache
 
@@ -28,6 +30,23 @@ def test_set_then_get_returns_value_with_its_freshness(cache: RedisCache) -> Non
     assert entry.fresh_until == pytest.approx(entry.stored_at + 60)
     assert entry.is_fresh(entry.stored_at + 59.9)
     assert not entry.is_fresh(entry.stored_at + 60)
+
+
+def test_a_json_value_is_stored_nested_in_one_document_and_read_back_as_it_was(
+    cache: RedisCache, redis_client: redis.Redis
+) -> None:
+    value: JsonValue = {"data": {"symbol": "AAPL", "price": 1.5, "tags": ["a", None]}, "source": "yahoo"}
+    cache.set("quote:AAPL", value, fresh_ttl_seconds=60, stale_ttl_seconds=600)
+
+    document = json.loads(redis_client.get("t1:quote:AAPL"))  # type: ignore[arg-type]
+
+    # One document: the value is nested as an object, not JSON inside a string (decoded twice on a hit).
+    assert document["v"] == value
+    assert set(document) == {"v", "s", "f"}
+    entry = cache.get("quote:AAPL")
+    assert entry is not None
+    assert entry.value == value
+    assert cache.get_many(["quote:AAPL"])["quote:AAPL"].value == value
 
 
 def test_keys_use_the_spec_scheme_under_the_prefix(cache: RedisCache, redis_client: redis.Redis) -> None:
@@ -107,6 +126,32 @@ def test_only_one_of_many_concurrent_callers_gets_the_lock(redis_url: str, redis
     assert len(winners) == 1
 
 
+def test_many_locks_are_taken_and_released_in_one_round_trip_each(
+    counting_client: redis.Redis, redis_client: redis.Redis
+) -> None:
+    cache = RedisCache(counting_client, key_prefix="t1:")
+    other = RedisCache(redis_client, key_prefix="t1:")
+    held = other.acquire_lock("quote:MSFT", ttl_seconds=5)
+    assert held is not None
+    CountingConnection.writes = 0
+
+    tokens = cache.acquire_locks(["quote:AAPL", "quote:MSFT", "quote:NVDA"], ttl_seconds=5)
+
+    assert CountingConnection.writes == 1
+    assert tokens["quote:MSFT"] is None  # another caller holds it
+    mine = {key: token for key, token in tokens.items() if token is not None}
+    assert set(mine) == {"quote:AAPL", "quote:NVDA"}
+    assert 0 < redis_client.pttl("t1:lock:quote:AAPL") <= 5000
+    assert other.acquire_lock("quote:AAPL", ttl_seconds=5) is None
+    CountingConnection.writes = 0
+    cache.release_locks({**mine, "quote:MSFT": "not-the-holders-token"})
+    assert CountingConnection.writes == 1
+    assert other.acquire_lock("quote:AAPL", ttl_seconds=5) is not None
+    assert other.acquire_lock("quote:MSFT", ttl_seconds=5) is None  # a wrong token releases nothing
+    other.release_lock("quote:MSFT", held)
+    assert other.acquire_lock("quote:MSFT", ttl_seconds=5) is not None
+
+
 def test_lookup_counters_per_kind(cache: RedisCache) -> None:
     for hit in (True, True, False):
         cache.record_lookup("quote", hit=hit)
@@ -163,6 +208,10 @@ def test_unreachable_redis_degrades_every_operation(dead_redis_url: str) -> None
     assert cache.get_many(["quote:AAPL"], touch_hot=["AAPL"]) == {}
     cache.forget_hot(["AAPL"])
     assert cache.hot_symbols(10) == []
+    tokens = cache.acquire_locks(["quote:AAPL", "quote:MSFT"], ttl_seconds=5)
+    assert all(token is not None for token in tokens.values())
+    assert len(tokens) == 2
+    cache.release_locks({k: t for k, t in tokens.items() if t is not None})  # dropped, no exception
 
 
 def test_hanging_redis_is_cut_off_by_the_socket_timeout_and_then_skipped(blackhole_redis_url: str) -> None:
