@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC
 
 from chalicelib.ports import ConnectionRecord, RegistryRepair, StreamingStats, TopicRegistry
 
@@ -40,7 +41,13 @@ class InMemoryConnectionStore:
     def add_connection(self, record: ConnectionRecord, *, max_per_user: int | None = None) -> bool:
         with self._lock:
             # As the real store: the item is written without topics, then the user's slot is claimed.
-            self._connections[record.connection_id] = replace(record, topics=frozenset())
+            # Stored as UTC text by the real store: read back in UTC (a naive time means UTC).
+            connected_at = (
+                record.connected_at.replace(tzinfo=UTC)
+                if record.connected_at.tzinfo is None
+                else record.connected_at.astimezone(UTC)
+            )
+            self._connections[record.connection_id] = replace(record, topics=frozenset(), connected_at=connected_at)
             slots = self._slots.setdefault(record.user_id, set())
             if record.connection_id in slots:  # a retried connect: its slot already counted
                 return True
