@@ -2,8 +2,10 @@
 with failures queued per call (``fail_next``) and every call recorded (the upstream boundary the chain's
 quota, breaker and retry policies are counted at).
 
-It honours the port's promises: one "upstream call" per method call, unknown symbols absent from a
-batch answer, ProviderSymbolNotFound for one unknown symbol, ProviderUnsupported outside ``capabilities``."""
+It honours the port's promises: one "upstream call" per method call, unknown symbols absent from an
+answer, ProviderSymbolNotFound where the vendor names why (``not_found``), ProviderUnsupported outside
+``capabilities``. Runs through the port's contract tests with YahooProvider
+(tests/contract/test_provider_port_contract.py)."""
 
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ class InMemoryProvider:
         self._capabilities = frozenset(capabilities)
         self._max = max_symbols_per_quote_call
         self.quotes = {q.symbol: q for q in quotes}
+        # Symbols the vendor positively says do not exist, with its words (others it does not know are
+        # simply absent from its answers, as vendors drop unknown symbols silently).
+        self.not_found: dict[str, str] = {}
         self.calls: list[tuple[str, tuple[str, ...]]] = []  # (method, its symbols or query)
         self.timeouts: list[float] = []  # the timeout each call was given (the chain's deadline policy)
         self._failures: list[ProviderError] = []
@@ -79,8 +84,8 @@ class InMemoryProvider:
 
     def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
         self._upstream("get_quotes", DataKind.QUOTE, symbols, timeout_seconds)
-        if len(symbols) == 1 and symbols[0] not in self.quotes:
-            raise ProviderSymbolNotFound(self._name, f"{symbols[0]} is not a symbol this vendor knows")
+        if len(symbols) == 1 and symbols[0] in self.not_found:
+            raise ProviderSymbolNotFound(self._name, self.not_found[symbols[0]])
         return {s: self.quotes[s] for s in symbols if s in self.quotes}
 
     def get_historical(

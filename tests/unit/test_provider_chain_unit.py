@@ -135,9 +135,11 @@ def test_every_vendor_failing_raises_with_the_soonest_retry_after() -> None:
 
 def test_an_unknown_symbol_stops_the_walk_at_the_first_vendor_that_says_so() -> None:
     c = Chain()
+    c.yahoo.not_found["ZZZZ"] = "ZZZZ was never listed"
     with pytest.raises(UnknownSymbol) as raised:
         c.quote("ZZZZ")
     assert raised.value.provider == "yahoo"
+    assert "ZZZZ was never listed" in (raised.value.reason or "")
     assert (len(c.fmp.calls), len(c.tiingo.calls)) == (0, 0)
     status = c.breaker.status("yahoo")
     assert status is not None
