@@ -89,3 +89,13 @@ def json_object(payload: object, provider: str, what: str = "payload") -> dict[s
     if not isinstance(payload, dict):
         raise ProviderParseError(provider, f"{what}: expected a JSON object, got {type(payload).__name__}")
     return payload
+
+
+def expect_list(payload: object, provider: str, what: str) -> list[dict[str, Any]]:
+    """The JSON array of objects a vendor documents for ``what``."""
+    if not isinstance(payload, list):
+        raise ProviderParseError(provider, f"{what}: expected a JSON array, got {type(payload).__name__}")
+    for item in payload:
+        if not isinstance(item, dict):
+            raise ProviderParseError(provider, f"{what}: an item is not a JSON object")
+    return payload

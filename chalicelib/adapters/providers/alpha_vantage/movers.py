@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from chalicelib.adapters.providers.alpha_vantage._common import BASE_URL, base_params, require, zone
+from chalicelib.adapters.providers.alpha_vantage._common import base_params, require, zone
 from chalicelib.adapters.providers.calls import Answered, JsonReply, MoversAsk, ProviderRequest
 from chalicelib.adapters.providers.values import integer, number, text
 from chalicelib.errors import ProviderParseError, ValidationFailed
@@ -17,10 +17,6 @@ _MOVER_KEYS: Mapping[MoverType, str] = {
     MoverType.LOSERS: "top_losers",
     MoverType.ACTIVES: "most_actively_traded",
 }
-
-
-def build_movers_request(*, base_url: str = BASE_URL) -> ProviderRequest:
-    return ProviderRequest(url=base_url, params=base_params("TOP_GAINERS_LOSERS"))
 
 
 def _last_updated(value: object, provider: str) -> datetime:
@@ -40,11 +36,11 @@ def _last_updated(value: object, provider: str) -> datetime:
     return local.replace(tzinfo=zone(zone_name or None, provider)).astimezone(UTC)
 
 
-def parse_movers_response(payload: object, provider: str, *, mover_type: MoverType, limit: int) -> list[Quote]:
+def parse(reply: JsonReply, ask: MoversAsk) -> list[Quote]:
     """At most ``limit`` Quotes. Items whose ticker is not a valid symbol (the list includes odd
     OTC/warrant spellings) are skipped."""
-    key = _MOVER_KEYS[mover_type]
-    body, items = require(payload, key, provider, symbol_call=False)
+    provider, limit, key = ask.provider, ask.limit, _MOVER_KEYS[ask.mover_type]
+    body, items = require(reply.payload, key, provider, symbol_call=False)
     if not isinstance(items, list):
         raise ProviderParseError(provider, f"{key!r} is not a list")
     as_of = _last_updated(body.get("last_updated"), provider)
@@ -80,8 +76,4 @@ KIND = DataKind.MOVERS
 def build(ask: MoversAsk) -> ProviderRequest | Answered[list[Quote]]:
     if ask.limit < 1:
         return Answered([])
-    return build_movers_request(base_url=ask.base_url)
-
-
-def parse(reply: JsonReply, ask: MoversAsk) -> list[Quote]:
-    return parse_movers_response(reply.payload, ask.provider, mover_type=ask.mover_type, limit=ask.limit)
+    return ProviderRequest(url=ask.base_url, params=base_params("TOP_GAINERS_LOSERS"))

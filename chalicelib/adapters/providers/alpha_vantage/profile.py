@@ -12,6 +12,19 @@ from chalicelib.adapters.providers.calls import JsonReply, ProfileAsk, ProviderR
 from chalicelib.adapters.providers.values import integer, text
 from chalicelib.models.market import CompanyProfile, DataKind
 
+KIND = DataKind.PROFILE
+# OVERVIEW's string fields by the standard model's name.
+_TEXT_FIELDS = {
+    "name": "Name",
+    "exchange": "Exchange",
+    "currency": "Currency",
+    "sector": "Sector",
+    "industry": "Industry",
+    "country": "Country",
+    "website": "OfficialSite",
+    "description": "Description",
+}
+
 
 def build_profile_request(symbol: str, *, base_url: str = BASE_URL) -> ProviderRequest:
     return ProviderRequest(url=base_url, params=base_params("OVERVIEW", symbol=symbol))
@@ -21,21 +34,11 @@ def parse_profile_response(payload: object, provider: str, *, symbol: str, now: 
     body, _ = require(payload, "Symbol", provider, symbol_call=True)
     return CompanyProfile(
         symbol=symbol,
-        name=text(body.get("Name")),
-        exchange=text(body.get("Exchange")),
-        currency=text(body.get("Currency")),
-        sector=text(body.get("Sector")),
-        industry=text(body.get("Industry")),
-        country=text(body.get("Country")),
-        website=text(body.get("OfficialSite")),
-        description=text(body.get("Description")),
+        **{field: text(body.get(key)) for field, key in _TEXT_FIELDS.items()},
         employees=integer(body.get("FullTimeEmployees"), strict=True),
         market_cap=integer(body.get("MarketCapitalization"), strict=True),
         as_of=now.astimezone(UTC),
     )
-
-
-KIND = DataKind.PROFILE
 
 
 def build(ask: ProfileAsk) -> ProviderRequest:

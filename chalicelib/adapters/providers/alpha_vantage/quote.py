@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from chalicelib.adapters.providers.alpha_vantage._common import BASE_URL, base_params, fields, require
+from chalicelib.adapters.providers.alpha_vantage._common import base_params, fields, require
 from chalicelib.adapters.providers.calls import Answered, JsonReply, ProviderRequest, QuoteAsk
 from chalicelib.adapters.providers.market_calendar import SESSION_CLOSE, at_new_york
 from chalicelib.adapters.providers.values import integer, json_object, number, text
 from chalicelib.errors import ProviderParseError, ProviderSymbolNotFound
 from chalicelib.models.market import DataKind, Quote
-
-
-def build_quote_request(symbol: str, *, base_url: str = BASE_URL) -> ProviderRequest:
-    return ProviderRequest(url=base_url, params=base_params("GLOBAL_QUOTE", symbol=symbol))
 
 
 def parse_quote_response(payload: object, provider: str, *, symbol: str, now: datetime) -> Quote | None:
@@ -65,7 +61,7 @@ def build(ask: QuoteAsk) -> ProviderRequest | Answered[dict[str, Quote]]:
     symbol = ask.symbols[0].strip().upper()
     if symbol.startswith("^"):
         return Answered({})  # indices are not served by GLOBAL_QUOTE: absent, and no quota spent on them
-    return build_quote_request(symbol, base_url=ask.base_url)
+    return ProviderRequest(url=ask.base_url, params=base_params("GLOBAL_QUOTE", symbol=symbol))
 
 
 def parse(reply: JsonReply, ask: QuoteAsk) -> dict[str, Quote]:

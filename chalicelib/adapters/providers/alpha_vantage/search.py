@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from chalicelib.adapters.providers.alpha_vantage._common import BASE_URL, base_params, fields, require
+from chalicelib.adapters.providers.alpha_vantage._common import base_params, fields, require
 from chalicelib.adapters.providers.calls import Answered, JsonReply, ProviderRequest, SearchAsk
 from chalicelib.adapters.providers.values import text
 from chalicelib.errors import ProviderParseError
 from chalicelib.models.market import DataKind, SearchResult
 
 
-def build_search_request(query: str, *, base_url: str = BASE_URL) -> ProviderRequest:
-    return ProviderRequest(url=base_url, params=base_params("SYMBOL_SEARCH", keywords=query))
-
-
-def parse_search_response(payload: object, provider: str, *, limit: int) -> list[SearchResult]:
+def parse(reply: JsonReply, ask: SearchAsk) -> list[SearchResult]:
     """At most ``limit`` results. Alpha Vantage gives a region ("United States"), not an exchange, so
     ``exchange`` stays empty; the type is lower-cased ("Equity" -> "equity", "ETF" -> "etf")."""
-    _, matches = require(payload, "bestMatches", provider, symbol_call=False)
+    provider, limit = ask.provider, ask.limit
+    _, matches = require(reply.payload, "bestMatches", provider, symbol_call=False)
     if not isinstance(matches, list):
         raise ProviderParseError(provider, "'bestMatches' is not a list")
     results: list[SearchResult] = []
@@ -42,8 +39,4 @@ KIND = DataKind.SEARCH
 def build(ask: SearchAsk) -> ProviderRequest | Answered[list[SearchResult]]:
     if ask.limit < 1 or not ask.query.strip():
         return Answered([])
-    return build_search_request(ask.query.strip(), base_url=ask.base_url)
-
-
-def parse(reply: JsonReply, ask: SearchAsk) -> list[SearchResult]:
-    return parse_search_response(reply.payload, ask.provider, limit=ask.limit)
+    return ProviderRequest(url=ask.base_url, params=base_params("SYMBOL_SEARCH", keywords=ask.query.strip()))

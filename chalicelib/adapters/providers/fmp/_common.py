@@ -75,15 +75,6 @@ def classify_error(message: str, provider: str) -> ProviderError:
     return ProviderParseError(provider, f"FMP said {message!r} instead of data")
 
 
-def expect_list(payload: object, provider: str, what: str) -> list[dict[str, Any]]:
-    if not isinstance(payload, list):
-        raise ProviderParseError(provider, f"{what}: expected a JSON array, got {type(payload).__name__}")
-    for item in payload:
-        if not isinstance(item, dict):
-            raise ProviderParseError(provider, f"{what}: an item is not a JSON object")
-    return payload
-
-
 def fmp_epoch(value: object) -> datetime | None:
     """FMP's ``timestamp`` (epoch seconds, a number or a numeric string); zero or less: None."""
     seconds = number(value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from chalicelib.adapters.providers.calls import HistoryAsk, JsonReply, ProviderRequest
-from chalicelib.adapters.providers.fmp._common import FMP_BASE_URL, expect_list
+from chalicelib.adapters.providers.fmp._common import FMP_BASE_URL
 from chalicelib.adapters.providers.market_calendar import (
     MAX_START,
     SESSION_OPEN,
@@ -23,7 +23,7 @@ from chalicelib.adapters.providers.market_calendar import (
     new_york_today,
     period_first_day,
 )
-from chalicelib.adapters.providers.values import integer, number
+from chalicelib.adapters.providers.values import expect_list, integer, number
 from chalicelib.errors import ProviderNoData, ProviderParseError, ProviderSymbolNotFound, ProviderUnsupported
 from chalicelib.models.market import DataKind, HistoricalData, Interval, Period, PriceBar
 

@@ -6,19 +6,13 @@ adapter's clock when the answer arrived, which is when FMP's snapshot was at lea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 
 from chalicelib.adapters.providers.calls import Answered, JsonReply, MoversAsk, ProviderRequest
-from chalicelib.adapters.providers.fmp._common import (
-    FMP_BASE_URL,
-    expect_list,
-    fmp_epoch,
-    is_servable_symbol,
-    quote_fields,
-)
-from chalicelib.adapters.providers.values import text
+from chalicelib.adapters.providers.fmp._common import fmp_epoch, is_servable_symbol, quote_fields
+from chalicelib.adapters.providers.values import expect_list, text
 from chalicelib.models.market import DataKind, MoverType, Quote
 
+KIND = DataKind.MOVERS
 MOVER_PATHS: Mapping[MoverType, str] = {
     MoverType.GAINERS: "/stable/biggest-gainers",
     MoverType.LOSERS: "/stable/biggest-losers",
@@ -26,33 +20,22 @@ MOVER_PATHS: Mapping[MoverType, str] = {
 }
 
 
-def build_movers_request(mover_type: MoverType, *, base_url: str = FMP_BASE_URL) -> ProviderRequest:
-    return ProviderRequest(url=f"{base_url}{MOVER_PATHS[mover_type]}", params={})
-
-
-def parse_movers_response(payload: object, provider: str, limit: int, *, received_at: datetime) -> list[Quote]:
-    """Gainers/losers/actives, in FMP's order, at most ``limit``. Items without a price, or whose symbol
-    is not a ticker the service can serve (warrants and units longer than a ticker), are skipped."""
-    movers: list[Quote] = []
-    for item in expect_list(payload, provider, "movers"):
-        if len(movers) >= limit:
-            break
-        symbol = text(item.get("symbol"))
-        fields = quote_fields(item)
-        if symbol is None or fields["price"] is None or not is_servable_symbol(symbol):
-            continue
-        movers.append(Quote(symbol=symbol, as_of=fmp_epoch(item.get("timestamp")) or received_at, **fields))
-    return movers
-
-
-KIND = DataKind.MOVERS
-
-
 def build(ask: MoversAsk) -> ProviderRequest | Answered[list[Quote]]:
     if ask.limit < 1:
         return Answered([])
-    return build_movers_request(ask.mover_type, base_url=ask.base_url)
+    return ProviderRequest(url=f"{ask.base_url}{MOVER_PATHS[ask.mover_type]}", params={})
 
 
 def parse(reply: JsonReply, ask: MoversAsk) -> list[Quote]:
-    return parse_movers_response(reply.payload, ask.provider, ask.limit, received_at=ask.clock())
+    """Gainers/losers/actives, in FMP's order, at most ``limit``. Items without a price, or whose symbol
+    is not a ticker the service can serve (warrants and units longer than a ticker), are skipped."""
+    received_at = ask.clock()
+    movers: list[Quote] = []
+    for item in expect_list(reply.payload, ask.provider, "movers"):
+        if len(movers) >= ask.limit:
+            break
+        symbol = text(item.get("symbol"))
+        fields = quote_fields(item)
+        if symbol is not None and fields["price"] is not None and is_servable_symbol(symbol):
+            movers.append(Quote(symbol=symbol, as_of=fmp_epoch(item.get("timestamp")) or received_at, **fields))
+    return movers

@@ -10,12 +10,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote as url_quote
 
-from chalicelib.adapters.providers.calls import JsonReply
+from chalicelib.adapters.providers import values
+from chalicelib.adapters.providers.calls import JsonReply, ProviderRequest
 from chalicelib.errors import ProviderParseError
 
 TIINGO_BASE_URL = "https://api.tiingo.com"
-# Per-symbol calls let 404 through: it is Tiingo's "unknown ticker" answer, read by the parse step.
-SYMBOL_CALL_STATUSES = frozenset({404})
 
 
 def ticker_path(symbol: str) -> str:
@@ -47,12 +46,16 @@ def expect_list(payload: object, provider: str, what: str) -> list[dict[str, Any
     """The JSON array of objects Tiingo documents (a ``{"detail": ...}`` object is its refusal)."""
     if isinstance(payload, dict) and isinstance(payload.get("detail"), str):
         raise ProviderParseError(provider, f"{what}: Tiingo said {payload['detail'][:160]!r} instead of data")
-    if not isinstance(payload, list):
-        raise ProviderParseError(provider, f"{what}: expected a JSON array, got {type(payload).__name__}")
-    for item in payload:
-        if not isinstance(item, dict):
-            raise ProviderParseError(provider, f"{what}: an item is not a JSON object")
-    return payload
+    return values.expect_list(payload, provider, what)
+
+
+def symbol_request(base_url: str, template: str, symbol: str, params: dict[str, str]) -> ProviderRequest:
+    """A per-symbol call (``{ticker}`` in ``template``): its 404 is Tiingo's "unknown ticker" answer,
+    which the parse step reads."""
+    path = template.format(ticker=ticker_path(symbol))
+    return ProviderRequest(
+        url=f"{base_url}{path}", params=params, headers=headers(), passthrough_statuses=frozenset({404})
+    )
 
 
 def parse_timestamp(value: object, provider: str) -> datetime:

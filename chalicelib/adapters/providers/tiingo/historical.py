@@ -23,17 +23,7 @@ from chalicelib.adapters.providers.market_calendar import (
     new_york_today,
     period_first_day,
 )
-from chalicelib.adapters.providers.tiingo._common import (
-    SYMBOL_CALL_STATUSES,
-    TIINGO_BASE_URL,
-    expect_list,
-    headers,
-    is_index_like,
-    not_found_detail,
-    parse_timestamp,
-    session_date,
-    ticker_path,
-)
+from chalicelib.adapters.providers.tiingo import _common as tiingo
 from chalicelib.adapters.providers.values import integer, number
 from chalicelib.errors import ProviderNoData, ProviderSymbolNotFound, ProviderUnsupported
 from chalicelib.models.market import DataKind, HistoricalData, Interval, Period, PriceBar
@@ -66,29 +56,25 @@ INTRADAY_PERIODS: Mapping[Interval, frozenset[Period]] = {
 
 
 def build_historical_request(
-    symbol: str, period: Period, interval: Interval, *, today: date, base_url: str = TIINGO_BASE_URL
+    symbol: str, period: Period, interval: Interval, *, today: date, base_url: str = tiingo.TIINGO_BASE_URL
 ) -> ProviderRequest:
     """Raises ProviderUnsupported (vendor ``tiingo``) for an interval/period Tiingo cannot serve whole."""
     if interval in DAILY_FREQUENCIES:
-        path, frequency = f"/tiingo/daily/{ticker_path(symbol)}/prices", DAILY_FREQUENCIES[interval]
+        template, frequency = "/tiingo/daily/{ticker}/prices", DAILY_FREQUENCIES[interval]
     elif interval in INTRADAY_FREQUENCIES:
         if period not in INTRADAY_PERIODS[interval]:
             raise ProviderUnsupported(
                 "tiingo", f"{interval.value} bars only cover the last 2000 bars; period {period.value} is too long"
             )
-        path, frequency = f"/iex/{ticker_path(symbol)}/prices", INTRADAY_FREQUENCIES[interval]
+        template, frequency = "/iex/{ticker}/prices", INTRADAY_FREQUENCIES[interval]
     else:  # pragma: no cover - every Interval is mapped above
         raise ProviderUnsupported("tiingo", f"interval {interval.value} is not offered")
-    return ProviderRequest(
-        url=f"{base_url}{path}",
-        params={
-            "startDate": history_start(period, today).isoformat(),
-            "endDate": today.isoformat(),
-            "resampleFreq": frequency,
-        },
-        headers=headers(),
-        passthrough_statuses=SYMBOL_CALL_STATUSES,
-    )
+    params = {
+        "startDate": history_start(period, today).isoformat(),
+        "endDate": today.isoformat(),
+        "resampleFreq": frequency,
+    }
+    return tiingo.symbol_request(base_url, template, symbol, params)
 
 
 def _bar_start(day: date, interval: Interval) -> date:
@@ -103,14 +89,14 @@ def parse_historical_response(
     """Daily/weekly/monthly (``/tiingo/daily/.../prices``) or IEX intraday (``/iex/.../prices``) bars."""
     bars: list[PriceBar] = []
     intraday = interval in INTRADAY_FREQUENCIES
-    for item in expect_list(payload, provider, "prices"):
+    for item in tiingo.expect_list(payload, provider, "prices"):
         close = number(item.get("close"))
         if close is None:
             continue
         if intraday:
-            stamp = parse_timestamp(item.get("date"), provider)
+            stamp = tiingo.parse_timestamp(item.get("date"), provider)
         else:
-            stamp = at_new_york(_bar_start(session_date(item.get("date"), provider), interval), SESSION_OPEN)
+            stamp = at_new_york(_bar_start(tiingo.session_date(item.get("date"), provider), interval), SESSION_OPEN)
         bars.append(
             PriceBar(
                 timestamp=stamp,
@@ -135,14 +121,14 @@ KIND = DataKind.HISTORICAL
 
 
 def build(ask: HistoryAsk) -> ProviderRequest:
-    if is_index_like(ask.symbol):
+    if tiingo.is_index_like(ask.symbol):
         raise ProviderUnsupported(ask.provider, "indices, currencies and futures are not offered")
     today = new_york_today(ask.clock())
     return build_historical_request(ask.symbol, ask.period, ask.interval, today=today, base_url=ask.base_url)
 
 
 def raise_if_unknown(reply: JsonReply, provider: str, symbol: str) -> None:
-    detail = not_found_detail(reply, provider)
+    detail = tiingo.not_found_detail(reply, provider)
     if detail is not None:
         raise ProviderSymbolNotFound(provider, f"{symbol} is unknown to Tiingo ({detail})")
 

@@ -12,16 +12,7 @@ from typing import Any
 
 from chalicelib.adapters.providers.calls import Answered, JsonReply, ProviderRequest, QuoteAsk
 from chalicelib.adapters.providers.market_calendar import SESSION_CLOSE, at_new_york, new_york_today
-from chalicelib.adapters.providers.tiingo._common import (
-    SYMBOL_CALL_STATUSES,
-    TIINGO_BASE_URL,
-    expect_list,
-    headers,
-    is_index_like,
-    not_found_detail,
-    session_date,
-    ticker_path,
-)
+from chalicelib.adapters.providers.tiingo import _common as tiingo
 from chalicelib.adapters.providers.values import integer, number
 from chalicelib.models.market import DataKind, Quote
 
@@ -29,30 +20,28 @@ from chalicelib.models.market import DataKind, Quote
 QUOTE_LOOKBACK_DAYS = 14
 
 
-def build_quote_request(symbol: str, *, today: date, base_url: str = TIINGO_BASE_URL) -> ProviderRequest:
+def build_quote_request(symbol: str, *, today: date, base_url: str = tiingo.TIINGO_BASE_URL) -> ProviderRequest:
     start = today - timedelta(days=QUOTE_LOOKBACK_DAYS)
-    return ProviderRequest(
-        url=f"{base_url}/tiingo/daily/{ticker_path(symbol)}/prices",
-        params={"startDate": start.isoformat()},
-        headers=headers(),
-        passthrough_statuses=SYMBOL_CALL_STATUSES,
-    )
+    return tiingo.symbol_request(base_url, "/tiingo/daily/{ticker}/prices", symbol, {"startDate": start.isoformat()})
 
 
 def daily_rows(payload: object, provider: str) -> list[tuple[date, float, dict[str, Any]]]:
     """(session date, close, bar) for every bar with a close, oldest first."""
     rows: list[tuple[date, float, dict[str, Any]]] = []
-    for item in expect_list(payload, provider, "daily prices"):
+    for item in tiingo.expect_list(payload, provider, "daily prices"):
         close = number(item.get("close"))
         if close is not None:
-            rows.append((session_date(item.get("date"), provider), close, item))
+            rows.append((tiingo.session_date(item.get("date"), provider), close, item))
     rows.sort(key=lambda row: row[0])
     return rows
 
 
-def parse_quote_response(payload: object, provider: str, symbol: str) -> dict[str, Quote]:
-    """An end-of-day quote from the daily bars; an empty array (nothing recent) gives no quote."""
-    rows = daily_rows(payload, provider)
+def parse(reply: JsonReply, ask: QuoteAsk) -> dict[str, Quote]:
+    """An end-of-day quote from the daily bars; an empty array (nothing recent) or Tiingo's unknown-ticker
+    404 gives no quote (unknown symbols are absent, never an error)."""
+    if tiingo.not_found_detail(reply, ask.provider) is not None:
+        return {}
+    rows = daily_rows(reply.payload, ask.provider)
     if not rows:
         return {}
     day, price, last = rows[-1]
@@ -67,7 +56,7 @@ def parse_quote_response(payload: object, provider: str, symbol: str) -> dict[st
     change = price - previous_close if previous_close is not None else None
     change_percent = change / previous_close * 100 if change is not None and previous_close else None
     quote = Quote(
-        symbol=symbol,
+        symbol=ask.symbols[0],
         price=price,
         change=change,
         change_percent=change_percent,
@@ -91,12 +80,6 @@ def build(ask: QuoteAsk) -> ProviderRequest | Answered[dict[str, Quote]]:
         return Answered({})
     if len(ask.symbols) > 1:
         raise ValueError(f"Tiingo quotes one symbol per call, got {len(ask.symbols)}")
-    if is_index_like(ask.symbols[0]):
+    if tiingo.is_index_like(ask.symbols[0]):
         return Answered({})  # no such ticker at Tiingo; asking would only spend quota
     return build_quote_request(ask.symbols[0], today=new_york_today(ask.clock()), base_url=ask.base_url)
-
-
-def parse(reply: JsonReply, ask: QuoteAsk) -> dict[str, Quote]:
-    if not_found_detail(reply, ask.provider) is not None:
-        return {}  # unknown symbols are absent, never an error
-    return parse_quote_response(reply.payload, ask.provider, ask.symbols[0])

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote as url_quote
 
+from chalicelib.adapters.providers.calls import checked_query
 from chalicelib.adapters.providers.values import json_object
-from chalicelib.errors import ProviderUnsupported
+from chalicelib.errors import ProviderParseError, ProviderUnsupported
 
 DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 
@@ -30,6 +31,23 @@ def error_object(body: Mapping[str, Any], envelope: str) -> tuple[str, str] | No
     if not isinstance(error, dict):
         return None
     return str(error.get("code") or ""), str(error.get("description") or "")[:200]
+
+
+def envelope(payload: object, provider: str, name: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """Yahoo's ``{"<name>": {...}}`` container and its (code, description) error, if it holds one."""
+    body = json_object(payload, provider)
+    container = body.get(name)
+    if not isinstance(container, dict):
+        raise ProviderParseError(provider, f"no {name} in payload")
+    return container, error_object(body, name)
+
+
+def checked_terms(text: str, limit: int, provider: str) -> str:
+    """A query (or symbol) and a limit Yahoo can be asked with; else ProviderUnsupported."""
+    try:
+        return checked_query(text, limit)
+    except ValueError as exc:
+        raise ProviderUnsupported(provider, str(exc)) from None
 
 
 def search_body(payload: object, provider: str) -> dict[str, Any]:

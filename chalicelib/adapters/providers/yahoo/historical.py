@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.adapters.providers.calls import HistoryAsk, JsonReply, ProviderRequest
-from chalicelib.adapters.providers.values import epoch, first_text, json_number, json_object
-from chalicelib.adapters.providers.yahoo._common import DEFAULT_BASE_URL, error_object, path_symbol
+from chalicelib.adapters.providers.values import epoch, first_text, json_number
+from chalicelib.adapters.providers.yahoo._common import DEFAULT_BASE_URL, envelope, path_symbol
 from chalicelib.errors import (
     ProviderError,
     ProviderNoData,
@@ -120,11 +120,7 @@ def parse_historical_response(
     """v8 chart onto HistoricalData: ``timestamp[]`` (epoch seconds, bar open) indexes the parallel
     ``indicators.quote[0]`` arrays and ``indicators.adjclose[0].adjclose``. Bars whose close is null are
     dropped; no ``timestamp`` key (a weekend's 1m range) or no bar left → ProviderNoData."""
-    body = json_object(payload, provider)
-    chart = body.get("chart")
-    if not isinstance(chart, dict):
-        raise ProviderParseError(provider, "no chart in payload")
-    error = error_object(body, "chart")
+    chart, error = envelope(payload, provider, "chart")
     if error is not None:
         raise chart_error(200, *error, provider)
     results = chart.get("result")

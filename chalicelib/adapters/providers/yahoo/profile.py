@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from chalicelib.adapters.providers.calls import JsonReply, ProfileAsk, ProviderRequest
-from chalicelib.adapters.providers.values import epoch, first_text, json_number, json_object
-from chalicelib.adapters.providers.yahoo._common import DEFAULT_BASE_URL, error_object, path_symbol
+from chalicelib.adapters.providers.values import epoch, first_text, json_number
+from chalicelib.adapters.providers.yahoo._common import DEFAULT_BASE_URL, envelope, path_symbol
 from chalicelib.errors import ProviderNoData, ProviderParseError, ProviderSymbolNotFound, ProviderUnavailable
 from chalicelib.models.market import CompanyProfile, DataKind
 
@@ -24,11 +24,7 @@ def build_profile_request(symbol: str, *, base_url: str = DEFAULT_BASE_URL) -> P
 def parse_profile_response(payload: object, provider: str, *, symbol: str, now: datetime) -> CompanyProfile:
     """quoteSummary (modules assetProfile or summaryProfile, plus price) onto CompanyProfile. ``as_of``
     is the price module's ``regularMarketTime`` when present, else ``now`` (the retrieval)."""
-    body = json_object(payload, provider)
-    summary = body.get("quoteSummary")
-    if not isinstance(summary, dict):
-        raise ProviderParseError(provider, "no quoteSummary in payload")
-    error = error_object(body, "quoteSummary")
+    summary, error = envelope(payload, provider, "quoteSummary")
     if error is not None:
         code, description = error
         if code == "Not Found":

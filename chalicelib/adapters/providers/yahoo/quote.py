@@ -15,6 +15,17 @@ from chalicelib.models.market import DataKind, Quote
 QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
 # Yahoo answers long symbol lists, but URLs past ~8 KB get refused by intermediaries.
 MAX_SYMBOLS_PER_QUOTE_REQUEST = 200
+# v7 quote fields read as plain numbers, by the standard model's name.
+_NUMBER_FIELDS = {
+    "change": "regularMarketChange",
+    "change_percent": "regularMarketChangePercent",
+    "previous_close": "regularMarketPreviousClose",
+    "open": "regularMarketOpen",
+    "day_high": "regularMarketDayHigh",
+    "day_low": "regularMarketDayLow",
+    "fifty_two_week_high": "fiftyTwoWeekHigh",
+    "fifty_two_week_low": "fiftyTwoWeekLow",
+}
 
 
 def build_quote_request(symbols: Sequence[str]) -> ProviderRequest:
@@ -44,15 +55,8 @@ def quote_from_item(item: Mapping[str, Any], provider: str, *, now: datetime) ->
     return Quote(
         symbol=symbol,
         price=price,
-        change=json_number(item.get("regularMarketChange")),
-        change_percent=json_number(item.get("regularMarketChangePercent")),
+        **{field: json_number(item.get(key)) for field, key in _NUMBER_FIELDS.items()},
         volume=_integer(item, "regularMarketVolume"),
-        previous_close=json_number(item.get("regularMarketPreviousClose")),
-        open=json_number(item.get("regularMarketOpen")),
-        day_high=json_number(item.get("regularMarketDayHigh")),
-        day_low=json_number(item.get("regularMarketDayLow")),
-        fifty_two_week_high=json_number(item.get("fiftyTwoWeekHigh")),
-        fifty_two_week_low=json_number(item.get("fiftyTwoWeekLow")),
         market_cap=_integer(item, "marketCap"),
         name=first_text(item, "longName", "shortName", "displayName"),
         currency=first_text(item, "currency"),
