@@ -239,7 +239,9 @@ class BaseProvider:
             decoded = True
         except ValueError:
             payload, decoded = None, False
-        reply = Reply(status, payload, retry_after, request=request, snippet=_snippet(response.text, payload))
+        # The snippet is for error answers only: decoding a large 2xx body as text would cost for nothing.
+        snippet = "" if 200 <= status < 300 else _snippet(response.text, payload)
+        reply = Reply(status, payload, retry_after, request=request, snippet=snippet)
         classified = self._classify(reply)
         if classified is not None:
             raise classified
