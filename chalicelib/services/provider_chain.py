@@ -167,7 +167,7 @@ def _failed_attempt(provider: str, exc: ProviderError) -> Attempt:
         outcome = "no_data"
     else:
         outcome = "error"
-    return Attempt(provider, outcome, exc.message, exc.retry_after_seconds, code=exc.code)
+    return Attempt(provider, outcome, exc.detail, exc.retry_after_seconds, code=exc.code)
 
 
 class ProviderChain:
@@ -258,7 +258,7 @@ class ProviderChain:
                 except ProviderSymbolNotFound as exc:
                     # The vendor answered, naming why (a one-symbol call): unknown, like a symbol left out
                     # of a batch answer, and not a failure (_call recorded a breaker success).
-                    outcome.attempts.append(Attempt(provider.name, "not_found", exc.message))
+                    outcome.attempts.append(Attempt(provider.name, "not_found", exc.detail))
                     unknown.update(chunk)
                     reasons.update(dict.fromkeys(chunk, exc.message))
                     continue
