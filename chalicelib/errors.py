@@ -87,9 +87,19 @@ class ProviderError(AppError):
     # Counts towards opening the provider's circuit breaker.
     counts_as_failure = True
 
-    def __init__(self, provider: str, message: str, *, retry_after_seconds: int | None = None) -> None:
-        super().__init__(f"{provider}: {message}", retry_after_seconds=retry_after_seconds)
+    def __init__(self, provider: str, detail: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(f"{provider}: {detail}", retry_after_seconds=retry_after_seconds)
         self.provider = provider
+        # What went wrong, without the vendor's name: ``message`` is "<provider>: <detail>".
+        self.detail = detail
+
+    def rebuilt(self, *, provider: str | None = None, detail: str | None = None) -> ProviderError:
+        """A fresh error of the same type (no cause, no context, no traceback), relabelled or reworded."""
+        return type(self)(
+            provider or self.provider,
+            self.detail if detail is None else detail,
+            retry_after_seconds=self.retry_after_seconds,
+        )
 
 
 class ProviderUnavailable(ProviderError):

@@ -1,7 +1,8 @@
 """Redis (ElastiCache) implementation of the Cache port.
 
-Values are stored in an envelope that carries their own freshness deadline, while the Redis TTL covers
-freshness plus the stale window: a value stays readable as a stale copy after it stops being fresh.
+Each key holds one JSON document: the value (any JSON value, nested as it is, never JSON in a string)
+with its own freshness deadline, while the Redis TTL covers freshness plus the stale window: a value
+stays readable as a stale copy after it stops being fresh. A read decodes that one document once.
 
 The hot set (`hot:quotes`, a sorted set scored by last read time) records which quotes readers looked
 at recently, so the quote refresh job can keep them fresh ahead of the next read.
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import redis
 from aws_lambda_powertools import Logger
+from pydantic import JsonValue
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES as _REDIS_FAILURES
 from chalicelib.adapters.redis_support import DegradingRedisAdapter, redis_client
@@ -160,7 +162,7 @@ class RedisCache(DegradingRedisAdapter):
             return []
         return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
 
-    def set_many(self, values: Mapping[str, str], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
+    def set_many(self, values: Mapping[str, JsonValue], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
         """Many writes in one round trip (a pipeline, not a transaction: each key stands alone)."""
         if not self.available or not values:
             return
@@ -168,28 +170,16 @@ class RedisCache(DegradingRedisAdapter):
         expire_ms = max(1, int((fresh_ttl_seconds + stale_ttl_seconds) * 1000))
         pipe = self._client.pipeline(transaction=False)
         for key, value in values.items():
-            envelope = json.dumps({"v": value, "s": now, "f": now + fresh_ttl_seconds}, separators=(",", ":"))
-            pipe.set(self._key(key), envelope, px=expire_ms)
+            pipe.set(self._key(key), _encode(value, now, fresh_ttl_seconds), px=expire_ms)
+            # The write and its counter in one round trip: /cache/stats reads counters, never the keyspace.
             pipe.hincrby(self._stats_key(), f"{_write_kind(key)}:writes", 1)
         try:
             pipe.execute()
         except _REDIS_FAILURES as exc:
-            self._failed("set_many", exc)
-
-    def set(self, key: str, value: str, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
-        if not self.available:
-            return
-        now = self._clock()
-        envelope = json.dumps({"v": value, "s": now, "f": now + fresh_ttl_seconds}, separators=(",", ":"))
-        expire_ms = max(1, int((fresh_ttl_seconds + stale_ttl_seconds) * 1000))
-        # The write and its counter in one round trip: /cache/stats reads counters, never the keyspace.
-        pipe = self._client.pipeline(transaction=False)
-        pipe.set(self._key(key), envelope, px=expire_ms)
-        pipe.hincrby(self._stats_key(), f"{_write_kind(key)}:writes", 1)
-        try:
-            pipe.execute()
-        except _REDIS_FAILURES as exc:
             self._failed("set", exc)
+
+    def set(self, key: str, value: JsonValue, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
+        self.set_many({key: value}, fresh_ttl_seconds=fresh_ttl_seconds, stale_ttl_seconds=stale_ttl_seconds)
 
     # --- stampede lock ----------------------------------------------------------------------------
 
@@ -209,6 +199,33 @@ class RedisCache(DegradingRedisAdapter):
             return
         try:
             self._release_script(keys=[self._key("lock:" + key)], args=[token])
+        except _REDIS_FAILURES as exc:
+            self._failed("unlock", exc)
+
+    def acquire_locks(self, keys: Sequence[str], ttl_seconds: float) -> dict[str, str | None]:
+        tokens = {key: uuid.uuid4().hex for key in keys}
+        if not self.available or not keys:
+            return dict(tokens)  # nothing to coordinate with; the caller goes upstream itself
+        pipe = self._client.pipeline(transaction=False)
+        for key, token in tokens.items():
+            pipe.set(self._key("lock:" + key), token, nx=True, px=max(1, int(ttl_seconds * 1000)))
+        try:
+            acquired = pipe.execute()
+        except _REDIS_FAILURES as exc:
+            self._failed("lock", exc)
+            return dict(tokens)
+        return {key: token if ok else None for (key, token), ok in zip(tokens.items(), acquired, strict=True)}
+
+    def release_locks(self, tokens: Mapping[str, str]) -> None:
+        if not self.available or not tokens:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, token in tokens.items():
+            # The script's text, not its SHA: a pipeline cannot recover from NOSCRIPT, and redis-py's
+            # script loading for pipelines would cost a round trip of its own.
+            pipe.eval(_RELEASE_LOCK, 1, self._key("lock:" + key), token)
+        try:
+            pipe.execute()
         except _REDIS_FAILURES as exc:
             self._failed("unlock", exc)
 
@@ -240,6 +257,10 @@ class RedisCache(DegradingRedisAdapter):
         return {
             kind: KindCounters(hits=c["hits"], misses=c["misses"], writes=c["writes"]) for kind, c in counts.items()
         }
+
+
+def _encode(value: JsonValue, now: float, fresh_ttl_seconds: float) -> str:
+    return json.dumps({"v": value, "s": now, "f": now + fresh_ttl_seconds}, separators=(",", ":"))
 
 
 def _write_kind(key: str) -> str:

@@ -26,12 +26,12 @@ copy may name pairs since removed until the next read (a worker invocation that 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Unpack
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions
+from chalicelib.adapters.redis_support import DegradingRedisAdapter
 from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, RegistryCopy, SequenceClaim, StoredRound, TopicRegistry
 
 COUNTER_NAMES = ("sent", "gone", "failed")
@@ -82,8 +82,8 @@ return 1
 
 
 class RedisStreamState(DegradingRedisAdapter):
-    def __init__(self, client: redis.Redis, **options: Unpack[RedisOptions]) -> None:
-        super().__init__(client, **options)
+    def __init__(self, client: redis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(client, key_prefix=key_prefix, clock=clock)
         self._claim = client.register_script(_CLAIM)
         self._sequence = client.register_script(_SEQUENCE)
         self._registry_copy = client.register_script(_REGISTRY_COPY)

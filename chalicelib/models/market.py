@@ -129,15 +129,6 @@ class QuoteResponse(Quote):
     )
 
 
-class CachedQuote(MarketModel):
-    """What the cache stores for `quote:SYMBOL`: the quote, who served it and when it was fetched."""
-
-    quote: Quote
-    source: str
-    retrieved_at: AwareDatetime
-    replay_day: date | None = None
-
-
 class CacheKindStats(MarketModel):
     hits: int
     misses: int

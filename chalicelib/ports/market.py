@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import JsonValue
+
 from chalicelib.models.market import (
     CompanyProfile,
     DataKind,
@@ -21,9 +23,11 @@ from chalicelib.models.market import (
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A cached value with its own freshness, so a stale copy can outlive its TTL (stale-if-error)."""
+    """A cached value with its own freshness, so a stale copy can outlive its TTL (stale-if-error).
+    ``value`` is any JSON value, stored nested in the entry's one JSON document (never JSON in a string),
+    so a hit decodes one document once."""
 
-    value: str
+    value: JsonValue
     stored_at: float
     fresh_until: float
 
@@ -62,9 +66,11 @@ class Cache(Protocol):
         ([] when the backend is down: the refresh then covers subscribed and popular symbols only)."""
         ...
 
-    def set(self, key: str, value: str, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...
+    def set(self, key: str, value: JsonValue, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...
 
-    def set_many(self, values: Mapping[str, str], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None: ...
+    def set_many(
+        self, values: Mapping[str, JsonValue], *, fresh_ttl_seconds: float, stale_ttl_seconds: float
+    ) -> None: ...
 
     def acquire_lock(self, key: str, ttl_seconds: float) -> str | None:
         """A token when the caller now holds the lock (or the backend is down: nothing to coordinate);
@@ -72,6 +78,15 @@ class Cache(Protocol):
         ...
 
     def release_lock(self, key: str, token: str) -> None: ...
+
+    def acquire_locks(self, keys: Sequence[str], ttl_seconds: float) -> dict[str, str | None]:
+        """``acquire_lock`` for many keys in one round trip (a batch's misses): key → token, or None
+        where another caller holds it."""
+        ...
+
+    def release_locks(self, tokens: Mapping[str, str]) -> None:
+        """``release_lock`` for many keys (key → token) in one round trip."""
+        ...
 
     def record_lookup(self, kind: str, *, hit: bool) -> None: ...
 

@@ -145,7 +145,7 @@ def failed_attempt(provider: str, exc: ProviderError) -> Attempt:
         outcome = "no_data"
     else:
         outcome = "error"
-    return Attempt(provider, outcome, exc.message, exc.retry_after_seconds, code=exc.code)
+    return Attempt(provider, outcome, exc.detail, exc.retry_after_seconds, code=exc.code)
 
 
 def retry_after(outcome: ChainOutcome) -> int:

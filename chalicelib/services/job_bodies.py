@@ -69,9 +69,8 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     context.add("subscribed_symbols", len(subscribed))
     context.add("hot_symbols", len(hot))
     context.add("hot_deferred", len(candidates) - len(hot))
-    calls: dict[str, int] = {}
-    quotes = deps.market.refresh_quotes(symbols, deadline=context.deadline, upstream_calls=calls)
-    for vendor, count in calls.items():
+    quotes = deps.market.refresh_quotes(symbols, deadline=context.deadline)
+    for vendor, count in quotes.upstream_calls.items():
         context.add(f"upstream_calls_{vendor}", count)
     context.add("refreshed", len(quotes))
     context.add("not_refreshed", len(symbols) - len(quotes))
@@ -105,8 +104,7 @@ def refresh_sentiment(deps: JobDeps, context: JobContext) -> None:
 def warm_cache(deps: JobDeps, context: JobContext) -> None:
     """Quotes, profiles and 1y/1d history of the popular list, ahead of traffic (read-through: what is
     fresh already costs nothing). Stops cleanly at the deadline; the next run picks up the rest."""
-    calls: dict[str, int] = {}
-    context.add("quotes", len(deps.market.refresh_quotes(list(deps.popular_symbols), upstream_calls=calls)))
+    context.add("quotes", len(deps.market.refresh_quotes(list(deps.popular_symbols))))
     for symbol in deps.popular_symbols:
         if context.remaining() <= 0:
             context.add("deferred", 1)

@@ -163,7 +163,7 @@ class ProviderChain:
                 except ProviderSymbolNotFound as exc:
                     # The vendor answered, naming why (a one-symbol call): unknown, like a symbol left out
                     # of a batch answer, and not a failure (_call recorded a breaker success).
-                    outcome.attempts.append(Attempt(provider.name, "not_found", exc.message))
+                    outcome.attempts.append(Attempt(provider.name, "not_found", exc.detail))
                     unknown.update(chunk)
                     reasons.update(dict.fromkeys(chunk, exc.message))
                     continue

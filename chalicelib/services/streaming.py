@@ -125,6 +125,7 @@ class StreamingService(FanOut):
             lookup_concurrency=lookup_concurrency,
             dispatcher=dispatcher,
         )
+        self._market = market  # what subscriptions quote and snapshot from
         self._limits = limits
         self._budget = budget
 

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import ctypes
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -261,9 +262,19 @@ def wait_for_redis(url: str, process: subprocess.Popen[bytes], log_path: Path, t
 # --- The stack. ---
 
 
+def local_stage_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The local stage's `environment_variables` in .chalice/config.json (as `chalice local --stage local`
+    would set them), each overridden by the same variable in ``env``."""
+    stages = json.loads((REPO_ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))["stages"]
+    configured: dict[str, str] = stages[STAGE].get("environment_variables", {})
+    return {name: env.get(name) or value for name, value in configured.items()}
+
+
 def app_environment(config: StackConfig, env: Mapping[str, str], *, started_at: float | None = None) -> dict[str, str]:
-    """Variables the Lambda workers inherit. Table names keep the settings' defaults."""
+    """Variables the Lambda workers inherit: the local stage's configured ones (WS_SHARD_COUNT, ...), then
+    the stack's own. Table names keep the settings' defaults."""
     return {
+        **local_stage_environment(env),
         **replay_clock_environment(env, time.time() if started_at is None else started_at),
         **AWS_DUMMY_ENV,
         "AWS_ENDPOINT_URL": config.aws_endpoint,

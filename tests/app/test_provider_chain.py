@@ -20,7 +20,8 @@ import app as app_module
 from chalicelib import bootstrap
 from chalicelib.adapters.redis_cache import RedisCache
 from chalicelib.errors import ServiceUnavailable, SymbolNotFound
-from chalicelib.models.market import CachedQuote, Quote
+from chalicelib.models.market import Quote
+from chalicelib.services.market_data import stored_document
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import CannedResponse
 from infra.local.token import issue_dev_token
@@ -185,10 +186,8 @@ def test_a_stale_copy_is_served_when_every_vendor_fails(
     api: Client, transport: VendorTransport, container: bootstrap.Container, redis_client: redis.Redis
 ) -> None:
     quote = Quote(symbol="AAPL", price=101.5, as_of=datetime(2025, 2, 14, 21, 0, tzinfo=UTC))
-    stored = CachedQuote(quote=quote, source="yahoo", retrieved_at=datetime(2025, 2, 14, 21, 0, 5, tzinfo=UTC))
-    RedisCache(redis_client, key_prefix=PREFIX).set(
-        "quote:AAPL", stored.model_dump_json(by_alias=True), fresh_ttl_seconds=0, stale_ttl_seconds=3600
-    )
+    stored = stored_document(quote, "yahoo", datetime(2025, 2, 14, 21, 0, 5, tzinfo=UTC))
+    RedisCache(redis_client, key_prefix=PREFIX).set("quote:AAPL", stored, fresh_ttl_seconds=0, stale_ttl_seconds=3600)
     for vendor in ("yahoo", "fmp", "alpha_vantage", "tiingo"):
         transport.answer(vendor, requests.ConnectionError("down"))
     status, body, _ = _get(api, "/api/v1/market/quote/AAPL")

@@ -27,14 +27,14 @@ import pytest
 import requests
 
 from chalicelib.adapters.http import build_session
-from chalicelib.adapters.providers.alpha_vantage import (
-    AlphaVantageProvider,
+from chalicelib.adapters.providers.alpha_vantage import AlphaVantageProvider
+from chalicelib.adapters.providers.alpha_vantage.historical import (
     build_historical_request,
     parse_historical_response,
-    parse_news_response,
-    parse_profile_response,
     period_start,
 )
+from chalicelib.adapters.providers.alpha_vantage.news import parse_news_response
+from chalicelib.adapters.providers.alpha_vantage.profile import parse_profile_response
 from chalicelib.errors import (
     ProviderAuthError,
     ProviderError,

@@ -1,4 +1,6 @@
-"""DynamoDBConnectionStore against moto (in-process), on tables created from infra/template.yaml."""
+"""The ConnectionStore contract: DynamoDBConnectionStore against moto (in-process), on tables created from
+infra/template.yaml, and the InMemoryConnectionStore fake through every test that does not look at DynamoDB
+itself (``store`` is parametrised over both; ``real_store`` is the DynamoDB adapter alone)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from chalicelib.adapters.dynamodb_connections import DynamoDBConnectionStore
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ports import ConnectionRecord, ConnectionStore, shard_for
+from tests.fakes.connections import InMemoryConnectionStore
 from tests.fakes.dynamodb import (
     LOCAL_TABLES,
     RecordingClient,
@@ -49,8 +52,16 @@ def _store(client: Any, **kwargs: Any) -> DynamoDBConnectionStore:
 
 
 @pytest.fixture
-def store(recorder: RecordingClient) -> DynamoDBConnectionStore:
+def real_store(recorder: RecordingClient) -> DynamoDBConnectionStore:
     return _store(recorder)
+
+
+@pytest.fixture(params=["dynamodb", "in_memory"])
+def store(request: pytest.FixtureRequest) -> ConnectionStore:
+    if request.param == "in_memory":
+        return InMemoryConnectionStore(shard_count=SHARDS, clock=lambda: NOW)
+    real: DynamoDBConnectionStore = request.getfixturevalue("real_store")
+    return real
 
 
 def _record(connection_id: str, user_id: str = "u1", *, expires_at: int = LATER, **kwargs: Any) -> ConnectionRecord:
@@ -63,9 +74,7 @@ def _record(connection_id: str, user_id: str = "u1", *, expires_at: int = LATER,
     )
 
 
-def _subscribe(
-    store: DynamoDBConnectionStore, connection_id: str, topics: list[str], *, expires_at: int
-) -> list[str] | None:
+def _subscribe(store: ConnectionStore, connection_id: str, topics: list[str], *, expires_at: int) -> list[str] | None:
     """Subscribe, first registering the connection (with the same expiry, a user of its own) if it is
     not there yet."""
     if store.get_connection(connection_id, now=PAST - 10_000) is None:
@@ -73,7 +82,7 @@ def _subscribe(
     return store.add_subscriptions(connection_id, topics, expires_at=expires_at)
 
 
-def test_it_implements_the_port(store: DynamoDBConnectionStore) -> None:
+def test_it_implements_the_port(store: ConnectionStore) -> None:
     port: ConnectionStore = store  # mypy checks the structure
     assert port is store
 
@@ -81,33 +90,33 @@ def test_it_implements_the_port(store: DynamoDBConnectionStore) -> None:
 # --- connections ----------------------------------------------------------------------------------
 
 
-def test_add_then_get_returns_the_record(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+def test_add_then_get_returns_the_record(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
     record = _record("c1", source_ip="203.0.113.9", user_agent='Mozilla/5.0 "quoted"')
-    store.add_connection(record)
+    real_store.add_connection(record)
 
-    assert store.get_connection("c1", now=NOW) == record
+    assert real_store.get_connection("c1", now=NOW) == record
     item = dynamodb.get_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "c1"}})["Item"]
     assert item["connected_at"] == {"S": "2023-11-14T22:13:20+00:00"}
     assert item["expires_at"] == {"N": str(LATER)}
 
 
-def test_optional_fields_are_omitted_when_none(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    store.add_connection(_record("c1"))
+def test_optional_fields_are_omitted_when_none(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    real_store.add_connection(_record("c1"))
 
     item = dynamodb.get_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "c1"}})["Item"]
     assert "source_ip" not in item
     assert "user_agent" not in item
-    got = store.get_connection("c1", now=NOW)
+    got = real_store.get_connection("c1", now=NOW)
     assert got is not None
     assert got.source_ip is None
     assert got.user_agent is None
 
 
 def test_the_message_format_is_stored_and_an_item_without_one_reads_as_spec(
-    store: DynamoDBConnectionStore, dynamodb: Any
+    real_store: DynamoDBConnectionStore, dynamodb: Any
 ) -> None:
-    store.add_connection(_record("b1", message_format="batch"))
-    got = store.get_connection("b1", now=NOW)
+    real_store.add_connection(_record("b1", message_format="batch"))
+    got = real_store.get_connection("b1", now=NOW)
     assert got is not None
     assert got.message_format == "batch"
     item = dynamodb.get_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "b1"}})["Item"]
@@ -119,12 +128,12 @@ def test_the_message_format_is_stored_and_an_item_without_one_reads_as_spec(
         UpdateExpression="REMOVE #format",
         ExpressionAttributeNames={"#format": "format"},
     )
-    old = store.get_connection("b1", now=NOW)
+    old = real_store.get_connection("b1", now=NOW)
     assert old is not None
     assert old.message_format == "spec"
 
 
-def test_connected_at_is_stored_in_utc(store: DynamoDBConnectionStore) -> None:
+def test_connected_at_is_stored_in_utc(store: ConnectionStore) -> None:
     paris = timezone(timedelta(hours=1))
     record = ConnectionRecord("c1", "u1", datetime(2023, 11, 14, 23, 13, 20, tzinfo=paris), LATER)
     store.add_connection(record)
@@ -135,11 +144,11 @@ def test_connected_at_is_stored_in_utc(store: DynamoDBConnectionStore) -> None:
     assert got.connected_at.utcoffset() == timedelta(0)
 
 
-def test_unknown_connection_is_none(store: DynamoDBConnectionStore) -> None:
+def test_unknown_connection_is_none(store: ConnectionStore) -> None:
     assert store.get_connection("nope", now=NOW) is None
 
 
-def test_expired_connection_is_filtered_on_get(store: DynamoDBConnectionStore) -> None:
+def test_expired_connection_is_filtered_on_get(store: ConnectionStore) -> None:
     store.add_connection(_record("old", expires_at=PAST))
     store.add_connection(_record("edge", expires_at=int(NOW)))  # expires_at <= now: expired
 
@@ -149,26 +158,26 @@ def test_expired_connection_is_filtered_on_get(store: DynamoDBConnectionStore) -
 
 
 def test_connections_of_user_queries_the_index_and_filters_expired(
-    store: DynamoDBConnectionStore, recorder: RecordingClient
+    real_store: DynamoDBConnectionStore, recorder: RecordingClient
 ) -> None:
-    store.add_connection(_record("c1", "u1"))
-    store.add_connection(_record("c2", "u1"))
-    store.add_connection(_record("c3", "u1", expires_at=PAST))
-    store.add_connection(_record("c4", "u2"))
+    real_store.add_connection(_record("c1", "u1"))
+    real_store.add_connection(_record("c2", "u1"))
+    real_store.add_connection(_record("c3", "u1", expires_at=PAST))
+    real_store.add_connection(_record("c4", "u2"))
     recorder.calls.clear()
 
-    found = store.connections_of_user("u1", now=NOW)
+    found = real_store.connections_of_user("u1", now=NOW)
 
     assert sorted(r.connection_id for r in found) == ["c1", "c2"]
     assert recorder.operations() == ["query"]
     assert recorder.calls[0][1]["IndexName"] == "by-user"
-    assert store.connections_of_user("nobody", now=NOW) == []
+    assert real_store.connections_of_user("nobody", now=NOW) == []
 
 
 # --- subscriptions --------------------------------------------------------------------------------
 
 
-def test_subscriptions_add_remove_topics_of_and_subscribers(store: DynamoDBConnectionStore) -> None:
+def test_subscriptions_add_remove_topics_of_and_subscribers(store: ConnectionStore) -> None:
     _subscribe(store, "c1", ["quote:AAPL", "channel:indices"], expires_at=LATER)
     _subscribe(store, "c2", ["quote:AAPL"], expires_at=LATER)
 
@@ -183,8 +192,8 @@ def test_subscriptions_add_remove_topics_of_and_subscribers(store: DynamoDBConne
     assert store.subscribers("quote:NONE", now=NOW) == []
 
 
-def test_subscription_items_carry_expiry_and_creation_time(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)
+def test_subscription_items_carry_expiry_and_creation_time(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    _subscribe(real_store, "c1", ["quote:AAPL"], expires_at=LATER)
 
     item = dynamodb.get_item(TableName=SUBSCRIPTIONS, Key={"topic": {"S": "quote:AAPL"}, "connection_id": {"S": "c1"}})[
         "Item"
@@ -193,7 +202,7 @@ def test_subscription_items_carry_expiry_and_creation_time(store: DynamoDBConnec
     assert datetime.fromisoformat(item["created_at"]["S"]) == datetime.fromtimestamp(NOW, tz=UTC)
 
 
-def test_expired_subscriptions_are_filtered(store: DynamoDBConnectionStore) -> None:
+def test_expired_subscriptions_are_filtered(store: ConnectionStore) -> None:
     _subscribe(store, "alive", ["quote:AAPL"], expires_at=LATER)
     _subscribe(store, "dead", ["quote:AAPL", "quote:MSFT"], expires_at=PAST)
 
@@ -203,7 +212,7 @@ def test_expired_subscriptions_are_filtered(store: DynamoDBConnectionStore) -> N
     assert store.topics_of("alive", now=NOW) == ["quote:AAPL"]
 
 
-def test_subscribing_twice_and_removing_unknown_are_harmless(store: DynamoDBConnectionStore) -> None:
+def test_subscribing_twice_and_removing_unknown_are_harmless(store: ConnectionStore) -> None:
     _subscribe(store, "c1", ["quote:AAPL", "quote:AAPL"], expires_at=LATER)  # duplicate in one call
     _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)  # and again
 
@@ -215,22 +224,24 @@ def test_subscribing_twice_and_removing_unknown_are_harmless(store: DynamoDBConn
     assert store.subscribers("quote:AAPL", now=NOW) == ["c1"]
 
 
-def test_more_than_25_topics_are_written_in_chunks(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
+def test_more_than_25_topics_are_written_in_chunks(
+    real_store: DynamoDBConnectionStore, recorder: RecordingClient
+) -> None:
     topics = [f"quote:SYM{i:03d}" for i in range(60)]
 
-    _subscribe(store, "c1", topics, expires_at=LATER)
+    _subscribe(real_store, "c1", topics, expires_at=LATER)
 
     batches = [params for name, params in recorder.calls if name == "batch_write_item"]
     assert [len(b["RequestItems"][SUBSCRIPTIONS]) for b in batches] == [25, 25, 10]
-    assert sorted(store.topics_of("c1", now=NOW)) == topics
+    assert sorted(real_store.topics_of("c1", now=NOW)) == topics
 
     recorder.calls.clear()
-    store.remove_subscriptions("c1", topics[:55])
+    real_store.remove_subscriptions("c1", topics[:55])
 
     # 3 batches, the topic set's update, and one registry count per topic really removed.
     assert recorder.operations() == ["batch_write_item"] * 3 + ["update_item"] * 56
     assert [p["TableName"] for _, p in recorder.calls[4:]] == [REGISTRY] * 55
-    assert sorted(store.topics_of("c1", now=NOW)) == topics[55:]
+    assert sorted(real_store.topics_of("c1", now=NOW)) == topics[55:]
 
 
 def test_unprocessed_items_are_retried_with_backoff(dynamodb: Any) -> None:
@@ -301,13 +312,13 @@ def test_subscribers_is_one_paginated_query_never_a_scan(recorder: RecordingClie
 
 
 def test_subscribers_over_default_pages(
-    store: DynamoDBConnectionStore, recorder: RecordingClient, dynamodb: Any
+    real_store: DynamoDBConnectionStore, recorder: RecordingClient, dynamodb: Any
 ) -> None:
     # No Limit: moto's own paging (if any) must be followed as well.
     _write_subscriptions(dynamodb, "channel:indices", [f"conn-{i:04d}" for i in range(1_100)], expires_at=LATER)
     recorder.calls.clear()
 
-    assert len(store.subscribers("channel:indices", now=NOW)) == 1_100
+    assert len(real_store.subscribers("channel:indices", now=NOW)) == 1_100
     assert set(recorder.operations()) == {"query"}
 
 
@@ -322,7 +333,7 @@ def test_topics_of_is_one_consistent_read_of_the_connection_record(recorder: Rec
     assert recorder.calls[0][1]["ConsistentRead"] is True
 
 
-def test_add_and_remove_return_the_whole_current_set(store: DynamoDBConnectionStore) -> None:
+def test_add_and_remove_return_the_whole_current_set(store: ConnectionStore) -> None:
     assert _subscribe(store, "c1", ["quote:MSFT"], expires_at=LATER) == ["quote:MSFT"]
     assert store.add_subscriptions("c1", ["quote:AAPL", "channel:indices"], expires_at=LATER) == [
         "channel:indices",
@@ -334,9 +345,9 @@ def test_add_and_remove_return_the_whole_current_set(store: DynamoDBConnectionSt
     assert store.add_subscriptions("c1", [], expires_at=LATER) == []
 
 
-def test_subscribing_an_unknown_connection_writes_nothing(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    assert store.add_subscriptions("ghost", ["quote:AAPL"], expires_at=LATER) is None
-    assert store.remove_subscriptions("ghost", ["quote:AAPL"]) is None
+def test_subscribing_an_unknown_connection_writes_nothing(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    assert real_store.add_subscriptions("ghost", ["quote:AAPL"], expires_at=LATER) is None
+    assert real_store.remove_subscriptions("ghost", ["quote:AAPL"]) is None
     assert dynamodb.scan(TableName=SUBSCRIPTIONS)["Items"] == []
     # The update's condition keeps it from creating a bare connection item.
     assert dynamodb.scan(TableName=CONNECTIONS)["Items"] == []
@@ -363,7 +374,7 @@ def test_remove_connection_deletes_every_subscription_and_counts_them(recorder: 
     assert [(i["topic"]["S"], i["connection_id"]["S"]) for i in remaining] == [("quote:A00", "c2")]
 
 
-def test_remove_connection_is_idempotent(store: DynamoDBConnectionStore) -> None:
+def test_remove_connection_is_idempotent(store: ConnectionStore) -> None:
     store.add_connection(_record("c1"))
     _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)
 
@@ -409,7 +420,7 @@ def test_stats_counts_connections_users_and_top_topics_from_the_registry(
     assert "quote:TSLA" not in stats.subscribers_by_topic
 
 
-def test_stats_of_empty_tables(store: DynamoDBConnectionStore) -> None:
+def test_stats_of_empty_tables(store: ConnectionStore) -> None:
     stats = store.stats(top=10)
     assert (stats.open_connections, stats.distinct_users, dict(stats.subscribers_by_topic)) == (0, 0, {})
 
@@ -418,18 +429,18 @@ def test_stats_of_empty_tables(store: DynamoDBConnectionStore) -> None:
 
 
 def test_values_with_quotes_and_colons_are_never_spliced(
-    store: DynamoDBConnectionStore, recorder: RecordingClient
+    real_store: DynamoDBConnectionStore, recorder: RecordingClient
 ) -> None:
     topics = ["quote:BRK-B", "channel:indices", "quote:X' OR '1'='1", 'channel:"a":b', "#expires_at :now"]
-    store.add_connection(_record("c:1'\"", "user:'1\""))
-    _subscribe(store, "c:1'\"", topics, expires_at=LATER)
+    real_store.add_connection(_record("c:1'\"", "user:'1\""))
+    _subscribe(real_store, "c:1'\"", topics, expires_at=LATER)
 
-    assert sorted(store.topics_of("c:1'\"", now=NOW)) == sorted(topics)
+    assert sorted(real_store.topics_of("c:1'\"", now=NOW)) == sorted(topics)
     for topic in topics:
-        assert store.subscribers(topic, now=NOW) == ["c:1'\""]
-    assert [r.connection_id for r in store.connections_of_user("user:'1\"", now=NOW)] == ["c:1'\""]
-    assert store.stats(top=10).subscribers_by_topic == dict.fromkeys(sorted(topics), 1)
-    assert store.remove_connection("c:1'\"") == len(topics)
+        assert real_store.subscribers(topic, now=NOW) == ["c:1'\""]
+    assert [r.connection_id for r in real_store.connections_of_user("user:'1\"", now=NOW)] == ["c:1'\""]
+    assert real_store.stats(top=10).subscribers_by_topic == dict.fromkeys(sorted(topics), 1)
+    assert real_store.remove_connection("c:1'\"") == len(topics)
 
     expressions = [value for _, params in recorder.calls for key, value in params.items() if key.endswith("Expression")]
     assert expressions
@@ -518,35 +529,35 @@ def test_subscribed_topics_come_from_the_registry_in_one_query_per_shard(
     assert registry.shards_for(["quote:TSLA"]) == []
 
 
-def test_subscribed_topics_of_an_empty_registry(store: DynamoDBConnectionStore) -> None:
+def test_subscribed_topics_of_an_empty_registry(store: ConnectionStore) -> None:
     assert store.subscribed_topics() == []
     assert store.topic_registry().counts == {}
 
 
 def test_registry_counts_follow_subscribe_unsubscribe_and_removal(
-    store: DynamoDBConnectionStore, dynamodb: Any
+    real_store: DynamoDBConnectionStore, dynamodb: Any
 ) -> None:
-    store.add_connection(_record("a", "u1", shard=1))
-    store.add_connection(_record("b", "u2", shard=1))
-    store.add_connection(_record("c", "u3", shard=2))
+    real_store.add_connection(_record("a", "u1", shard=1))
+    real_store.add_connection(_record("b", "u2", shard=1))
+    real_store.add_connection(_record("c", "u3", shard=2))
 
-    store.add_subscriptions("a", ["quote:AAPL", "quote:MSFT"], expires_at=LATER)
-    store.add_subscriptions("b", ["quote:AAPL"], expires_at=LATER)
-    store.add_subscriptions("c", ["quote:AAPL"], expires_at=LATER)
+    real_store.add_subscriptions("a", ["quote:AAPL", "quote:MSFT"], expires_at=LATER)
+    real_store.add_subscriptions("b", ["quote:AAPL"], expires_at=LATER)
+    real_store.add_subscriptions("c", ["quote:AAPL"], expires_at=LATER)
     # Subscribing again to what is held (or a retried request) counts nothing.
-    store.add_subscriptions("a", ["quote:AAPL", "quote:AAPL"], expires_at=LATER)
-    store.add_subscriptions("b", ["quote:AAPL"], expires_at=LATER)
+    real_store.add_subscriptions("a", ["quote:AAPL", "quote:AAPL"], expires_at=LATER)
+    real_store.add_subscriptions("b", ["quote:AAPL"], expires_at=LATER)
 
     assert _topic_counts(dynamodb) == {(1, "quote:AAPL"): 2, (1, "quote:MSFT"): 1, (2, "quote:AAPL"): 1}
 
     # Unsubscribing what is not held (or twice) counts nothing down.
-    store.remove_subscriptions("a", ["quote:MSFT", "quote:NEVER"])
-    store.remove_subscriptions("a", ["quote:MSFT"])
+    real_store.remove_subscriptions("a", ["quote:MSFT", "quote:NEVER"])
+    real_store.remove_subscriptions("a", ["quote:MSFT"])
     assert _topic_counts(dynamodb) == {(1, "quote:AAPL"): 2, (2, "quote:AAPL"): 1}
 
     # A removal ($disconnect, a 410, the cleanup) counts its topics down once, however often it runs.
-    assert store.remove_connection("a") == 1
-    assert store.remove_connection("a") == 0
+    assert real_store.remove_connection("a") == 1
+    assert real_store.remove_connection("a") == 0
     assert _topic_counts(dynamodb) == {(1, "quote:AAPL"): 1, (2, "quote:AAPL"): 1}
     items = _registry_items(dynamodb)
     assert items[("COUNT#1", "connections")] == 1
@@ -555,15 +566,15 @@ def test_registry_counts_follow_subscribe_unsubscribe_and_removal(
     assert _slots(dynamodb, "u1") == set()
 
 
-def test_a_count_never_goes_below_zero(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    store.add_connection(_record("a", shard=0))
-    store.add_subscriptions("a", ["quote:AAPL", "quote:MSFT"], expires_at=LATER)
+def test_a_count_never_goes_below_zero(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    real_store.add_connection(_record("a", shard=0))
+    real_store.add_subscriptions("a", ["quote:AAPL", "quote:MSFT"], expires_at=LATER)
     # GIVEN a drifted registry: AAPL's count lost (zero), MSFT's item gone altogether.
     dynamodb.put_item(TableName=REGISTRY, Item={"pk": {"S": "REG#0"}, "sk": {"S": "quote:AAPL"}, "count": {"N": "0"}})
     dynamodb.delete_item(TableName=REGISTRY, Key={"pk": {"S": "REG#0"}, "sk": {"S": "quote:MSFT"}})
 
-    store.remove_subscriptions("a", ["quote:AAPL"])
-    store.remove_connection("a")
+    real_store.remove_subscriptions("a", ["quote:AAPL"])
+    real_store.remove_connection("a")
 
     items = _registry_items(dynamodb)
     assert items[("REG#0", "quote:AAPL")] == 0
@@ -571,10 +582,10 @@ def test_a_count_never_goes_below_zero(store: DynamoDBConnectionStore, dynamodb:
     assert all(count >= 0 for count in items.values())
 
 
-def test_registry_items_are_partitioned_per_shard(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+def test_registry_items_are_partitioned_per_shard(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
     for shard in range(SHARDS):
-        store.add_connection(_record(f"c{shard}", f"u{shard}", shard=shard))
-        store.add_subscriptions(f"c{shard}", ["quote:AAPL"], expires_at=LATER)
+        real_store.add_connection(_record(f"c{shard}", f"u{shard}", shard=shard))
+        real_store.add_subscriptions(f"c{shard}", ["quote:AAPL"], expires_at=LATER)
 
     keys = set(_registry_items(dynamodb))
 
@@ -670,35 +681,35 @@ def test_the_cap_holds_under_simultaneous_connects_of_one_user(dynamodb: Any) ->
 
 
 def test_at_the_cap_expired_and_vanished_connections_give_their_slots_back(
-    store: DynamoDBConnectionStore, dynamodb: Any
+    real_store: DynamoDBConnectionStore, dynamodb: Any
 ) -> None:
-    assert store.add_connection(_record("live", "u1", shard=0), max_per_user=3)
-    assert store.add_connection(_record("expired", "u1", shard=1, expires_at=PAST), max_per_user=3)
-    assert store.add_connection(_record("vanished", "u1", shard=2), max_per_user=3)
-    store.add_subscriptions("expired", ["quote:AAPL"], expires_at=PAST)
+    assert real_store.add_connection(_record("live", "u1", shard=0), max_per_user=3)
+    assert real_store.add_connection(_record("expired", "u1", shard=1, expires_at=PAST), max_per_user=3)
+    assert real_store.add_connection(_record("vanished", "u1", shard=2), max_per_user=3)
+    real_store.add_subscriptions("expired", ["quote:AAPL"], expires_at=PAST)
     # GIVEN a removal that died after deleting the item, before releasing the slot.
     dynamodb.delete_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "vanished"}})
 
-    assert store.add_connection(_record("new", "u1", shard=3), max_per_user=3)
+    assert real_store.add_connection(_record("new", "u1", shard=3), max_per_user=3)
 
     assert _slots(dynamodb, "u1") == {"live", "new"}
-    assert store.get_connection("expired", now=PAST - 1) is None  # removed, with its counts
+    assert real_store.get_connection("expired", now=PAST - 1) is None  # removed, with its counts
     assert _topic_counts(dynamodb) == {}
     # A live connection's slot is never given back: at the cap again, the next is refused.
-    assert store.add_connection(_record("third", "u1", shard=0), max_per_user=3)
-    assert not store.add_connection(_record("fourth", "u1", shard=0), max_per_user=3)
-    assert store.get_connection("fourth", now=NOW) is None
+    assert real_store.add_connection(_record("third", "u1", shard=0), max_per_user=3)
+    assert not real_store.add_connection(_record("fourth", "u1", shard=0), max_per_user=3)
+    assert real_store.get_connection("fourth", now=NOW) is None
 
 
-def test_a_retried_connect_takes_one_slot_and_counts_once(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+def test_a_retried_connect_takes_one_slot_and_counts_once(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
     record = _record("c1", "u1", shard=2)
-    assert store.add_connection(record, max_per_user=1)
-    assert store.add_connection(record, max_per_user=1)  # the same connection again: not refused by itself
+    assert real_store.add_connection(record, max_per_user=1)
+    assert real_store.add_connection(record, max_per_user=1)  # the same connection again: not refused by itself
 
     assert _slots(dynamodb, "u1") == {"c1"}
-    stats = store.stats(top=0)
+    stats = real_store.stats(top=0)
     assert (stats.open_connections, stats.distinct_users) == (1, 1)
-    assert not store.add_connection(_record("c2", "u1", shard=2), max_per_user=1)
+    assert not real_store.add_connection(_record("c2", "u1", shard=2), max_per_user=1)
 
 
 # --- repair ---------------------------------------------------------------------------------------
@@ -849,20 +860,20 @@ def test_delete_expired_removes_expired_and_orphaned_items_and_counts_them(
     assert scans == {CONNECTIONS, SUBSCRIPTIONS}
 
 
-def test_delete_expired_is_idempotent(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    kept, _ = _untidy_tables(store, dynamodb)
-    store.delete_expired(now=NOW)
+def test_delete_expired_is_idempotent(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    kept, _ = _untidy_tables(real_store, dynamodb)
+    real_store.delete_expired(now=NOW)
 
-    assert store.delete_expired(now=NOW) == (0, 0)
+    assert real_store.delete_expired(now=NOW) == (0, 0)
     assert _subscription_keys(dynamodb) == kept
     assert _connection_ids(dynamodb) == ["live1", "live2"]
 
 
-def test_delete_expired_of_tidy_tables_removes_nothing(store: DynamoDBConnectionStore, dynamodb: Any) -> None:
-    assert store.delete_expired(now=NOW) == (0, 0)
-    _subscribe(store, "c1", ["quote:AAPL"], expires_at=LATER)
+def test_delete_expired_of_tidy_tables_removes_nothing(real_store: DynamoDBConnectionStore, dynamodb: Any) -> None:
+    assert real_store.delete_expired(now=NOW) == (0, 0)
+    _subscribe(real_store, "c1", ["quote:AAPL"], expires_at=LATER)
 
-    assert store.delete_expired(now=NOW) == (0, 0)
+    assert real_store.delete_expired(now=NOW) == (0, 0)
     assert _subscription_keys(dynamodb) == [("quote:AAPL", "c1")]
 
 
@@ -930,15 +941,17 @@ def test_delete_expired_deletes_nothing_it_could_not_check(dynamodb: Any) -> Non
     assert _subscription_keys(dynamodb) == [("quote:AAPL", "gone"), ("quote:AAPL", "live")]
 
 
-def test_cleanup_expressions_are_placeholders_only(store: DynamoDBConnectionStore, recorder: RecordingClient) -> None:
-    _subscribe(store, "c:1'\"", ["quote:X' OR '1'='1", "#expires_at :now"], expires_at=PAST)
-    _subscribe(store, "c:2'\"", ['channel:"a":b'], expires_at=LATER)
+def test_cleanup_expressions_are_placeholders_only(
+    real_store: DynamoDBConnectionStore, recorder: RecordingClient
+) -> None:
+    _subscribe(real_store, "c:1'\"", ["quote:X' OR '1'='1", "#expires_at :now"], expires_at=PAST)
+    _subscribe(real_store, "c:2'\"", ['channel:"a":b'], expires_at=LATER)
     recorder.calls.clear()
 
-    assert store.subscribed_topics() == ["#expires_at :now", 'channel:"a":b', "quote:X' OR '1'='1"]
-    assert store.delete_expired(now=NOW) == (1, 2)
-    assert store.subscribed_topics() == ['channel:"a":b']
-    store.repair_registry(now=NOW)
+    assert real_store.subscribed_topics() == ["#expires_at :now", 'channel:"a":b', "quote:X' OR '1'='1"]
+    assert real_store.delete_expired(now=NOW) == (1, 2)
+    assert real_store.subscribed_topics() == ['channel:"a":b']
+    real_store.repair_registry(now=NOW)
 
     token = _EXPRESSION_TOKEN
     expressions = [value for _, params in recorder.calls for key, value in params.items() if key.endswith("Expression")]

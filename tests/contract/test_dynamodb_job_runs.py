@@ -1,4 +1,6 @@
-"""DynamoDBJobRunStore against moto (in-process), on the table created from infra/template.yaml."""
+"""The JobRunStore contract: DynamoDBJobRunStore against moto (in-process), on the table created from
+infra/template.yaml, and the InMemoryJobRunStore fake through every test that does not look at DynamoDB
+itself (``store`` is parametrised over both; ``real_store`` is the DynamoDB adapter alone)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from chalicelib.adapters.dynamodb_job_runs import DynamoDBJobRunStore
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ports import JobRun, JobRunStore, RunStatus
 from tests.fakes.dynamodb import LOCAL_TABLES, RecordingClient, table_fixtures, unreachable_client
+from tests.fakes.job_runs import InMemoryJobRunStore
 
 _EXPRESSION_TOKEN = re.compile(
     r"(?:\s*(?:#[a-z_]+|:[a-z_]+|,|=|<=|>|\(|\)|AND|SET|REMOVE|attribute_exists|attribute_not_exists))+"
@@ -34,8 +37,16 @@ def _store(client: Any, **kwargs: Any) -> DynamoDBJobRunStore:
 
 
 @pytest.fixture
-def store(recorder: RecordingClient) -> DynamoDBJobRunStore:
+def real_store(recorder: RecordingClient) -> DynamoDBJobRunStore:
     return _store(recorder)
+
+
+@pytest.fixture(params=["dynamodb", "in_memory"])
+def store(request: pytest.FixtureRequest) -> JobRunStore:
+    if request.param == "in_memory":
+        return InMemoryJobRunStore()
+    real: DynamoDBJobRunStore = request.getfixturevalue("real_store")
+    return real
 
 
 def _run(
@@ -62,7 +73,7 @@ def _raw(dynamodb: Any, task_id: str) -> dict[str, Any]:
     return item
 
 
-def test_it_implements_the_port(store: DynamoDBJobRunStore) -> None:
+def test_it_implements_the_port(store: JobRunStore) -> None:
     port: JobRunStore = store  # mypy checks the structure
     assert port is store
 
@@ -70,7 +81,7 @@ def test_it_implements_the_port(store: DynamoDBJobRunStore) -> None:
 # --- start / get ----------------------------------------------------------------------------------
 
 
-def test_start_then_get_round_trips_every_field(store: DynamoDBJobRunStore, dynamodb: Any) -> None:
+def test_start_then_get_round_trips_every_field(real_store: DynamoDBJobRunStore, dynamodb: Any) -> None:
     run = _run(
         "t1",
         status=RunStatus.SUCCEEDED,
@@ -83,9 +94,9 @@ def test_start_then_get_round_trips_every_field(store: DynamoDBJobRunStore, dyna
         trigger="manual",
     )
 
-    assert store.start(run) is True
+    assert real_store.start(run) is True
 
-    got = store.get("t1", now=NOW)
+    got = real_store.get("t1", now=NOW)
     assert got == run
     assert got.started_at.utcoffset() == timedelta(0)
     assert got.finished_at is not None
@@ -99,40 +110,40 @@ def test_start_then_get_round_trips_every_field(store: DynamoDBJobRunStore, dyna
     assert item["status"] == {"S": "succeeded"}
 
 
-def test_none_attributes_are_omitted(store: DynamoDBJobRunStore, dynamodb: Any) -> None:
-    assert store.start(_run("t1")) is True
+def test_none_attributes_are_omitted(real_store: DynamoDBJobRunStore, dynamodb: Any) -> None:
+    assert real_store.start(_run("t1")) is True
 
     item = _raw(dynamodb, "t1")
     assert set(item) == {"task_id", "job_name", "trigger", "status", "started_at", "counts", "expires_at"}
-    got = store.get("t1", now=NOW)
+    got = real_store.get("t1", now=NOW)
     assert got == _run("t1")
     assert got is not None
     assert (got.finished_at, got.duration_ms, got.error, got.event_id, dict(got.counts)) == (None, None, None, None, {})
 
 
-def test_started_at_is_stored_in_utc(store: DynamoDBJobRunStore, dynamodb: Any) -> None:
+def test_started_at_is_stored_in_utc(real_store: DynamoDBJobRunStore, dynamodb: Any) -> None:
     paris = timezone(timedelta(hours=1))
-    store.start(_run("aware", started_at=datetime(2023, 11, 14, 23, 0, 0, tzinfo=paris)))
-    store.start(_run("naive", started_at=datetime(2023, 11, 14, 22, 0, 0)))  # naive means UTC
+    real_store.start(_run("aware", started_at=datetime(2023, 11, 14, 23, 0, 0, tzinfo=paris)))
+    real_store.start(_run("naive", started_at=datetime(2023, 11, 14, 22, 0, 0)))  # naive means UTC
 
     for task_id in ("aware", "naive"):
         assert _raw(dynamodb, task_id)["started_at"] == {"S": "2023-11-14T22:00:00.000000+00:00"}
-        got = store.get(task_id, now=NOW)
+        got = real_store.get(task_id, now=NOW)
         assert got is not None
         assert got.started_at == STARTED
         assert got.started_at.utcoffset() == timedelta(0)
 
 
-def test_get_is_one_consistent_read(store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
-    store.start(_run("t1"))
+def test_get_is_one_consistent_read(real_store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
+    real_store.start(_run("t1"))
     recorder.calls.clear()
 
-    assert store.get("t1", now=NOW) is not None
+    assert real_store.get("t1", now=NOW) is not None
     assert recorder.operations() == ["get_item"]
     assert recorder.calls[0][1]["ConsistentRead"] is True
 
 
-def test_unknown_and_expired_runs_are_none(store: DynamoDBJobRunStore) -> None:
+def test_unknown_and_expired_runs_are_none(store: JobRunStore) -> None:
     store.start(_run("old", expires_at=PAST))
     store.start(_run("edge", expires_at=int(NOW)))  # expires_at <= now: expired
 
@@ -142,7 +153,7 @@ def test_unknown_and_expired_runs_are_none(store: DynamoDBJobRunStore) -> None:
     assert store.get("old", now=PAST - 1) is not None
 
 
-def test_long_errors_are_truncated(store: DynamoDBJobRunStore) -> None:
+def test_long_errors_are_truncated(store: JobRunStore) -> None:
     store.start(_run("t1", error="x" * 5_000))
     got = store.get("t1", now=NOW)
     assert got is not None
@@ -155,15 +166,15 @@ def test_long_errors_are_truncated(store: DynamoDBJobRunStore) -> None:
 
 
 def test_a_duplicate_start_returns_false_and_writes_nothing(
-    store: DynamoDBJobRunStore, recorder: RecordingClient
+    real_store: DynamoDBJobRunStore, recorder: RecordingClient
 ) -> None:
     first = _run("t1", event_id="evt-1", counts={"a": 1})
-    assert store.start(first) is True
+    assert real_store.start(first) is True
 
     duplicate = _run("t1", "other_job", status=RunStatus.SKIPPED, event_id="evt-2", expires_at=LATER + 5)
-    assert store.start(duplicate) is False
+    assert real_store.start(duplicate) is False
 
-    assert store.get("t1", now=NOW) == first
+    assert real_store.get("t1", now=NOW) == first
     put = [params for name, params in recorder.calls if name == "put_item"]
     assert put[-1]["ConditionExpression"] == "attribute_not_exists(#task_id)"
 
@@ -171,9 +182,9 @@ def test_a_duplicate_start_returns_false_and_writes_nothing(
 # --- finish ---------------------------------------------------------------------------------------
 
 
-def test_finish_overwrites_the_outcome_and_removes_the_error(store: DynamoDBJobRunStore, dynamodb: Any) -> None:
+def test_finish_overwrites_the_outcome_and_removes_the_error(real_store: DynamoDBJobRunStore, dynamodb: Any) -> None:
     running = _run("t1", event_id="evt-1", counts={"symbols": 3}, error="retrying")
-    store.start(running)
+    real_store.start(running)
 
     failed = replace(
         running,
@@ -183,29 +194,57 @@ def test_finish_overwrites_the_outcome_and_removes_the_error(store: DynamoDBJobR
         counts={"symbols": 3, "failed": 3},
         error="boom",
     )
-    store.finish(failed)
-    assert store.get("t1", now=NOW) == failed
+    real_store.finish(failed)
+    assert real_store.get("t1", now=NOW) == failed
 
     succeeded = replace(failed, status=RunStatus.SUCCEEDED, duration_ms=2_500, counts={"published": 7}, error=None)
-    store.finish(succeeded)
+    real_store.finish(succeeded)
 
-    assert store.get("t1", now=NOW) == succeeded
+    assert real_store.get("t1", now=NOW) == succeeded
     item = _raw(dynamodb, "t1")
     assert "error" not in item
     assert item["counts"] == {"M": {"published": {"N": "7"}}}  # replaced, not merged
     assert item["event_id"] == {"S": "evt-1"}  # what finish does not own stays
 
 
-def test_finish_of_an_unknown_run_creates_nothing(store: DynamoDBJobRunStore, dynamodb: Any) -> None:
-    store.finish(_run("ghost", status=RunStatus.SUCCEEDED, finished_at=STARTED, duration_ms=1))
+def test_finish_of_an_unknown_run_creates_nothing(real_store: DynamoDBJobRunStore, dynamodb: Any) -> None:
+    real_store.finish(_run("ghost", status=RunStatus.SUCCEEDED, finished_at=STARTED, duration_ms=1))
 
     assert dynamodb.scan(TableName=JOB_RUNS)["Items"] == []
+
+
+def test_the_outcome_is_replaced_a_duplicate_changes_nothing_and_unknown_runs_stay_unknown(store: JobRunStore) -> None:
+    """What the DynamoDB-only tests above check at the item level, through the port alone."""
+    running = _run("t1", event_id="evt-1", counts={"symbols": 3}, error="retrying")
+    assert store.start(running) is True
+    assert store.start(_run("t1", "other_job", status=RunStatus.SKIPPED)) is False
+    assert store.get("t1", now=NOW) == running
+    done = replace(running, status=RunStatus.SUCCEEDED, finished_at=STARTED, duration_ms=5, counts={"p": 1}, error=None)
+    store.finish(done)
+    assert store.get("t1", now=NOW) == done
+    store.finish(_run("ghost", status=RunStatus.SUCCEEDED))
+    assert store.get("ghost", now=NOW) is None
+    paris = timezone(timedelta(hours=1))
+    store.start(_run("aware", started_at=datetime(2023, 11, 14, 23, 0, 0, tzinfo=paris)))
+    aware = store.get("aware", now=NOW)
+    assert aware is not None
+    assert aware.started_at == STARTED
+    assert aware.started_at.utcoffset() == timedelta(0)
+
+
+def test_delete_expired_removes_exactly_the_expired_runs(store: JobRunStore) -> None:
+    for i in range(3):
+        store.start(_run(f"old{i}", expires_at=PAST))
+    store.start(_run("kept"))
+    assert store.delete_expired(now=NOW) == 3
+    assert store.delete_expired(now=NOW) == 0
+    assert [r.task_id for r in store.recent("refresh_quotes", limit=10, now=PAST - 10)] == ["kept"]
 
 
 # --- recent ---------------------------------------------------------------------------------------
 
 
-def _history(store: DynamoDBJobRunStore) -> list[str]:
+def _history(store: JobRunStore) -> list[str]:
     """Ten runs of refresh_quotes a minute apart (r00 oldest), one expired among the newest, and
     runs of another job; returns the live refresh_quotes task ids, newest first."""
     for i in range(10):
@@ -216,9 +255,8 @@ def _history(store: DynamoDBJobRunStore) -> list[str]:
     return [f"r{i:02d}" for i in reversed(range(10))]
 
 
-def test_recent_is_newest_first_limited_and_filtered(store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
+def test_recent_is_newest_first_limited_and_filtered(store: JobRunStore) -> None:
     live = _history(store)
-    recorder.calls.clear()
 
     runs = store.recent("refresh_quotes", limit=3, now=NOW)
 
@@ -230,11 +268,11 @@ def test_recent_is_newest_first_limited_and_filtered(store: DynamoDBJobRunStore,
     assert store.recent("refresh_quotes", limit=0, now=NOW) == []
 
 
-def test_recent_is_one_query_on_the_by_job_index(store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
-    _history(store)
+def test_recent_is_one_query_on_the_by_job_index(real_store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
+    _history(real_store)
     recorder.calls.clear()
 
-    store.recent("refresh_quotes", limit=1, now=NOW)
+    real_store.recent("refresh_quotes", limit=1, now=NOW)
 
     assert recorder.operations() == ["query"]
     params = recorder.calls[0][1]
@@ -314,14 +352,14 @@ def test_delete_expired_raises_when_items_stay_unprocessed(dynamodb: Any) -> Non
 # --- expressions and errors -----------------------------------------------------------------------
 
 
-def test_values_are_never_spliced_into_expressions(store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
+def test_values_are_never_spliced_into_expressions(real_store: DynamoDBJobRunStore, recorder: RecordingClient) -> None:
     odd = "job' OR '1'='1 #expires_at :now"
     run = _run("t:1'\"", odd, counts={"#weird :name": 1})
-    store.start(run)
-    store.finish(replace(run, status=RunStatus.SUCCEEDED, finished_at=STARTED, duration_ms=5, error=None))
-    assert [r.task_id for r in store.recent(odd, limit=5, now=NOW)] == ["t:1'\""]
-    assert store.get("t:1'\"", now=NOW) is not None
-    store.delete_expired(now=NOW)
+    real_store.start(run)
+    real_store.finish(replace(run, status=RunStatus.SUCCEEDED, finished_at=STARTED, duration_ms=5, error=None))
+    assert [r.task_id for r in real_store.recent(odd, limit=5, now=NOW)] == ["t:1'\""]
+    assert real_store.get("t:1'\"", now=NOW) is not None
+    real_store.delete_expired(now=NOW)
 
     expressions = [value for _, params in recorder.calls for key, value in params.items() if key.endswith("Expression")]
     assert len(expressions) >= 5

@@ -23,16 +23,11 @@ import requests
 
 from chalicelib.adapters.http import build_session
 from chalicelib.adapters.providers.base import ProviderRequest
-from chalicelib.adapters.providers.fmp import (
-    FMP_BASE_URL,
-    PLAN_REFUSAL_MEMORY,
-    QUOTE_BATCH_SIZE,
-    FmpProvider,
-    build_historical_request,
-    build_profile_request,
-    build_quote_request,
-    build_search_request,
-)
+from chalicelib.adapters.providers.fmp import FMP_BASE_URL, PLAN_REFUSAL_MEMORY, FmpProvider
+from chalicelib.adapters.providers.fmp.historical import build_historical_request
+from chalicelib.adapters.providers.fmp.profile import build_profile_request
+from chalicelib.adapters.providers.fmp.quote import QUOTE_BATCH_SIZE, build_quote_request
+from chalicelib.adapters.providers.fmp.search import build_search_request
 from chalicelib.errors import (
     ProviderAuthError,
     ProviderError,

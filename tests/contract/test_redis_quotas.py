@@ -1,4 +1,6 @@
-"""RedisQuotas and RedisCircuitBreaker against a real Redis server (the suite's own).
+"""The Quotas, RateLimiter and CircuitBreaker contract: RedisQuotas and RedisCircuitBreaker against a
+real Redis server (the suite's own), and the in-memory fakes through every test that does not look at
+Redis itself (``backend`` is parametrised over both).
 
 The concurrency tests run many threads, each with its own connection, against the same counters: the
 shared quota must never be exceeded and exactly one caller may probe a half-open breaker."""
@@ -6,14 +8,16 @@ shared quota must never be exceeded and exactly one caller may probe a half-open
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 import pytest
 import redis
 
 from chalicelib.adapters.redis_quotas import LocalRateLimiter, RedisCircuitBreaker, RedisQuotas
-from chalicelib.ports import BreakerState, QuotaLimits
+from chalicelib.ports import BreakerState, CircuitBreaker, QuotaLimits, Quotas, RateLimiter
+from tests.fakes.quotas import InMemoryCircuitBreaker, InMemoryQuotas
 
 MINUTE_START = 1_700_000_040.0  # a whole UTC minute
 
@@ -26,9 +30,53 @@ class FakeClock:
         return self.now
 
 
-def test_quota_grants_until_the_minute_limit_then_refuses(redis_client: redis.Redis) -> None:
+class QuotasAndLimits(Quotas, RateLimiter, Protocol):
+    """What RedisQuotas and InMemoryQuotas both are."""
+
+
+class Backend:
+    """Adapters of one kind over one shared backend: Redis (each adapter with a client of its own, like a
+    separate Lambda), or one in-memory store per clock."""
+
+    def __init__(self, kind: str, redis_url: str) -> None:
+        self.kind = kind
+        self._redis_url = redis_url
+        self._clients: list[redis.Redis] = []
+        self._fakes: dict[tuple[str, int], Any] = {}
+
+    def _client(self) -> redis.Redis:
+        client = redis.Redis.from_url(self._redis_url)
+        self._clients.append(client)
+        return client
+
+    def quotas(self, clock: Callable[[], float]) -> QuotasAndLimits:
+        if self.kind == "in_memory":
+            fake: QuotasAndLimits = self._fakes.setdefault(("quotas", id(clock)), InMemoryQuotas(clock=clock))
+            return fake
+        return RedisQuotas(self._client(), key_prefix="q:", clock=clock)
+
+    def breaker(self, clock: Callable[[], float], threshold: int = 3) -> CircuitBreaker:
+        if self.kind == "in_memory":
+            fake = InMemoryCircuitBreaker(failure_threshold=threshold, cooldown_seconds=30, clock=clock)
+            breaker: CircuitBreaker = self._fakes.setdefault(("breaker", id(clock)), fake)
+            return breaker
+        return _breaker(self._client(), clock, threshold)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+@pytest.fixture(params=["redis", "in_memory"])
+def backend(request: pytest.FixtureRequest, redis_url: str, redis_client: redis.Redis) -> Iterator[Backend]:
+    chosen = Backend(request.param, redis_url)
+    yield chosen
+    chosen.close()
+
+
+def test_quota_grants_until_the_minute_limit_then_refuses(backend: Backend) -> None:
     clock = FakeClock(MINUTE_START + 10)
-    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=clock)
+    quotas = backend.quotas(clock)
     limits = QuotaLimits(per_minute=3, per_day=100)
 
     decisions = [quotas.try_take("fmp", limits) for _ in range(5)]
@@ -42,9 +90,9 @@ def test_quota_grants_until_the_minute_limit_then_refuses(redis_client: redis.Re
     assert (usage.minute_used, usage.day_used) == (3, 3)
 
 
-def test_next_minute_has_a_fresh_allowance_but_the_day_counts_on(redis_client: redis.Redis) -> None:
+def test_next_minute_has_a_fresh_allowance_but_the_day_counts_on(backend: Backend) -> None:
     clock = FakeClock(MINUTE_START + 10)
-    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=clock)
+    quotas = backend.quotas(clock)
     limits = QuotaLimits(per_minute=2, per_day=3)
     assert all(quotas.try_take("alpha_vantage", limits).granted for _ in range(2))
     assert not quotas.try_take("alpha_vantage", limits).granted
@@ -56,8 +104,8 @@ def test_next_minute_has_a_fresh_allowance_but_the_day_counts_on(redis_client: r
     assert refused.exhausted_window == "day"
 
 
-def test_a_refused_take_consumes_nothing(redis_client: redis.Redis) -> None:
-    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock())
+def test_a_refused_take_consumes_nothing(backend: Backend) -> None:
+    quotas = backend.quotas(FakeClock())
     limits = QuotaLimits(per_minute=1, per_day=10)
     quotas.try_take("tiingo", limits)
     for _ in range(5):
@@ -67,8 +115,8 @@ def test_a_refused_take_consumes_nothing(redis_client: redis.Redis) -> None:
     assert usage.day_used == 1
 
 
-def test_quotas_are_per_vendor_and_zero_means_unlimited(redis_client: redis.Redis) -> None:
-    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=FakeClock())
+def test_quotas_are_per_vendor_and_zero_means_unlimited(backend: Backend) -> None:
+    quotas = backend.quotas(FakeClock())
     assert quotas.try_take("fmp", QuotaLimits(1, 1)).granted
     assert not quotas.try_take("fmp", QuotaLimits(1, 1)).granted
     assert quotas.try_take("yahoo", QuotaLimits(1, 1)).granted
@@ -76,9 +124,7 @@ def test_quotas_are_per_vendor_and_zero_means_unlimited(redis_client: redis.Redi
 
 
 @pytest.mark.parametrize("callers", [50])
-def test_parallel_callers_never_exceed_the_shared_limit(
-    redis_url: str, redis_client: redis.Redis, callers: int
-) -> None:
+def test_parallel_callers_never_exceed_the_shared_limit(backend: Backend, callers: int) -> None:
     """GIVEN 50 concurrent callers (own connections, like separate Lambdas) each trying 10 takes
     WHEN the limit is 137 per minute THEN exactly 137 are granted and the counter says 137."""
     clock = FakeClock(MINUTE_START)
@@ -86,25 +132,22 @@ def test_parallel_callers_never_exceed_the_shared_limit(
     barrier = threading.Barrier(callers)
 
     def caller(_: int) -> int:
-        client = redis.Redis.from_url(redis_url)
-        quotas = RedisQuotas(client, key_prefix="q:", clock=clock)
+        quotas = backend.quotas(clock)  # a connection of its own
         barrier.wait()
-        granted = sum(quotas.try_take("yahoo", QuotaLimits(limit, 100_000)).granted for _ in range(10))
-        client.close()
-        return granted
+        return sum(quotas.try_take("yahoo", QuotaLimits(limit, 100_000)).granted for _ in range(10))
 
     with ThreadPoolExecutor(max_workers=callers) as pool:
         granted = sum(pool.map(caller, range(callers)))
 
     assert granted == limit
-    usage = RedisQuotas(redis_client, key_prefix="q:", clock=clock).usage("yahoo")
+    usage = backend.quotas(clock).usage("yahoo")
     assert usage is not None
     assert usage.minute_used == limit
 
 
-def test_user_rate_limit_counts_per_subject_per_minute(redis_client: redis.Redis) -> None:
+def test_user_rate_limit_counts_per_subject_per_minute(backend: Backend) -> None:
     clock = FakeClock(MINUTE_START + 30)
-    quotas = RedisQuotas(redis_client, key_prefix="q:", clock=clock)
+    quotas = backend.quotas(clock)
     hits = [quotas.hit("user-1", 3) for _ in range(4)]
     assert [h.allowed for h in hits] == [True, True, True, False]
     assert [h.remaining for h in hits] == [2, 1, 0, 0]
@@ -146,9 +189,9 @@ def _breaker(client: redis.Redis, clock: Callable[[], float], threshold: int = 3
     return RedisCircuitBreaker(client, key_prefix="b:", failure_threshold=threshold, cooldown_seconds=30, clock=clock)
 
 
-def test_breaker_opens_after_consecutive_failures_and_refuses_during_cooldown(redis_client: redis.Redis) -> None:
+def test_breaker_opens_after_consecutive_failures_and_refuses_during_cooldown(backend: Backend) -> None:
     clock = FakeClock()
-    breaker = _breaker(redis_client, clock)
+    breaker = backend.breaker(clock)
     assert breaker.record_failure("yahoo", "HTTP 503") is None
     assert breaker.record_failure("yahoo", "HTTP 503") is None
     assert breaker.record_failure("yahoo", "HTTP 503") is BreakerState.OPEN
@@ -161,8 +204,8 @@ def test_breaker_opens_after_consecutive_failures_and_refuses_during_cooldown(re
     assert breaker.allow("fmp"), "breakers are per vendor"
 
 
-def test_a_success_resets_the_failure_count(redis_client: redis.Redis) -> None:
-    breaker = _breaker(redis_client, FakeClock())
+def test_a_success_resets_the_failure_count(backend: Backend) -> None:
+    breaker = backend.breaker(FakeClock())
     breaker.record_failure("yahoo", "x")
     breaker.record_failure("yahoo", "x")
     breaker.record_success("yahoo")
@@ -171,20 +214,17 @@ def test_a_success_resets_the_failure_count(redis_client: redis.Redis) -> None:
     assert breaker.allow("yahoo")
 
 
-def test_after_cooldown_exactly_one_concurrent_caller_probes(redis_url: str, redis_client: redis.Redis) -> None:
+def test_after_cooldown_exactly_one_concurrent_caller_probes(backend: Backend) -> None:
     clock = FakeClock()
-    breaker = _breaker(redis_client, clock, threshold=1)
+    breaker = backend.breaker(clock, threshold=1)
     breaker.record_failure("fmp", "HTTP 500")
     clock.now += 31
     barrier = threading.Barrier(20)
 
     def caller(_: int) -> bool:
-        client = redis.Redis.from_url(redis_url)
-        allowed = _breaker(client, clock, threshold=1)
+        allowed = backend.breaker(clock, threshold=1)  # a connection of its own
         barrier.wait()
-        verdict = allowed.allow("fmp")
-        client.close()
-        return verdict
+        return allowed.allow("fmp")
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         verdicts = list(pool.map(caller, range(20)))
@@ -195,9 +235,9 @@ def test_after_cooldown_exactly_one_concurrent_caller_probes(redis_url: str, red
     assert status.state is BreakerState.HALF_OPEN
 
 
-def test_probe_success_closes_and_probe_failure_reopens(redis_client: redis.Redis) -> None:
+def test_probe_success_closes_and_probe_failure_reopens(backend: Backend) -> None:
     clock = FakeClock()
-    breaker = _breaker(redis_client, clock, threshold=1)
+    breaker = backend.breaker(clock, threshold=1)
     breaker.record_failure("tiingo", "timeout")
     clock.now += 31
     assert breaker.allow("tiingo")

@@ -1,16 +1,20 @@
-"""RedisStreamState against a real Redis server (the suite's own): compare-and-set of the last published
-fingerprint, per-minute delivery counters, per-connection sequence numbers and resync allowance, and
-degrading when Redis is unreachable."""
+"""The StreamState contract: RedisStreamState against a real Redis server (the suite's own), and the
+InMemoryStreamState fake through every test that does not look at Redis itself (``make_state``): compare-and-set
+of the last published fingerprint, per-minute delivery counters, per-connection sequence numbers and resync
+allowance, and degrading when Redis is unreachable."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+import pytest
 import redis
 
 from chalicelib.adapters.redis_stream_state import RedisStreamState
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, TopicRegistry
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, StreamState, TopicRegistry
 from infra.local.run import free_port
+from tests.fakes.stream_state import InMemoryStreamState
 
 MINUTE = 60.0
 
@@ -23,13 +27,28 @@ class Clock:
         return self.now
 
 
-def _claim(state: RedisStreamState, topic: str, fingerprint: str) -> bool:
+MakeState = Callable[..., StreamState]
+
+
+@pytest.fixture(params=["redis", "in_memory"])
+def make_state(request: pytest.FixtureRequest, redis_client: redis.Redis) -> MakeState:
+    """A StreamState of the parametrised kind: make_state(key_prefix, clock=...)."""
+
+    def make(key_prefix: str, *, clock: Callable[[], float] | None = None) -> StreamState:
+        if request.param == "in_memory":
+            return InMemoryStreamState(clock=clock)
+        return RedisStreamState(redis_client, key_prefix=key_prefix, **({"clock": clock} if clock else {}))
+
+    return make
+
+
+def _claim(state: StreamState, topic: str, fingerprint: str) -> bool:
     (changed,) = state.claim_changes([(topic, fingerprint)])
     return changed
 
 
-def test_a_fingerprint_is_claimed_once_until_it_changes(redis_client: redis.Redis) -> None:
-    state = RedisStreamState(redis_client, key_prefix="t:")
+def test_a_fingerprint_is_claimed_once_until_it_changes(make_state: MakeState) -> None:
+    state = make_state("t:")
     assert _claim(state, "quote:AAPL", "v1") is True
     assert _claim(state, "quote:AAPL", "v1") is False
     assert _claim(state, "quote:AAPL", "v2") is True
@@ -38,8 +57,8 @@ def test_a_fingerprint_is_claimed_once_until_it_changes(redis_client: redis.Redi
     assert _claim(state, "quote:AAPL", "v2") is True
 
 
-def test_racing_publishers_send_a_change_once(redis_client: redis.Redis) -> None:
-    state = RedisStreamState(redis_client, key_prefix="t:")
+def test_racing_publishers_send_a_change_once(make_state: MakeState) -> None:
+    state = make_state("t:")
     barrier = threading.Barrier(20)
     wins: list[bool] = []
     lock = threading.Lock()
@@ -95,9 +114,9 @@ def test_sequence_numbers_start_at_one_and_advance_by_the_number_of_messages(red
 
 
 def test_a_round_not_newer_than_the_last_of_its_lane_is_dropped_without_using_a_number(
-    redis_client: redis.Redis,
+    make_state: MakeState,
 ) -> None:
-    state = RedisStreamState(redis_client, key_prefix="t:")
+    state = make_state("t:")
     assert state.claim_sequences([SequenceClaim("c", 2, "quote", 2000)], ttl_seconds=TTL) == [1]
     older = [SequenceClaim("c", 1, "quote", 1000), SequenceClaim("c", 1, "quote", 2000)]
     assert state.claim_sequences(older, ttl_seconds=TTL) == [SEQ_DROP, SEQ_DROP]
@@ -107,8 +126,8 @@ def test_a_round_not_newer_than_the_last_of_its_lane_is_dropped_without_using_a_
     assert state.claim_sequences([SequenceClaim("c", 1, "quote", 2001)], ttl_seconds=TTL) == [5]
 
 
-def test_concurrent_claims_on_one_connection_never_share_a_number(redis_client: redis.Redis) -> None:
-    state = RedisStreamState(redis_client, key_prefix="t:")
+def test_concurrent_claims_on_one_connection_never_share_a_number(make_state: MakeState) -> None:
+    state = make_state("t:")
     barrier = threading.Barrier(10)
     firsts: list[int] = []
     lock = threading.Lock()
@@ -168,8 +187,8 @@ def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_c
 # --- the topic registry's cached copy -------------------------------------------------------------------
 
 
-def test_the_registry_copy_is_the_snapshot_plus_the_pairs_added_under_its_version(redis_client: redis.Redis) -> None:
-    state = RedisStreamState(redis_client, key_prefix="t:reg:")
+def test_the_registry_copy_is_the_snapshot_plus_the_pairs_added_under_its_version(make_state: MakeState) -> None:
+    state = make_state("t:reg:")
     assert state.registry_copy() is None, "no copy before the first read"
     state.add_to_registry_copy([(3, "quote:MSFT")])  # before any copy: recorded under version 0, unused
 

@@ -1,16 +1,20 @@
-"""RedisMessageBudget against a real Redis server (the suite's own): token buckets per connection and per
-user taken in one atomic step, refill over time, rejections counted per window, unknown connections,
-and its own per-container buckets while Redis is unreachable."""
+"""The MessageBudget contract: RedisMessageBudget against a real Redis server (the suite's own), and the
+InMemoryMessageBudget fake through every test that does not look at Redis itself (``make_budget``): token
+buckets per connection and per user taken in one atomic step, refill over time, rejections counted per window,
+unknown connections, and its own per-container buckets while Redis is unreachable."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+import pytest
 import redis
 
 from chalicelib.adapters.redis_ws_budget import RedisMessageBudget
-from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity
+from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity, MessageBudget
 from infra.local.run import free_port
+from tests.fakes.ws_budget import InMemoryMessageBudget
 
 CONN = BucketLimits(capacity=10, refill_per_second=1.0)
 USER = BucketLimits(capacity=100, refill_per_second=10.0)
@@ -28,13 +32,24 @@ def _budget(client: redis.Redis, clock: Clock) -> RedisMessageBudget:
     return RedisMessageBudget(client, key_prefix="budget-test:", clock=clock)
 
 
-def _take(budget: RedisMessageBudget, connection_id: str, cost: int, *, user: BucketLimits = USER) -> BudgetDecision:
+MakeBudget = Callable[["Clock"], MessageBudget]
+
+
+@pytest.fixture(params=["redis", "in_memory"])
+def make_budget(request: pytest.FixtureRequest, redis_client: redis.Redis) -> MakeBudget:
+    def make(clock: Clock) -> MessageBudget:
+        return InMemoryMessageBudget(clock=clock) if request.param == "in_memory" else _budget(redis_client, clock)
+
+    return make
+
+
+def _take(budget: MessageBudget, connection_id: str, cost: int, *, user: BucketLimits = USER) -> BudgetDecision:
     return budget.take(connection_id, cost, per_connection=CONN, per_user=user, rejection_window_seconds=60)
 
 
-def test_a_bucket_gives_its_capacity_then_refuses_with_the_wait_then_refills(redis_client: redis.Redis) -> None:
+def test_a_bucket_gives_its_capacity_then_refuses_with_the_wait_then_refills(make_budget: MakeBudget) -> None:
     clock = Clock()
-    budget = _budget(redis_client, clock)
+    budget = make_budget(clock)
     budget.register("c1", ConnectionIdentity("alice", token_expires_at=1_700_003_600), ttl_seconds=60)
     assert [_take(budget, "c1", 5).allowed for _ in range(2)] == [True, True]
     refused = _take(budget, "c1", 5)
@@ -52,10 +67,10 @@ def test_a_bucket_gives_its_capacity_then_refuses_with_the_wait_then_refills(red
 
 
 def test_the_user_bucket_is_shared_by_its_connections_and_nothing_is_taken_on_refusal(
-    redis_client: redis.Redis,
+    make_budget: MakeBudget,
 ) -> None:
     clock = Clock()
-    budget = _budget(redis_client, clock)
+    budget = make_budget(clock)
     small_user = BucketLimits(capacity=12, refill_per_second=0.001)
     for cid in ("a", "b"):
         budget.register(cid, ConnectionIdentity("bob"), ttl_seconds=60)
@@ -66,9 +81,9 @@ def test_the_user_bucket_is_shared_by_its_connections_and_nothing_is_taken_on_re
     assert _take(budget, "c", 10, user=small_user).allowed is True  # carol is not bob
 
 
-def test_rejections_are_counted_within_the_window_and_start_again_after_it(redis_client: redis.Redis) -> None:
+def test_rejections_are_counted_within_the_window_and_start_again_after_it(make_budget: MakeBudget) -> None:
     clock = Clock()
-    budget = _budget(redis_client, clock)
+    budget = make_budget(clock)
     budget.register("r", ConnectionIdentity("dave"), ttl_seconds=600)
     _take(budget, "r", 10)
     assert [_take(budget, "r", 10).rejections for _ in range(3)] == [1, 2, 3]
@@ -85,8 +100,8 @@ def test_an_unregistered_connection_is_unknown_and_nothing_is_taken(redis_client
     assert redis_client.keys("budget-test:ws:budget:user:*") == []
 
 
-def test_concurrent_takes_never_overdraw(redis_client: redis.Redis) -> None:
-    budget = _budget(redis_client, Clock())  # a frozen clock: no refill during the race
+def test_concurrent_takes_never_overdraw(make_budget: MakeBudget) -> None:
+    budget = make_budget(Clock())  # a frozen clock: no refill during the race
     budget.register("race", ConnectionIdentity("erin"), ttl_seconds=60)
     barrier = threading.Barrier(20)
     outcomes: list[bool] = []

@@ -22,13 +22,9 @@ import requests
 
 from chalicelib.adapters.http import build_session
 from chalicelib.adapters.providers.base import ProviderRequest
-from chalicelib.adapters.providers.tiingo import (
-    TIINGO_BASE_URL,
-    TiingoProvider,
-    build_historical_request,
-    build_quote_request,
-    parse_historical_response,
-)
+from chalicelib.adapters.providers.tiingo import TIINGO_BASE_URL, TiingoProvider
+from chalicelib.adapters.providers.tiingo.historical import build_historical_request, parse_historical_response
+from chalicelib.adapters.providers.tiingo.quote import build_quote_request
 from chalicelib.errors import (
     ProviderAuthError,
     ProviderError,

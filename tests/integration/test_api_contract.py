@@ -94,7 +94,7 @@ def run_contract(base_url: str, token: str, seed: int) -> ContractRun:
                 # API Gateway REST answers a method a resource does not declare with its
                 # MISSING_AUTHENTICATION_TOKEN gateway response, never 405; infra/template.yaml sets that
                 # response to 404 with our error body and the local gateway answers the same
-                # (tests/unit/test_infra_template.py, test_undeclared_methods_get_the_gateway_404 below).
+                # (tests/infra/test_infra_template.py, test_undeclared_methods_get_the_gateway_404 below).
                 "unsupported_method": {"enabled": False},
             },
         }

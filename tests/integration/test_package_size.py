@@ -67,7 +67,7 @@ def fake_output(name: str) -> str:
 
 
 def fake_outputs() -> dict[str, str]:
-    # Every output the template declares (tests/unit/test_deploy_config.py proves the stages use no other).
+    # Every output the template declares (tests/infra/test_deploy_config.py proves the stages use no other).
     return {name: fake_output(name) for name in sorted(load_template()["Outputs"])}
 
 

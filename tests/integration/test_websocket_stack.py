@@ -265,6 +265,9 @@ def test_a_410_during_fan_out_deletes_the_stale_connection(stack: Stack, tmp_pat
                               expires_at=int(time.time()) + 3600)  # fmt: skip
     store.add_connection(record)
     store.add_subscriptions(ghost, ["quote:SPY"], expires_at=record.expires_at)
+    # Written past the service, so the registry's copy in Redis is read again (as a refresh does every
+    # few minutes); a connection subscribed through $default adds its pairs to the copy itself.
+    publisher.streaming.read_registry()
     live = _open(stack, "live-user")
     try:
         live.send(json.dumps({"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["SPY"]}}))

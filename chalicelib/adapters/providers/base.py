@@ -1,22 +1,47 @@
-"""What every provider adapter shares: unsupported-by-default methods and one JSON fetch that turns
-transport failures and HTTP statuses into typed ProviderErrors.
+"""The one provider adapter: public methods, the fetch, HTTP-status classification, key handling and
+the mapping of validation failures. A vendor is a table and three hooks.
+
+A vendor package supplies ``routes`` (``{DataKind: (build, parse)}``: ``build(ask)`` is pure and gives a
+ProviderRequest, or ``Answered(value)`` when nothing need be asked; ``parse(reply, ask)`` is pure and
+maps the payload onto the standard models or raises a typed ProviderError), ``_authorize(request)``
+(adds its key, if any, just before the fetch) and ``_classify(reply)`` (its own error answers, read
+before the generic status mapping). Every public method makes at most one upstream request.
 
 Secrets: FMP and Alpha Vantage take their key in the query string. requests puts the full URL into
 its exception messages, so nothing here ever formats a requests exception or a URL into an error
-message or a log line: errors name the exception type and the HTTP status only.
+message or a log line: errors name the exception type and the HTTP status only. Errors leaving a
+vendor with a key are rebuilt without their cause chain and with the key cut out of their text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar, cast
 
 import requests
+from pydantic import ValidationError
 
 from chalicelib.adapters.http import ResponseCut
+from chalicelib.adapters.providers.calls import (
+    Answered,
+    Ask,
+    HistoryAsk,
+    JsonReply,
+    MoversAsk,
+    NewsAsk,
+    ProfileAsk,
+    ProviderRequest,
+    QuoteAsk,
+    Reply,
+    Route,
+    SearchAsk,
+)
 from chalicelib.errors import (
     ProviderAuthError,
+    ProviderError,
     ProviderParseError,
     ProviderRateLimited,
     ProviderResponseCut,
@@ -36,36 +61,55 @@ from chalicelib.models.market import (
     SearchResult,
 )
 
+__all__ = ["BaseProvider", "JsonReply", "KeyedProvider", "ProviderRequest", "Reply", "fetch_json"]
+
 # An error body is quoted in a message only this far (it is vendor text, possibly long HTML).
 _SNIPPET_CHARS = 160
+# What the "unsupported" answer names for each kind a vendor has no route for.
+_KIND_NAMES: Mapping[DataKind, str] = {
+    DataKind.QUOTE: "quotes",
+    DataKind.HISTORICAL: "historical prices",
+    DataKind.PROFILE: "company profiles",
+    DataKind.SEARCH: "symbol search",
+    DataKind.NEWS: "news",
+    DataKind.MOVERS: "market movers",
+}
 
 
-@dataclass(frozen=True)
-class ProviderRequest:
-    """What the build step produces: a pure description of one upstream call (no secrets logged from it)."""
-
-    url: str
-    params: Mapping[str, str] = field(repr=False)  # may hold a key: never printed
-    headers: Mapping[str, str] | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class JsonReply:
-    status: int
-    payload: object
-    retry_after_seconds: int | None = None
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class BaseProvider:
-    """Defaults for a vendor adapter: every data method is unsupported until the vendor implements it."""
+    """The public behaviour of every vendor adapter; a vendor declares its routes and hooks."""
 
-    vendor_name: str = "base"
-    supported: frozenset[DataKind] = frozenset()
-    quote_batch_size: int = 1
+    vendor_name: ClassVar[str] = "base"
+    routes: ClassVar[Mapping[DataKind, Route]] = {}
+    # Kinds served through the quote route (index symbols, the sector ETFs), beyond the routes' own.
+    quote_kinds: ClassVar[frozenset[DataKind]] = frozenset()
+    quote_batch_size: ClassVar[int] = 1
+    # What the vendor serves (read off the class by the providers endpoint): its routes and quote kinds.
+    supported: ClassVar[frozenset[DataKind]] = frozenset()
 
-    def __init__(self, session: requests.Session, *, source_label: str | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.supported = frozenset(cls.routes) | cls.quote_kinds
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        source_label: str | None = None,
+        base_url: str = "",
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self._session = session
         self._label = source_label or self.vendor_name
+        self._base_url = base_url.rstrip("/")
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._base_url!r}, source_label={self._label!r})"
 
     @property
     def name(self) -> str:
@@ -83,39 +127,166 @@ class BaseProvider:
     def max_symbols_per_quote_call(self) -> int:
         return self.quote_batch_size
 
-    def _unsupported(self, what: str) -> ProviderUnsupported:
-        return ProviderUnsupported(self._label, f"{what} is not offered by this provider")
+    # --- the public methods (the MarketDataProvider port) ----------------------------------------
 
     def get_quotes(self, symbols: Sequence[str], *, timeout_seconds: float) -> dict[str, Quote]:
-        raise self._unsupported("quotes")
+        ask = QuoteAsk(symbols=list(symbols), **self._ask_context())
+        return cast("dict[str, Quote]", self._serve(DataKind.QUOTE, ask, timeout_seconds))
 
     def get_historical(
         self, symbol: str, period: Period, interval: Interval, *, timeout_seconds: float
     ) -> HistoricalData:
-        raise self._unsupported("historical prices")
+        ask = HistoryAsk(symbol=symbol, period=period, interval=interval, **self._ask_context())
+        return cast("HistoricalData", self._serve(DataKind.HISTORICAL, ask, timeout_seconds))
 
     def get_profile(self, symbol: str, *, timeout_seconds: float) -> CompanyProfile:
-        raise self._unsupported("company profiles")
+        ask = ProfileAsk(symbol=symbol, **self._ask_context())
+        return cast("CompanyProfile", self._serve(DataKind.PROFILE, ask, timeout_seconds))
 
     def search(self, query: str, limit: int, *, timeout_seconds: float) -> list[SearchResult]:
-        raise self._unsupported("symbol search")
+        ask = SearchAsk(query=query, limit=limit, **self._ask_context())
+        return cast("list[SearchResult]", self._serve(DataKind.SEARCH, ask, timeout_seconds))
 
     def get_news(self, symbol: str, limit: int, *, timeout_seconds: float) -> list[NewsArticle]:
-        raise self._unsupported("news")
+        ask = NewsAsk(symbol=symbol, limit=limit, **self._ask_context())
+        return cast("list[NewsArticle]", self._serve(DataKind.NEWS, ask, timeout_seconds))
 
     def get_movers(self, mover_type: MoverType, limit: int, *, timeout_seconds: float) -> list[Quote]:
-        raise self._unsupported("market movers")
+        ask = MoversAsk(mover_type=mover_type, limit=limit, **self._ask_context())
+        return cast("list[Quote]", self._serve(DataKind.MOVERS, ask, timeout_seconds))
 
-    def _get_json(
-        self, request: ProviderRequest, *, timeout_seconds: float, passthrough_statuses: frozenset[int] = frozenset()
-    ) -> JsonReply:
-        return fetch_json(
-            self._session,
-            request,
-            provider=self._label,
-            timeout_seconds=timeout_seconds,
-            passthrough_statuses=passthrough_statuses,
+    # --- one call: build, authorize, fetch, classify, parse -----------------------------------------
+
+    def _ask_context(self) -> dict[str, Any]:
+        return {"provider": self._label, "base_url": self._base_url, "clock": self._clock}
+
+    def _serve(self, kind: DataKind, ask: Ask, timeout_seconds: float) -> object:
+        try:
+            return self._answer(kind, ask, timeout_seconds)
+        except ProviderError as exc:
+            # Pure steps name the vendor; what leaves carries this adapter's label (``replay`` for one).
+            failure = exc.rebuilt(provider=self._label) if exc.provider != self._label else exc
+            secrets = [secret for secret in self._secrets() if secret]
+            if not secrets and failure is exc:
+                raise
+            for secret in secrets:
+                failure = failure.rebuilt(detail=failure.detail.replace(secret, "<redacted>"))
+        # Raised outside the except block, as a fresh error: neither __cause__ nor __context__ keeps a
+        # requests exception, whose text holds the full URL and so any key in it.
+        raise failure
+
+    def _answer(self, kind: DataKind, ask: Ask, timeout_seconds: float) -> object:
+        route = self.routes.get(kind)
+        if route is None:
+            raise ProviderUnsupported(self._label, f"{_KIND_NAMES[kind]} is not offered by this provider")
+        build, parse = route
+        planned = build(ask)
+        if isinstance(planned, Answered):
+            return planned.value
+        reply = self._fetch(self._authorize(planned), timeout_seconds)
+        try:
+            return parse(reply, ask)
+        except ValueError as exc:  # a model refusing a value (pydantic's ValidationError) or an unreadable one
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc
+            raise ProviderParseError(self._label, f"unexpected {kind.value} answer: {str(reason)[:120]}") from exc
+
+    # --- the vendor's hooks --------------------------------------------------------------------------
+
+    def _authorize(self, request: ProviderRequest) -> ProviderRequest:
+        """The request with the vendor's credentials added (none by default)."""
+        return request
+
+    def _secrets(self) -> Sequence[str]:
+        """What must never appear in an error leaving this adapter (the vendor's key)."""
+        return ()
+
+    def _classify(self, reply: Reply) -> ProviderError | None:
+        """The vendor's reading of an answer that is an error in its own terms; None: the generic mapping."""
+        return None
+
+    def _send(self, request: ProviderRequest, timeout_seconds: float) -> requests.Response:
+        """The only network I/O: one GET, always with a timeout."""
+        return self._session.get(
+            request.url, params=dict(request.params), headers=dict(request.headers or {}), timeout=timeout_seconds
         )
+
+    # --- the fetch ---------------------------------------------------------------------------------------
+
+    def _fetch(self, request: ProviderRequest, timeout_seconds: float) -> JsonReply:
+        """GET ``request`` and decode its JSON body.
+
+        2xx and the request's passthrough statuses come back as a JsonReply, after the vendor's
+        ``_classify`` had its say; everything else raises: timeout → ProviderTimeout, network →
+        ProviderUnavailable (retryable), 429 → ProviderRateLimited, 401/402/403 → ProviderAuthError, 5xx
+        → ProviderUnavailable, HTML/truncated/non-JSON bodies → ProviderParseError."""
+        provider = self._label
+        try:
+            response = self._send(request, timeout_seconds)
+        except ResponseCut as exc:
+            raise ProviderResponseCut(provider, f"response cut ({type(exc).__name__})") from None
+        except requests.Timeout as exc:
+            # `from None`: requests' exception text holds the full URL, and with it FMP's/AV's key.
+            raise ProviderTimeout(provider, f"no answer within {timeout_seconds:.1f}s ({type(exc).__name__})") from None
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(provider, f"network error ({type(exc).__name__})") from None
+        status = response.status_code
+        retry_after = _retry_after(response)
+        if status == 429:
+            raise ProviderRateLimited(provider, "HTTP 429 (rate limited)", retry_after_seconds=retry_after)
+        content_type = response.headers.get("Content-Type", "")
+        try:
+            payload: object = json.loads(response.content)
+            decoded = True
+        except ValueError:
+            payload, decoded = None, False
+        # The snippet is for error answers only: decoding a large 2xx body as text would cost for nothing.
+        snippet = "" if 200 <= status < 300 else _snippet(response.text, payload)
+        reply = Reply(status, payload, retry_after, request=request, snippet=snippet)
+        classified = self._classify(reply)
+        if classified is not None:
+            raise classified
+        passthrough = request.passthrough_statuses
+        if status in (401, 402, 403) and status not in passthrough:
+            raise ProviderAuthError(provider, f"HTTP {status}: {reply.snippet}")
+        if status >= 500:
+            raise ProviderUnavailable(provider, f"HTTP {status}")
+        if not (200 <= status < 300) and status not in passthrough:
+            raise ProviderUnavailable(provider, f"HTTP {status}: {reply.snippet}")
+        if "html" in content_type.lower():
+            raise ProviderParseError(provider, f"HTTP {status} answered with an HTML page, not JSON")
+        if not decoded:
+            raise ProviderParseError(
+                provider,
+                f"HTTP {status} body is not valid JSON (content type {content_type or 'missing'}): "
+                "cut short, or not JSON at all",
+            )
+        return JsonReply(status=status, payload=payload, retry_after_seconds=retry_after)
+
+
+class KeyedProvider(BaseProvider):
+    """A vendor that takes an API key, by default as the ``apikey`` query parameter (FMP, Alpha Vantage)."""
+
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        source_label: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        super().__init__(session, source_label=source_label, base_url=base_url or self.default_base_url, clock=clock)
+        if not api_key:
+            raise ValueError(f"{self.vendor_name} needs an API key")
+        self._api_key = api_key
+
+    def _authorize(self, request: ProviderRequest) -> ProviderRequest:
+        return replace(request, params={**request.params, "apikey": self._api_key})
+
+    def _secrets(self) -> Sequence[str]:
+        return (self._api_key,)
 
 
 def fetch_json(
@@ -126,43 +297,9 @@ def fetch_json(
     timeout_seconds: float,
     passthrough_statuses: frozenset[int] = frozenset(),
 ) -> JsonReply:
-    """GET ``request`` and decode its JSON body.
-
-    2xx and the statuses in ``passthrough_statuses`` (e.g. 404, which the adapter reads as "unknown
-    symbol") come back as a JsonReply; everything else raises: timeout → ProviderTimeout, network →
-    ProviderUnavailable (retryable), 429 → ProviderRateLimited, 401/402/403 → ProviderAuthError, 5xx →
-    ProviderUnavailable, HTML/truncated/non-JSON bodies → ProviderParseError."""
-    try:
-        response = session.get(
-            request.url, params=dict(request.params), headers=dict(request.headers or {}), timeout=timeout_seconds
-        )
-    except ResponseCut as exc:
-        raise ProviderResponseCut(provider, f"response cut ({type(exc).__name__})") from None
-    except requests.Timeout as exc:
-        # `from None`: requests' exception text holds the full URL, and with it FMP's/AV's key.
-        raise ProviderTimeout(provider, f"no answer within {timeout_seconds:.1f}s ({type(exc).__name__})") from None
-    except requests.RequestException as exc:
-        raise ProviderUnavailable(provider, f"network error ({type(exc).__name__})") from None
-    status = response.status_code
-    retry_after = _retry_after(response)
-    if status == 429:
-        raise ProviderRateLimited(provider, "HTTP 429 (rate limited)", retry_after_seconds=retry_after)
-    if status in (401, 402, 403) and status not in passthrough_statuses:
-        raise ProviderAuthError(provider, f"HTTP {status}: {_snippet(response)}")
-    if status >= 500:
-        raise ProviderUnavailable(provider, f"HTTP {status}")
-    if not (200 <= status < 300) and status not in passthrough_statuses:
-        raise ProviderUnavailable(provider, f"HTTP {status}: {_snippet(response)}")
-    content_type = response.headers.get("Content-Type", "")
-    if "html" in content_type.lower():
-        raise ProviderParseError(provider, f"HTTP {status} answered with an HTML page, not JSON")
-    try:
-        payload = json.loads(response.content)
-    except ValueError as exc:
-        raise ProviderParseError(
-            provider, f"HTTP {status} body is not valid JSON (content type {content_type or 'missing'})"
-        ) from exc
-    return JsonReply(status=status, payload=payload, retry_after_seconds=retry_after)
+    """The generic fetch of one request, outside any vendor."""
+    request = replace(request, passthrough_statuses=request.passthrough_statuses | passthrough_statuses)
+    return BaseProvider(session, source_label=provider)._fetch(request, timeout_seconds)
 
 
 def _retry_after(response: requests.Response) -> int | None:
@@ -170,17 +307,19 @@ def _retry_after(response: requests.Response) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _snippet(response: requests.Response) -> str:
-    """The vendor's own error text (JSON message fields preferred), shortened; never the URL."""
-    text = response.text
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        payload = None
+def _snippet(text: str, payload: object) -> str:
+    """The vendor's own error text (JSON message fields preferred, or the description of an
+    ``{"<envelope>": {"error": {...}}}`` object), shortened."""
     if isinstance(payload, dict):
         for key in ("Error Message", "detail", "message", "error", "Information", "Note"):
             if isinstance(payload.get(key), str):
                 text = payload[key]
                 break
+        else:
+            for envelope in payload.values():
+                error = envelope.get("error") if isinstance(envelope, dict) else None
+                if isinstance(error, dict) and isinstance(error.get("description"), str):
+                    text = error["description"]
+                    break
     text = " ".join(text.split())
     return text[:_SNIPPET_CHARS] or "(empty body)"

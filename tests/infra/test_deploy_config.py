@@ -85,7 +85,10 @@ def test_rendering_fills_outputs_splits_lists_and_waits_for_the_websocket_api(tm
     endpoint = config["stages"]["dev"]["environment_variables"]["WEBSOCKET_MANAGEMENT_ENDPOINT"]
     assert endpoint == "https://abc123.execute-api.us-east-1.amazonaws.com/dev"
     manage = next(s for s in policies["policy-fanout-worker.json"]["Statement"] if s["Sid"] == "PushToWebSocketClients")
-    assert manage["Resource"] == ["arn:aws:execute-api:us-east-1:111122223333:abc123/dev/POST/@connections/*"]
+    assert manage["Resource"] == [  # posts, and closes of connections whose token expired
+        f"arn:aws:execute-api:us-east-1:111122223333:abc123/dev/{method}/@connections/*"
+        for method in ("POST", "DELETE")
+    ]
     tables = next(s for s in policies["policy-fanout-worker.json"]["Statement"] if s["Sid"] == "Tables")
     assert outputs["ConnectionsTableArn"] + "/index/*" in tables["Resource"]
 
@@ -359,7 +362,15 @@ def test_every_function_keeps_its_logs_for_the_stages_retention(stage: str) -> N
     assert retention == deploy.stage_limits(stage)["LogRetentionDays"]
     for function in deploy.app_functions():
         override = deploy._function_config(config, stage, function).get("log_retention_in_days")
-        assert override in (None, retention), function
+        if function == "api_handler":
+            # Chalice's packaged template refers to a resource it does not create (aws/chalice#2079): the
+            # REST function's log group and its retention come from infra/template.yaml instead.
+            assert override == 0
+            group = load_template()["Resources"]["RestFunctionLogGroup"]["Properties"]
+            assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/market-data-${Stage}"}
+            assert group["RetentionInDays"] == {"Fn::FindInMap": ["StageLimits", {"Ref": "Stage"}, "LogRetentionDays"]}
+        else:
+            assert override in (None, retention), function
 
 
 @pytest.mark.parametrize("stage", deploy.DEPLOYABLE_STAGES)

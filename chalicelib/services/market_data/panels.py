@@ -1,0 +1,205 @@
+"""Market-wide panels (indices, sectors, movers, sentiment, the overview), each read through the cache;
+the refresh jobs force them (``refresh=True``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from chalicelib.errors import AppError, ServiceUnavailable
+from chalicelib.models.api import (
+    IndexQuote,
+    IndicesPayload,
+    IndicesResponse,
+    MoversPayload,
+    MoversResponse,
+    OverviewResponse,
+    SectorPerformance,
+    SectorsPayload,
+    SectorsResponse,
+    SentimentPayload,
+    SentimentResponse,
+)
+from chalicelib.models.market import DataKind, MoverType, Quote
+from chalicelib.services import sentiment
+from chalicelib.services.market_data.cached import CacheKind, CacheTtl, Served
+from chalicelib.services.market_data.read_through import ReadThrough
+from chalicelib.services.provider_chain import AllProvidersFailed, ProviderChain
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
+
+# The indices the dashboard shows, in display order (Yahoo's symbols; FMP uses the same).
+INDICES: tuple[tuple[str, str], ...] = (
+    ("^GSPC", "S&P 500"),
+    ("^DJI", "Dow Jones Industrial Average"),
+    ("^IXIC", "Nasdaq Composite"),
+    ("^RUT", "Russell 2000"),
+    ("^VIX", "CBOE Volatility Index"),
+)
+
+# The 11 GICS sectors, each measured by its Select Sector SPDR ETF (the usual market proxy).
+SECTOR_ETFS: tuple[tuple[str, str], ...] = (
+    ("Communication Services", "XLC"),
+    ("Consumer Discretionary", "XLY"),
+    ("Consumer Staples", "XLP"),
+    ("Energy", "XLE"),
+    ("Financials", "XLF"),
+    ("Health Care", "XLV"),
+    ("Industrials", "XLI"),
+    ("Information Technology", "XLK"),
+    ("Materials", "XLB"),
+    ("Real Estate", "XLRE"),
+    ("Utilities", "XLU"),
+)
+
+# Movers are fetched once at the largest size any request may ask for (MoversQuery's bound), then
+# sliced per request: the client's `limit` is not part of the cache key.
+MOVERS_FETCH_SIZE = 25
+
+
+class MarketPanels:
+    def __init__(self, read_through: ReadThrough, chain: ProviderChain, ttl: CacheTtl) -> None:
+        self._rt = read_through
+        self._chain = chain
+        self._movers = CacheKind("movers", MoversPayload, ttl.movers)
+        self._indices = CacheKind("indices", IndicesPayload, ttl.indices)
+        self._sectors = CacheKind("sectors", SectorsPayload, ttl.sectors)
+        self._sentiment = CacheKind("sentiment", SentimentPayload, ttl.sentiment)
+
+    def _read(
+        self, kind: CacheKind[P], key: str, fetch: Callable[[], tuple[P, str]], deadline: float | None, refresh: bool
+    ) -> Served[P]:
+        if refresh:
+            return self._rt.refresh(kind, key, fetch, deadline)
+        return self._rt.get(kind, key, fetch, deadline)
+
+    def get_movers(
+        self, mover_type: MoverType, limit: int, *, deadline: float | None = None, refresh: bool = False
+    ) -> MoversResponse:
+        def fetch() -> tuple[MoversPayload, str]:
+            movers, source = self._chain.fetch(
+                DataKind.MOVERS,
+                f"market {mover_type.value}",
+                lambda p, timeout: p.get_movers(mover_type, MOVERS_FETCH_SIZE, timeout_seconds=timeout),
+                deadline=deadline,
+            )
+            newest = max((q.as_of for q in movers), default=datetime.now(UTC))
+            return MoversPayload(type=mover_type, movers=movers, as_of=newest), source
+
+        served = self._read(self._movers, f"market:movers:{mover_type.value}", fetch, deadline, refresh)
+        payload = served.payload.model_copy(update={"movers": served.payload.movers[:limit]})
+        return served.wire(MoversResponse, payload)
+
+    def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> IndicesResponse:
+        def fetch() -> tuple[IndicesPayload, str]:
+            quotes, source, missing, _ = self._quote_set(
+                DataKind.INDICES, [s for s, _ in INDICES], "market indices", deadline
+            )
+            names = dict(INDICES)
+            indices = [
+                IndexQuote(**quotes[symbol].model_dump(), index_name=names[symbol])
+                for symbol, _ in INDICES
+                if symbol in quotes
+            ]
+            as_of = max((q.as_of for q in indices), default=datetime.now(UTC))
+            return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
+
+        served = self._read(self._indices, "market:indices", fetch, deadline, refresh)
+        return served.wire(IndicesResponse)
+
+    def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
+        def fetch() -> tuple[SectorsPayload, str]:
+            etfs = [etf for _, etf in SECTOR_ETFS]
+            quotes, source, _, reasons = self._quote_set(DataKind.SECTORS, etfs, "sector performance", deadline)
+            sectors = [
+                SectorPerformance(
+                    sector=name,
+                    etf=etf,
+                    price=quotes[etf].price if etf in quotes else None,
+                    change_percent=quotes[etf].change_percent if etf in quotes else None,
+                    as_of=quotes[etf].as_of if etf in quotes else None,
+                )
+                for name, etf in SECTOR_ETFS
+            ]
+            changes = [s.change_percent for s in sectors if s.change_percent is not None]
+            return SectorsPayload(
+                sectors=sectors,
+                advancers=sum(1 for c in changes if c > 0),
+                decliners=sum(1 for c in changes if c < 0),
+                unavailable=[s.sector for s in sectors if s.change_percent is None],
+                unavailable_reasons={s.sector: reasons[s.etf] for s in sectors if s.etf in reasons},
+                as_of=max((q.as_of for q in quotes.values()), default=datetime.now(UTC)),
+            ), source
+
+        served = self._read(self._sectors, "market:sectors", fetch, deadline, refresh)
+        return served.wire(SectorsResponse)
+
+    def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> SentimentResponse:
+        def fetch() -> tuple[SentimentPayload, str]:
+            indices = self._optional(lambda: self.get_indices(deadline=deadline))
+            sectors = self._optional(lambda: self.get_sectors(deadline=deadline))
+            payload = sentiment.composite(indices, sectors)
+            if payload is None:
+                raise ServiceUnavailable(
+                    "market sentiment needs the VIX, the S&P 500 or sector quotes, and none is available",
+                    retry_after_seconds=30,
+                )
+            sources = sorted({r.source for r in (indices, sectors) if r is not None})
+            return payload, "+".join(sources)
+
+        served = self._read(self._sentiment, "market:sentiment", fetch, deadline, refresh)
+        return served.wire(SentimentResponse)
+
+    def get_overview(self, *, deadline: float | None = None) -> OverviewResponse:
+        errors: dict[str, str] = {}
+
+        def part(name: str, call: Callable[[], R]) -> R | None:
+            try:
+                return call()
+            except AppError as exc:
+                errors[name] = exc.message
+                return None
+
+        return OverviewResponse(
+            indices=part("indices", lambda: self.get_indices(deadline=deadline)),
+            sectors=part("sectors", lambda: self.get_sectors(deadline=deadline)),
+            gainers=part("gainers", lambda: self.get_movers(MoverType.GAINERS, 5, deadline=deadline)),
+            losers=part("losers", lambda: self.get_movers(MoverType.LOSERS, 5, deadline=deadline)),
+            actives=part("actives", lambda: self.get_movers(MoverType.ACTIVES, 5, deadline=deadline)),
+            sentiment=part("sentiment", lambda: self.get_sentiment(deadline=deadline)),
+            errors=errors,
+        )
+
+    @staticmethod
+    def _optional(call: Callable[[], R]) -> R | None:
+        try:
+            return call()
+        except AppError:
+            return None
+
+    def _quote_set(
+        self, kind: DataKind, symbols: list[str], what: str, deadline: float | None
+    ) -> tuple[dict[str, Quote], str, list[str], dict[str, str]]:
+        """Quotes for a fixed list (indices, sector ETFs). Symbols the sources do not carry are listed as
+        unavailable, each with why (unknown to the source, or the sources failed); when nothing was found
+        because sources failed (not because they lack the symbols), it is an error, so a stale copy can
+        be served instead of an empty panel."""
+        batch = self._chain.fetch_quotes(kind, symbols, deadline=deadline)
+        if not batch.found and batch.failed:
+            raise AllProvidersFailed(what, batch.outcome)
+        quotes = {symbol: quote for symbol, (quote, _) in batch.found.items()}
+        sources = sorted({source for _, source in batch.found.values()}) or [
+            p.name for p in self._chain.serving(kind)[:1]
+        ]
+        missing = [s for s in symbols if s not in quotes]
+        reasons = {
+            s: (batch.unknown_reasons.get(s) or f"{s} is not known to the data source ({'+'.join(sources)})")
+            if s in batch.unknown
+            else f"no source could quote {s} ({batch.outcome.summary()})"
+            for s in missing
+        }
+        return quotes, "+".join(sources) or "none", missing, reasons

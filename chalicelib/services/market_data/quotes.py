@@ -1,0 +1,122 @@
+"""Quotes: one symbol, a batch, and the refresh job's forced batch, all through the read-through cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from chalicelib.errors import ServiceUnavailable, ValidationFailed
+from chalicelib.models.api import BatchQuoteItem, BatchQuotesResponse, QuoteError
+from chalicelib.models.market import DataKind, Quote, QuoteResponse, normalize_symbol
+from chalicelib.services.market_data.cached import CacheKind, Fetched, Many, Served, symbol_not_found
+from chalicelib.services.market_data.read_through import ReadThrough
+from chalicelib.services.provider_chain import AllProvidersFailed, ProviderChain, UnknownSymbol
+
+
+@dataclass(frozen=True)
+class QuoteRefresh(Mapping[str, QuoteResponse]):
+    """What a forced refresh fetched now, by symbol (stale copies are not in it), and the upstream calls
+    it took per vendor (the jobs report them)."""
+
+    quotes: dict[str, QuoteResponse]
+    upstream_calls: dict[str, int] = field(default_factory=dict)
+
+    def __getitem__(self, symbol: str) -> QuoteResponse:
+        return self.quotes[symbol]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.quotes)
+
+    def __len__(self) -> int:
+        return len(self.quotes)
+
+
+class QuoteReads:
+    def __init__(self, read_through: ReadThrough, chain: ProviderChain, ttl_seconds: float) -> None:
+        self._rt = read_through
+        self._chain = chain
+        # Readers' lookups mark quotes as recently read: the refresh job keeps those fresh ahead of them.
+        self._kind = CacheKind("quote", Quote, ttl_seconds, hot=True)
+
+    def get_quote(self, symbol: str, *, deadline: float | None = None) -> QuoteResponse:
+        """One symbol's quote. ``symbol`` is already normalized; ``deadline`` is a monotonic time
+        (the Lambda's remaining time) that bounds lock waits and provider calls."""
+
+        def fetch() -> tuple[Quote, str]:
+            batch = self._chain.fetch_quotes(DataKind.QUOTE, [symbol], deadline=deadline)
+            if symbol in batch.found:
+                return batch.found[symbol]
+            if symbol in batch.unknown:
+                raise UnknownSymbol("quote", batch.unknown_reasons.get(symbol))
+            raise AllProvidersFailed(f"a quote for {symbol}", batch.outcome)
+
+        return quote_response(self._rt.get(self._kind, self._kind.key(symbol), fetch, deadline, symbol=symbol))
+
+    def get_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> BatchQuotesResponse:
+        """Many quotes in one response: cached ones from one MGET, the rest in as few upstream calls as
+        the vendors allow. A symbol that fails gets its own error item; the batch itself succeeds."""
+        order, invalid, valid = _normalized(symbols)
+        many = self._rt.get_many(self._kind, valid, self._fetcher(deadline), deadline)
+        items = {**invalid, **_items(many)}
+        return BatchQuotesResponse(quotes=[items[s] for s in order])
+
+    def refresh_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> QuoteRefresh:
+        """Fetch and cache the given (already valid) symbols regardless of freshness (the refresh job).
+        Only values fetched now are returned, not stale copies."""
+        _, _, valid = _normalized(symbols)
+        many = self._rt.refresh_many(self._kind, valid, self._fetcher(deadline), deadline)
+        fresh = {s: quote_response(served) for s, served in many.served.items() if not served.stale}
+        return QuoteRefresh({s: fresh[s] for s in valid if s in fresh}, many.upstream_calls)
+
+    def _fetcher(self, deadline: float | None) -> _BatchFetch:
+        return _BatchFetch(self._chain, deadline)
+
+
+@dataclass(frozen=True)
+class _BatchFetch:
+    """One batched quote call through the chain, in the read-through's terms."""
+
+    chain: ProviderChain
+    deadline: float | None
+
+    def __call__(self, symbols: list[str]) -> Fetched[Quote]:
+        batch = self.chain.fetch_quotes(DataKind.QUOTE, symbols, deadline=self.deadline)
+        return Fetched(
+            found=batch.found,
+            unknown={s: batch.unknown_reasons.get(s) for s in batch.unknown},
+            failure=batch.outcome.summary(),
+            upstream_calls=dict(batch.outcome.upstream_calls),
+        )
+
+
+def _normalized(raw_symbols: Sequence[str]) -> tuple[list[str], dict[str, BatchQuoteItem], list[str]]:
+    """Request order (duplicates once), an error item per invalid symbol, and the valid ones."""
+    order: list[str] = []
+    invalid: dict[str, BatchQuoteItem] = {}
+    valid: list[str] = []
+    for raw in raw_symbols:
+        try:
+            symbol = normalize_symbol(raw)
+        except ValidationFailed as exc:
+            order.append(raw)
+            invalid[raw] = BatchQuoteItem(symbol=raw, error=QuoteError(code=exc.code, message=exc.message))
+            continue
+        if symbol not in valid:
+            order.append(symbol)
+            valid.append(symbol)
+    return order, invalid, valid
+
+
+def _items(many: Many[Quote]) -> dict[str, BatchQuoteItem]:
+    items = {s: BatchQuoteItem(symbol=s, quote=quote_response(served)) for s, served in many.served.items()}
+    for symbol, reason in many.unknown.items():
+        error = symbol_not_found(symbol, reason)
+        items[symbol] = BatchQuoteItem(symbol=symbol, error=QuoteError(code=error.code, message=error.message))
+    for symbol, reason in many.failed.items():
+        failure = ServiceUnavailable(f"no quote for {symbol} is available right now ({reason})")
+        items[symbol] = BatchQuoteItem(symbol=symbol, error=QuoteError(code=failure.code, message=failure.message))
+    return items
+
+
+def quote_response(served: Served[Quote]) -> QuoteResponse:
+    return served.wire(QuoteResponse)
