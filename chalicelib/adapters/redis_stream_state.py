@@ -20,7 +20,8 @@ added under v (a set, ``<shard>|<topic>``). A reader opens a new version (INCR) 
 registry, and a subscribe records its pairs under the version current after its DynamoDB writes; so a
 pair written before the read is in the snapshot and one written after it is in that version's
 additions, and ``registry_copy`` (one Lua call) returns their union. Removals are not recorded: the
-copy may name pairs since removed until the next read (a worker invocation that finds nobody to send to).
+copy may name pairs since removed until the next read (a worker invocation that finds nobody to send to);
+they are counted (``ws:registry-<v>``) so that a copy nothing was removed from is not read again early.
 """
 
 from __future__ import annotations
@@ -64,12 +65,22 @@ return seq - count + 1
 # copy in use never expires under a reader (an expired copy is simply read again).
 _REGISTRY_COPY_TTL_SECONDS = 3600
 
-# KEYS: version key, snapshot key prefix, additions key prefix. Returns {version, snapshot or false, additions}.
+# KEYS: version key, snapshot key prefix, additions key prefix, removals key prefix.
+# Returns {version, snapshot or false, additions, removals}.
 _REGISTRY_COPY = """
 local version = redis.call('GET', KEYS[1]) or '0'
 local snapshot = redis.call('GET', KEYS[2] .. version)
-if not snapshot then return {version, false, {}} end
-return {version, snapshot, redis.call('SMEMBERS', KEYS[3] .. version)}
+if not snapshot then return {version, false, {}, 0} end
+local removals = tonumber(redis.call('GET', KEYS[4] .. version) or '0')
+return {version, snapshot, redis.call('SMEMBERS', KEYS[3] .. version), removals}
+"""
+
+# KEYS: version key, removals key prefix. ARGV: ttl seconds.
+_REGISTRY_REMOVAL = """
+local key = KEYS[2] .. (redis.call('GET', KEYS[1]) or '0')
+redis.call('INCR', key)
+redis.call('EXPIRE', key, ARGV[1])
+return 1
 """
 
 # KEYS: version key, additions key prefix. ARGV: ttl seconds, members ("<shard>|<topic>").
@@ -88,6 +99,7 @@ class RedisStreamState(DegradingRedisAdapter):
         self._sequence = client.register_script(_SEQUENCE)
         self._registry_copy = client.register_script(_REGISTRY_COPY)
         self._registry_add = client.register_script(_REGISTRY_ADD)
+        self._registry_removal = client.register_script(_REGISTRY_REMOVAL)
 
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
         if not changes:
@@ -189,15 +201,20 @@ class RedisStreamState(DegradingRedisAdapter):
 
         return self._guarded("counts_last_hour", read, None)
 
-    def _registry_keys(self) -> tuple[str, str, str]:
-        return self._key("ws:registry:version"), self._key("ws:registry@"), self._key("ws:registry+")
+    def _registry_keys(self) -> tuple[str, str, str, str]:
+        return (
+            self._key("ws:registry:version"),
+            self._key("ws:registry@"),
+            self._key("ws:registry+"),
+            self._key("ws:registry-"),
+        )
 
     def registry_copy(self) -> RegistryCopy | None:
         keys = list(self._registry_keys())
         found = self._guarded("registry_copy", lambda: self._registry_copy(keys=keys), None)
         if found is None:
             return None
-        version, snapshot, additions = found
+        version, snapshot, additions, removals = found
         if not snapshot:
             return None
         document = json.loads(snapshot)
@@ -208,7 +225,7 @@ class RedisStreamState(DegradingRedisAdapter):
             shard, _, topic = member.decode().partition("|")
             by_topic = counts.setdefault(int(shard), {})
             by_topic[topic] = max(by_topic.get(topic, 0), 1)
-        return RegistryCopy(int(version), TopicRegistry(counts), float(document["built_at"]))
+        return RegistryCopy(int(version), TopicRegistry(counts), float(document["built_at"]), int(removals))
 
     def start_registry_copy(self) -> int | None:
         return self._guarded("start_registry_copy", lambda: int(self._client.incr(self._registry_keys()[0])), None)
@@ -228,12 +245,20 @@ class RedisStreamState(DegradingRedisAdapter):
     def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
         if not pairs:
             return
-        version_key, _, additions_prefix = self._registry_keys()
+        version_key, _, additions_prefix, _ = self._registry_keys()
         self._guarded(
             "add_to_registry_copy",
             lambda: self._registry_add(
                 keys=[version_key, additions_prefix],
                 args=[_REGISTRY_COPY_TTL_SECONDS, *(f"{shard}|{topic}" for shard, topic in pairs)],
             ),
+            None,
+        )
+
+    def note_registry_removal(self) -> None:
+        version_key, _, _, removals_prefix = self._registry_keys()
+        self._guarded(
+            "note_registry_removal",
+            lambda: self._registry_removal(keys=[version_key, removals_prefix], args=[_REGISTRY_COPY_TTL_SECONDS]),
             None,
         )

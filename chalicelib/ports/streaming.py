@@ -74,6 +74,7 @@ class RegistryCopy:
     version: int
     registry: TopicRegistry
     built_at: float
+    removals: int = 0  # removals (unsubscribes, disconnects, cleanups) noted since it was read
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,10 @@ class StreamState(Protocol):
         ...
 
     def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None: ...
+
+    def note_registry_removal(self) -> None:
+        """A subscription or connection was removed: the copy may now name a pair no longer held."""
+        ...
 
     def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
         """Record (shard, topic) pairs just written to the registry under the current version."""

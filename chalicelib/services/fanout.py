@@ -44,9 +44,11 @@ logger = observability.logger
 # the worker is 60 s; see infra/deploy.py).
 ROUND_TTL_SECONDS = 300
 # The registry's copy is read again from DynamoDB (after a refresh has dispatched its round) once it is
-# this old: it bounds how long removed pairs linger in it and how long a pair added while Redis was
-# unreachable goes unseen.
+# this old and something was removed since it was read (removed pairs linger in it until then)...
 REGISTRY_COPY_MAX_AGE_SECONDS = 300
+# ... and, whatever happened, once it is this old: it bounds how long a pair added while Redis was
+# unreachable (the subscribe could not record it in the copy) goes unseen.
+REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS = 1800
 
 
 def lane_of(updates: Sequence[StreamUpdate]) -> str:
@@ -112,7 +114,7 @@ class FanOut:
         observability.count("ConnectionClosedByServer", dimensions={"reason": reason})
         logger.info("connection closed by the service", extra={"reason": reason, "status": status.value})
         if remove or status is DeliveryStatus.GONE:
-            self._store.remove_connection(connection_id)
+            self.removed(connection_id)
 
     def _next_round(self, now: float) -> int:
         # Epoch milliseconds, strictly increasing within this process (two rounds in one millisecond).
@@ -189,13 +191,24 @@ class FanOut:
         return registry
 
     def renew_registry_copy(self) -> bool:
-        """Read the registry again if its copy is older than REGISTRY_COPY_MAX_AGE_SECONDS (a refresh calls
-        this after dispatching its round, off the round's path). True when it did."""
+        """Read the registry again when its copy is older than REGISTRY_COPY_MAX_AGE_SECONDS and something
+        was removed since, or older than REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS (a refresh calls this
+        after dispatching its round, off the round's path). True when it did."""
         copy = self._state.registry_copy()
-        if copy is not None and self._clock() - copy.built_at < REGISTRY_COPY_MAX_AGE_SECONDS:
-            return False
+        if copy is not None:
+            age = self._clock() - copy.built_at
+            limit = REGISTRY_COPY_MAX_AGE_SECONDS if copy.removals else REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS
+            if age < limit:
+                return False
         self.read_registry()
         return True
+
+    def removed(self, connection_id: str) -> int:
+        """Remove a connection (and its subscriptions and registry counts), noting the removal for the
+        registry's copy."""
+        removed = self._store.remove_connection(connection_id)
+        self._state.note_registry_removal()
+        return removed
 
     def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
         """A shard worker's invocation: the stored round to every live connection of the shard (paged
@@ -245,7 +258,7 @@ class FanOut:
         for topic in result.undelivered_topics:
             self._state.forget(topic)
         for connection_id in dict.fromkeys(report.gone_connections):
-            self._store.remove_connection(connection_id)
+            self.removed(connection_id)
         self._state.add_counts({"sent": report.sent, "gone": report.gone, "failed": report.failed})
         observability.count("FanoutSent", value=report.sent)
         observability.count("ConnectionGone", value=report.gone)

@@ -178,7 +178,7 @@ class StreamingService(FanOut):
         return record
 
     def disconnect(self, connection_id: str) -> int:
-        removed = self._store.remove_connection(connection_id)
+        removed = self.removed(connection_id)
         observability.count("ConnectionClosed")
         return removed
 
@@ -231,7 +231,7 @@ class StreamingService(FanOut):
         for reply in replies:
             status = broadcaster.send(connection_id, reply)
             if status is DeliveryStatus.GONE:
-                self._store.remove_connection(connection_id)
+                self.removed(connection_id)
                 return
 
     def _take_budget(self, connection_id: str, cost: int) -> BudgetDecision | None:

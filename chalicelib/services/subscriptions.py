@@ -86,6 +86,7 @@ class Subscriptions:
             remaining = self._store.remove_subscriptions(connection_id, request.topics)
             if remaining is None:
                 raise unknown_connection()
+            self._state.note_registry_removal()
             return [_ack("unsubscribed", remaining)]
         if request.action is Action.RESYNC:
             interval = self._limits.resync_interval_seconds

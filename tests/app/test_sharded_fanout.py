@@ -207,10 +207,11 @@ def test_the_copy_is_read_again_once_old_and_then_drops_removed_pairs(
     streaming = _streaming()
     assert streaming.renew_registry_copy() is True, "no copy: read"
     assert streaming.renew_registry_copy() is False, "a fresh copy is kept"
+    now = time.time()
+    monkeypatch.setattr(streaming, "_clock", lambda: now + streaming_module.REGISTRY_COPY_MAX_AGE_SECONDS + 1)
+    assert streaming.renew_registry_copy() is False, "old, but nothing was removed since: still exact"
     ws.disconnect(b)
     assert set(streaming.topic_registry().shards_for(["quote:AAPL"])) == {shard_for(a, SHARDS), shard_for(b, SHARDS)}
 
-    later = time.time() + streaming_module.REGISTRY_COPY_MAX_AGE_SECONDS + 1
-    monkeypatch.setattr(streaming, "_clock", lambda: later)
-    assert streaming.renew_registry_copy() is True
+    assert streaming.renew_registry_copy() is True, "old, and a connection was removed since"
     assert streaming.topic_registry().shards_for(["quote:AAPL"]) == [shard_for(a, SHARDS)]

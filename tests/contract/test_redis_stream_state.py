@@ -203,9 +203,19 @@ def test_the_registry_copy_is_the_snapshot_plus_the_pairs_added_under_its_versio
     assert (copy.version, copy.built_at) == (1, 123.5)
     assert copy.registry.counts == {0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1}, 2: {"quote:NVDA": 1}}
     assert copy.registry.shards_for(["quote:MSFT"]) == [], "pairs of an older version are not in it"
+    assert copy.removals == 0
+    state.note_registry_removal()
+    state.note_registry_removal()
+    again = state.registry_copy()
+    assert again is not None
+    assert again.removals == 2
 
     assert state.start_registry_copy() == 2
     assert state.registry_copy() is None, "a new version needs its own snapshot"
+    state.store_registry_copy(2, TopicRegistry({}), built_at=124.0)
+    fresh = state.registry_copy()
+    assert fresh is not None
+    assert fresh.removals == 0, "removals are counted per version"
 
 
 def test_unreachable_redis_has_no_registry_copy() -> None:

@@ -34,6 +34,7 @@ class InMemoryStreamState:
         self._version = 0
         self._snapshots: dict[int, tuple[TopicRegistry, float]] = {}
         self._additions: dict[int, set[tuple[int, str]]] = {}
+        self._removals: dict[int, int] = {}  # version → removals noted under it
         self.down = False
 
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
@@ -130,7 +131,7 @@ class InMemoryStreamState:
             for shard, topic in self._additions.get(self._version, set()):
                 by_topic = counts.setdefault(shard, {})
                 by_topic[topic] = max(by_topic.get(topic, 0), 1)
-            return RegistryCopy(self._version, TopicRegistry(counts), built_at)
+            return RegistryCopy(self._version, TopicRegistry(counts), built_at, self._removals.get(self._version, 0))
 
     def start_registry_copy(self) -> int | None:
         if self.down:
@@ -144,6 +145,12 @@ class InMemoryStreamState:
             return
         with self._lock:
             self._snapshots[version] = (registry, built_at)
+
+    def note_registry_removal(self) -> None:
+        if self.down:
+            return
+        with self._lock:
+            self._removals[self._version] = self._removals.get(self._version, 0) + 1
 
     def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
         if self.down or not pairs:
