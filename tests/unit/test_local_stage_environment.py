@@ -17,8 +17,8 @@ def _configured() -> dict[str, str]:
 
 def test_the_workers_get_the_local_stages_configured_variables() -> None:
     assert local_stage_environment({}) == _configured()
-    assert local_stage_environment({})["WS_SHARD_COUNT"] == "4", "as many shards as the local Lambda workers"
+    assert local_stage_environment({})["WS_SHARD_COUNT"] == "16"
 
 
 def test_the_environment_overrides_a_configured_variable() -> None:
-    assert local_stage_environment({"WS_SHARD_COUNT": "16"})["WS_SHARD_COUNT"] == "16"
+    assert local_stage_environment({"WS_SHARD_COUNT": "4"})["WS_SHARD_COUNT"] == "4"
