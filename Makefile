@@ -57,8 +57,8 @@ load-ws: install redis
 
 # Benchmarks (scripts that print numbers measured in one run; not timed tests).
 # bench-fanout: spec vs batch WebSocket fan-out at CONNECTIONS (1,000) x 20 Zipf symbols, 5 scheduled rounds
-# each, refresh every 60 s (README "Fan-out benchmark": 200 connections took 11 min on 2 cores; 1,000 do
-# not keep up locally). bench is the same.
+# each, refresh every 60 s (README "Fan-out benchmark": about 20 minutes at 1,000 connections on 2 cores).
+# bench is the same.
 CONNECTIONS ?= 1000
 bench: bench-fanout
 
