@@ -86,7 +86,8 @@ class Subscriptions:
             remaining = self._store.remove_subscriptions(connection_id, request.topics)
             if remaining is None:
                 raise unknown_connection()
-            self._state.note_registry_removal()
+            if connection.topics.intersection(request.topics):  # only a held topic leaves the registry
+                self._state.note_registry_removal()
             return [_ack("unsubscribed", remaining)]
         if request.action is Action.RESYNC:
             interval = self._limits.resync_interval_seconds

@@ -192,3 +192,22 @@ def _quote_response(world: World, price: float, symbol: str = "AAPL") -> Any:
     world.provider.quotes[symbol] = quote(symbol, price)
     world.clock.advance(120)  # past the quote's freshness: the next read fetches the new price
     return world.service._market.get_quote(symbol)
+
+
+def test_only_removing_a_held_topic_counts_as_a_removal_for_the_registrys_copy(world: World) -> None:
+    world.service.connect("c1", "alice")
+    world.subscribe("c1", "AAPL")
+    world.service.read_registry()
+
+    def removals() -> int:
+        copy = world.state.registry_copy()
+        assert copy is not None
+        return copy.removals
+
+    unsubscribe = {"type": "unsubscribe", "data": {"type": "stock_quotes", "symbols": ["MSFT"]}}
+    world.send("c1", unsubscribe)  # not held: the registry is unchanged
+    assert removals() == 0
+    world.send("c1", {**unsubscribe, "data": {"type": "stock_quotes", "symbols": ["AAPL"]}})
+    assert removals() == 1
+    world.service.disconnect("c1")
+    assert removals() == 2
