@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -59,23 +60,15 @@ def management_client(endpoint_url: str, region: str, *, pool_size: int, timeout
     )
 
 
+@dataclass(frozen=True, slots=True)
 class ApiGatewayBroadcaster:
-    def __init__(
-        self,
-        client: Any,
-        *,
-        concurrency: int = 32,
-        max_attempts: int = 3,
-        retry_base_seconds: float = 0.05,
-        retry_max_seconds: float = 1.0,
-        max_retry_seconds: float = 5.0,
-    ) -> None:
-        self._client = client
-        self._concurrency = concurrency
-        self._max_attempts = max_attempts
-        self._retry_base = retry_base_seconds
-        self._retry_max = retry_max_seconds
-        self._max_retry_seconds = max_retry_seconds
+    client: Any
+    _: KW_ONLY
+    concurrency: int = 32
+    max_attempts: int = 3
+    retry_base_seconds: float = 0.05
+    retry_max_seconds: float = 1.0
+    max_retry_seconds: float = 5.0
 
     def send(self, connection_id: str, message: bytes) -> DeliveryStatus:
         return self._call("post_to_connection", connection_id, Data=message)
@@ -85,13 +78,13 @@ class ApiGatewayBroadcaster:
 
     def _call(self, operation: str, connection_id: str, **params: Any) -> DeliveryStatus:
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._max_retry_seconds),
-            wait=wait_random_exponential(multiplier=self._retry_base, max=self._retry_max),
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
+            wait=wait_random_exponential(multiplier=self.retry_base_seconds, max=self.retry_max_seconds),
             retry=retry_if_exception(_is_retryable),
             reraise=True,
         )
         try:
-            retrying(getattr(self._client, operation), ConnectionId=connection_id, **params)
+            retrying(getattr(self.client, operation), ConnectionId=connection_id, **params)
         except ClientError as exc:
             if _error_code(exc) == "GoneException":
                 return DeliveryStatus.GONE
@@ -109,6 +102,6 @@ class ApiGatewayBroadcaster:
             return []
         if len(deliveries) == 1:
             return [self.send(*deliveries[0])]
-        workers = min(self._concurrency, len(deliveries))
+        workers = min(self.concurrency, len(deliveries))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout") as pool:
             return list(pool.map(lambda delivery: self.send(*delivery), deliveries))

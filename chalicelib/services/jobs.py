@@ -97,58 +97,51 @@ def check_task_id(task_id: str) -> str:
     return task_id.lower()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRunner:
-    def __init__(
-        self,
-        *,
-        specs: Sequence[JobSpec],
-        bodies: Mapping[str, JobBody],
-        runs: JobRunStore,
-        locks: Cache,
-        retention_seconds: int,
-        failing_after: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._specs = {spec.name: spec for spec in specs}
-        self._bodies = bodies
-        self._runs = runs
-        self._locks = locks
-        self._retention = retention_seconds
-        self._failing_after = failing_after
-        self._clock = clock
+    specs: Sequence[JobSpec]
+    bodies: Mapping[str, JobBody]
+    runs: JobRunStore
+    locks: Cache
+    retention_seconds: int
+    failing_after: int
+    clock: Callable[[], float] = time.time
+
+    def _named(self, name: str) -> JobSpec | None:
+        return next((spec for spec in self.specs if spec.name == name), None)
 
     def spec(self, name: str) -> JobSpec:
-        spec = self._specs.get(name)
+        spec = self._named(name)
         if spec is None:
-            raise NotFound(f"no job named {name[:40]!r}; jobs: {', '.join(self._specs)}")
+            raise NotFound(f"no job named {name[:40]!r}; jobs: {', '.join(s.name for s in self.specs)}")
         return spec
 
     def run(self, name: str, *, trigger: Trigger, event_id: str | None = None, deadline: float | None = None) -> JobRun:
         spec = self.spec(name)
         task_id = task_id_for(name, event_id)
-        started = self._clock()
+        started = self.clock()
         # The run record's conditional write is what tells a duplicate delivery (same event id, same task
         # id) apart: whether the first delivery still runs (the lock is held) or has finished.
-        lock = self._locks.acquire_lock(f"job:{name}", spec.timeout_seconds)
+        lock = self.locks.acquire_lock(f"job:{name}", spec.timeout_seconds)
         if lock is None:
             skipped = self._record(spec, task_id, trigger, event_id, RunStatus.SKIPPED, started)
-            if self._runs.start(skipped):
+            if self.runs.start(skipped):
                 observability.count("JobSkipped", dimensions={"job": name})
                 return skipped
             return self._duplicate(task_id, name, skipped)
         try:
             run = self._record(spec, task_id, trigger, event_id, RunStatus.RUNNING, started)
-            if not self._runs.start(run):
+            if not self.runs.start(run):
                 return self._duplicate(task_id, name, run)
             return self._execute(spec, run, deadline)
         finally:
-            self._locks.release_lock(f"job:{name}", lock)
+            self.locks.release_lock(f"job:{name}", lock)
 
     def _duplicate(self, task_id: str, name: str, fallback: JobRun) -> JobRun:
         """The run already recorded under this task id (the first delivery's), doing no work."""
         logger.info("duplicate delivery ignored", extra={"job": name, "task_id": task_id})
         observability.count("JobDuplicate", dimensions={"job": name})
-        return self._runs.get(task_id, now=self._clock()) or fallback
+        return self.runs.get(task_id, now=self.clock()) or fallback
 
     def _execute(self, spec: JobSpec, run: JobRun, deadline: float | None) -> JobRun:
         budget = deadline if deadline is not None else time.monotonic() + spec.timeout_seconds
@@ -158,7 +151,7 @@ class JobRunner:
         began = time.monotonic()
         status, error = RunStatus.SUCCEEDED, None
         try:
-            self._bodies[spec.name](context)
+            self.bodies[spec.name](context)
         except AppError as exc:
             # The record (served by /jobs) holds a code and a fixed message; the detail goes to the logs.
             status, error = RunStatus.FAILED, _recorded_error(exc.code)
@@ -179,12 +172,12 @@ class JobRunner:
         finished = dataclasses.replace(
             run,
             status=status,
-            finished_at=datetime.fromtimestamp(self._clock(), UTC),
+            finished_at=datetime.fromtimestamp(self.clock(), UTC),
             duration_ms=int((time.monotonic() - began) * 1000),
             counts=dict(context.counts),
             error=error[:1000] if error else None,
         )
-        self._runs.finish(finished)
+        self.runs.finish(finished)
         observability.count("JobRun", dimensions={"job": run.job_name, "status": status.value})
         observability.milliseconds("JobDuration", finished.duration_ms or 0, dimensions={"job": run.job_name})
         logger.info(
@@ -206,16 +199,16 @@ class JobRunner:
             finished_at=moment if status is RunStatus.SKIPPED else None,
             duration_ms=0 if status is RunStatus.SKIPPED else None,
             event_id=event_id,
-            expires_at=int(at) + self._retention,
+            expires_at=int(at) + self.retention_seconds,
         )
 
     # --- reading ----------------------------------------------------------------------------------
 
     def get(self, task_id: str) -> JobRunResponse:
-        run = self._runs.get(check_task_id(task_id), now=self._clock())
+        run = self.runs.get(check_task_id(task_id), now=self.clock())
         if run is None:
             raise NotFound(f"no job run {task_id} (unknown, or past its retention)")
-        spec = self._specs.get(run.job_name)
+        spec = self._named(run.job_name)
         return JobRunResponse.of(self._effective(run, spec))
 
     def _effective(self, run: JobRun, spec: JobSpec | None) -> JobRun:
@@ -223,16 +216,16 @@ class JobRunner:
         if (
             run.status is RunStatus.RUNNING
             and spec is not None
-            and self._clock() > run.started_at.timestamp() + spec.timeout_seconds + DEADLINE_MARGIN_SECONDS
+            and self.clock() > run.started_at.timestamp() + spec.timeout_seconds + DEADLINE_MARGIN_SECONDS
         ):
             return dataclasses.replace(run, status=RunStatus.FAILED, error="did not finish (killed)")
         return run
 
     def status(self) -> JobsStatusResponse:
-        now = self._clock()
+        now = self.clock()
         jobs = []
-        for spec in self._specs.values():
-            runs = [self._effective(r, spec) for r in self._runs.recent(spec.name, limit=20, now=now)]
+        for spec in self.specs:
+            runs = [self._effective(r, spec) for r in self.runs.recent(spec.name, limit=20, now=now)]
             done = [r for r in runs if r.status is not RunStatus.SKIPPED]
             last = done[0] if done else None
             last_success = next((r for r in done if r.status is RunStatus.SUCCEEDED), None)
@@ -242,7 +235,7 @@ class JobRunner:
                     break
                 consecutive += 1
             expected = last.started_at + timedelta(seconds=spec.interval_seconds) if last else None
-            if consecutive >= self._failing_after:
+            if consecutive >= self.failing_after:
                 health = JobHealth.FAILING
             elif last is None or now > last.started_at.timestamp() + 2 * spec.interval_seconds + 60:
                 health = JobHealth.LATE

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import TypeVar
 
 from tenacity import (
@@ -75,38 +76,20 @@ T = TypeVar("T")
 DEADLINE_MARGIN_SECONDS = 0.5
 
 
+@dataclass(frozen=True, slots=True)
 class ProviderChain:
-    def __init__(
-        self,
-        providers: Sequence[MarketDataProvider],
-        *,
-        quotas: Quotas,
-        breaker: CircuitBreaker,
-        limits: Mapping[str, QuotaLimits],
-        retry: RetryPolicy,
-        provider_timeout_seconds: float,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._providers = list(providers)
-        self._quotas = quotas
-        self._breaker = breaker
-        self._limits = dict(limits)
-        self._retry = retry
-        self._timeout = provider_timeout_seconds
-        self._monotonic = monotonic
-        self._sleep = sleep
-
-    @property
-    def provider_timeout_seconds(self) -> float:
-        return self._timeout
-
-    @property
-    def providers(self) -> list[MarketDataProvider]:
-        return list(self._providers)
+    providers: Sequence[MarketDataProvider]
+    _: KW_ONLY
+    quotas: Quotas
+    breaker: CircuitBreaker
+    limits: Mapping[str, QuotaLimits]
+    retry: RetryPolicy
+    provider_timeout_seconds: float
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
     def serving(self, kind: DataKind) -> list[MarketDataProvider]:
-        return [p for p in self._providers if kind in p.capabilities]
+        return [p for p in self.providers if kind in p.capabilities]
 
     # --- one value, first vendor that has it -----------------------------------------------------
 
@@ -198,12 +181,12 @@ class ProviderChain:
         outcome: ChainOutcome,
     ) -> T:
         vendor = provider.vendor
-        if not self._breaker.allow(vendor):
+        if not self.breaker.allow(vendor):
             observability.count("ProviderSkipped", dimensions={"provider": vendor, "reason": "breaker_open"})
             raise CircuitOpen(provider.name, "circuit breaker open after repeated failures; skipped")
 
         def attempt() -> T:
-            decision = self._quotas.try_take(vendor, self._limits.get(vendor, QuotaLimits(0, 0)))
+            decision = self.quotas.try_take(vendor, self.limits.get(vendor, QuotaLimits(0, 0)))
             if not decision.granted:
                 observability.count("ProviderSkipped", dimensions={"provider": vendor, "reason": "quota"})
                 raise QuotaExhausted(
@@ -214,7 +197,7 @@ class ProviderChain:
             if decision.remaining is not None:
                 observability.count("ProviderQuotaLeft", dimensions={"provider": vendor}, value=decision.remaining)
             timeout = self._call_timeout(deadline)
-            started = self._monotonic()
+            started = self.monotonic()
             outcome.upstream_calls[vendor] = outcome.upstream_calls.get(vendor, 0) + 1
             count_upstream_call()
             observability.count("ProviderCall", dimensions={"provider": vendor, "kind": kind.value})
@@ -228,25 +211,25 @@ class ProviderChain:
                 raise
             finally:
                 observability.milliseconds(
-                    "ProviderLatency", (self._monotonic() - started) * 1000, dimensions={"provider": vendor}
+                    "ProviderLatency", (self.monotonic() - started) * 1000, dimensions={"provider": vendor}
                 )
 
         retrying = Retrying(
-            stop=stop_any(stop_after_attempt(self._retry.max_attempts), _OutOfTime(deadline, self._monotonic)),
-            wait=wait_random_exponential(multiplier=self._retry.base_seconds, max=self._retry.max_backoff_seconds),
+            stop=stop_any(stop_after_attempt(self.retry.max_attempts), _OutOfTime(deadline, self.monotonic)),
+            wait=wait_random_exponential(multiplier=self.retry.base_seconds, max=self.retry.max_backoff_seconds),
             retry=retry_if_exception(lambda exc: isinstance(exc, ProviderError) and exc.retryable),
-            sleep=self._sleep,
+            sleep=self.sleep,
             reraise=True,
         )
         try:
             value = retrying(attempt)
         except ProviderError as exc:
             if exc.counts_as_failure:
-                self._breaker_changed(vendor, self._breaker.record_failure(vendor, exc.code))
+                self._breaker_changed(vendor, self.breaker.record_failure(vendor, exc.code))
             elif isinstance(exc, ProviderSymbolNotFound):
-                self._breaker_changed(vendor, self._breaker.record_success(vendor))
+                self._breaker_changed(vendor, self.breaker.record_success(vendor))
             raise
-        self._breaker_changed(vendor, self._breaker.record_success(vendor))
+        self._breaker_changed(vendor, self.breaker.record_success(vendor))
         return value
 
     def _breaker_changed(self, vendor: str, state: BreakerState | None) -> None:
@@ -257,11 +240,11 @@ class ProviderChain:
 
     def _call_timeout(self, deadline: float | None) -> float:
         if deadline is None:
-            return self._timeout
-        remaining = deadline - self._monotonic() - DEADLINE_MARGIN_SECONDS
+            return self.provider_timeout_seconds
+        remaining = deadline - self.monotonic() - DEADLINE_MARGIN_SECONDS
         if remaining <= 0.05:
             raise ServiceUnavailable("request ran out of time before reaching a provider", retry_after_seconds=5)
-        return min(self._timeout, remaining)
+        return min(self.provider_timeout_seconds, remaining)
 
 
 class _OutOfTime(stop_base):
@@ -269,13 +252,13 @@ class _OutOfTime(stop_base):
 
     def __init__(self, deadline: float | None, monotonic: Callable[[], float]) -> None:
         self._deadline = deadline
-        self._monotonic = monotonic
+        self.monotonic = monotonic
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         if self._deadline is None:
             return False
         upcoming = retry_state.upcoming_sleep or 0.0
-        return self._deadline - self._monotonic() - upcoming < DEADLINE_MARGIN_SECONDS + 0.25
+        return self._deadline - self.monotonic() - upcoming < DEADLINE_MARGIN_SECONDS + 0.25
 
 
 def _quote_call(provider: MarketDataProvider, symbols: list[str]) -> Callable[[float], dict[str, Quote]]:

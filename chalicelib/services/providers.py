@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 
 from chalicelib.models.api import ProvidersResponse, ProviderStatus, QuotaWindow
@@ -25,21 +25,14 @@ def _window(limit: int, used: int | None, resets_in: int | None) -> QuotaWindow:
     return QuotaWindow(limit=limit, used=used, remaining=remaining, resets_in_seconds=resets_in)
 
 
+@dataclass(frozen=True, slots=True)
 class ProvidersService:
-    def __init__(
-        self,
-        catalog: Sequence[ProviderInfo],
-        *,
-        quotas: Quotas,
-        breaker: CircuitBreaker,
-        limits: Mapping[str, QuotaLimits],
-        data_source: str,
-    ) -> None:
-        self._catalog = list(catalog)
-        self._quotas = quotas
-        self._breaker = breaker
-        self._limits = dict(limits)
-        self._data_source = data_source
+    catalog: Sequence[ProviderInfo]
+    _: KW_ONLY
+    quotas: Quotas
+    breaker: CircuitBreaker
+    limits: Mapping[str, QuotaLimits]
+    data_source: str
 
     def status(self, *, detail: bool) -> ProvidersResponse:
         """``detail`` (operators): quota use and the breakers' failure counts and last error codes. Others
@@ -47,9 +40,9 @@ class ProvidersService:
         a vendor for everyone."""
         statuses: list[ProviderStatus] = []
         position = 0
-        for info in self._catalog:
-            limits = self._limits.get(info.vendor, QuotaLimits(0, 0))
-            breaker = self._breaker.status(info.vendor) if info.configured else None
+        for info in self.catalog:
+            limits = self.limits.get(info.vendor, QuotaLimits(0, 0))
+            breaker = self.breaker.status(info.vendor) if info.configured else None
             if info.configured:
                 position += 1
             status = ProviderStatus(
@@ -62,12 +55,12 @@ class ProvidersService:
             if detail:
                 status = self._with_detail(status, info, limits, breaker)
             statuses.append(status)
-        return ProvidersResponse(data_source=self._data_source, providers=statuses)
+        return ProvidersResponse(data_source=self.data_source, providers=statuses)
 
     def _with_detail(
         self, status: ProviderStatus, info: ProviderInfo, limits: QuotaLimits, breaker: BreakerStatus | None
     ) -> ProviderStatus:
-        usage = self._quotas.usage(info.vendor) if info.configured else None
+        usage = self.quotas.usage(info.vendor) if info.configured else None
         return status.model_copy(
             update={
                 "quota_minute": _window(

@@ -9,6 +9,7 @@ existence (a quote from the cache or a provider, or the bundled S&P 500 list whe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -57,48 +58,39 @@ def _ack(kind: Literal["subscribed", "unsubscribed"], topics: list[str]) -> byte
     return encode(AckMessage(type=kind, data=AckData(subscriptions=SubscriptionSet.from_topics(topics))))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subscriptions:
-    def __init__(
-        self,
-        *,
-        store: ConnectionStore,
-        state: StreamState,
-        market: MarketDataService,
-        limits: StreamingLimits,
-        frames: FrameBuilder,
-        clock: Callable[[], float],
-    ) -> None:
-        self._store = store
-        self._state = state
-        self._market = market
-        self._limits = limits
-        self._frames = frames
-        self._clock = clock
+    store: ConnectionStore
+    state: StreamState
+    market: MarketDataService
+    limits: StreamingLimits
+    frames: FrameBuilder
+    clock: Callable[[], float]
 
     def replies(self, connection_id: str, request: ClientRequest) -> list[bytes]:
-        now = self._clock()
+        now = self.clock()
         if request.action is Action.PING:
             return [encode(PongMessage(data=PongData(timestamp=datetime.fromtimestamp(now, UTC))))]
-        connection = self._store.get_connection(connection_id, now=now)
+        connection = self.store.get_connection(connection_id, now=now)
         if connection is None:
             raise unknown_connection()
         if request.action is Action.UNSUBSCRIBE:
-            remaining = self._store.remove_subscriptions(connection_id, request.topics)
+            remaining = self.store.remove_subscriptions(connection_id, request.topics)
             if remaining is None:
                 raise unknown_connection()
             if connection.topics.intersection(request.topics):  # only a held topic leaves the registry
-                self._state.note_registry_removal()
+                self.state.note_registry_removal()
             return [_ack("unsubscribed", remaining)]
         if request.action is Action.RESYNC:
-            interval = self._limits.resync_interval_seconds
-            if not self._state.allow_resync(connection_id, interval_seconds=interval):
+            interval = self.limits.resync_interval_seconds
+            if not self.state.allow_resync(connection_id, interval_seconds=interval):
                 raise ProtocolError(
                     "resync_rate_limited",
                     f"at most one resync per {interval} s per connection; try again shortly "
                     "(or re-read GET /api/v1/market/quotes)",
                 )
             return self._numbered(connection, self._resync_snapshots(connection), now, empty_batch=True)
-        cap = self._limits.max_subscriptions_per_connection
+        cap = self.limits.max_subscriptions_per_connection
         requested = [t for t in request.topics if t not in connection.topics]
         if len(connection.topics) + len(requested) > cap:
             raise ProtocolError(
@@ -108,18 +100,18 @@ class Subscriptions:
             )
         if any(t.startswith(QUOTE_TOPIC_PREFIX) for t in requested):
             self._check_user_symbols(connection, requested, now)
-        quotes = self._market.get_quotes(list(request.symbols)) if request.symbols else None
+        quotes = self.market.get_quotes(list(request.symbols)) if request.symbols else None
         items = quotes.quotes if quotes else []
         # Stored only once known to exist: quoted (cache or provider), or, when no provider can answer
         # right now, listed in the bundled S&P 500 list (its updates follow once a provider answers).
         # Anything else is never stored: nothing would arrive for it, and every refresh would pay for it.
         known = {quote_topic(i.symbol) for i in items if i.quote is not None or is_listed(i.symbol)}
         new_topics = [t for t in requested if not t.startswith(QUOTE_TOPIC_PREFIX) or t in known]
-        current = self._store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
+        current = self.store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
         if current is None:
             raise unknown_connection()
         # After the registry writes: the copy of the registry every refresh reads gains these pairs.
-        self._state.add_to_registry_copy([(connection.shard, topic) for topic in new_topics])
+        self.state.add_to_registry_copy([(connection.shard, topic) for topic in new_topics])
         snapshots = [quote_update(item.quote, snapshot=True) for item in items if item.quote]
         snapshots.extend(self._channel_snapshots(request.channels))
         errors = [
@@ -137,10 +129,10 @@ class Subscriptions:
         """The user's distinct symbols over all its connections (one Query on the by-user index) stay
         within the cap. Two subscribes of one user on two connections at the same instant can each pass
         against the same count (a soft cap under that race, by at most one message's symbols)."""
-        cap = self._limits.max_symbols_per_user
+        cap = self.limits.max_symbols_per_user
         held = {
             topic
-            for record in [connection, *self._store.connections_of_user(connection.user_id, now=now)]
+            for record in [connection, *self.store.connections_of_user(connection.user_id, now=now)]
             for topic in record.topics
             if topic.startswith(QUOTE_TOPIC_PREFIX)
         }
@@ -158,7 +150,7 @@ class Subscriptions:
         wanted = request_for_topics(Action.RESYNC, connection.topics)
         snapshots: list[StreamUpdate] = []
         if wanted.symbols:
-            batch = self._market.get_quotes(list(wanted.symbols))
+            batch = self.market.get_quotes(list(wanted.symbols))
             snapshots.extend(quote_update(item.quote, snapshot=True) for item in batch.quotes if item.quote)
         snapshots.extend(self._channel_snapshots(wanted.channels))
         return snapshots
@@ -167,11 +159,11 @@ class Subscriptions:
         self, connection: ConnectionRecord, updates: list[StreamUpdate], now: float, *, empty_batch: bool = False
     ) -> list[bytes]:
         """Snapshot updates as this connection's data messages (its format), each with its ``seq``."""
-        pending = self._frames.for_connection(
+        pending = self.frames.for_connection(
             connection.connection_id, frames.format_of(connection), updates, timestamp=now, empty_batch=empty_batch
         )
         outgoing, _ = frames.sequence(
-            self._state, [pending], lane=None, round_id=0, ttl_seconds=self._limits.connection_ttl_seconds
+            self.state, [pending], lane=None, round_id=0, ttl_seconds=self.limits.connection_ttl_seconds
         )
         return [payload for item in outgoing for payload in item.payloads]
 
@@ -188,11 +180,11 @@ class Subscriptions:
 
     def _channel_snapshot(self, channel: Channel) -> StreamUpdate:
         if channel is Channel.INDICES:
-            return indices_update(self._market.get_indices(), snapshot=True)
+            return indices_update(self.market.get_indices(), snapshot=True)
         if channel is Channel.SECTORS:
-            return sectors_update(self._market.get_sectors(), snapshot=True)
+            return sectors_update(self.market.get_sectors(), snapshot=True)
         if channel is Channel.SENTIMENT:
-            return sentiment_update(self._market.get_sentiment(), snapshot=True)
+            return sentiment_update(self.market.get_sentiment(), snapshot=True)
         return movers_update(
-            *(self._market.get_movers(kind, MOVERS_SNAPSHOT_LIMIT) for kind in MoverType), snapshot=True
+            *(self.market.get_movers(kind, MOVERS_SNAPSHOT_LIMIT) for kind in MoverType), snapshot=True
         )

@@ -45,27 +45,19 @@ logger = observability.logger
 P = TypeVar("P", bound=BaseModel)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReadThrough:
-    def __init__(
-        self,
-        cache: Cache,
-        timings: CacheTimings,
-        *,
-        fetch_timeout_seconds: float,
-        clock: Callable[[], float],
-        monotonic: Callable[[], float],
-        sleep: Callable[[float], None],
-        replay_day: Callable[[], date] | None = None,
-    ) -> None:
-        """``fetch_timeout_seconds``: how long one upstream call may take (a waiter gives up in time to
-        make it itself); ``replay_day``: in replay only, the replayed day stored with each value."""
-        self._cache = cache
-        self._timings = timings
-        self._fetch_timeout = fetch_timeout_seconds
-        self._clock = clock
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._replay_day = replay_day
+    """``fetch_timeout_seconds``: how long one upstream call may take (a waiter gives up in time to make
+    it itself); ``replay_day``: in replay only, the replayed day stored with each value."""
+
+    cache: Cache
+    timings: CacheTimings
+    _: dataclasses.KW_ONLY
+    fetch_timeout_seconds: float
+    clock: Callable[[], float]
+    monotonic: Callable[[], float]
+    sleep: Callable[[float], None]
+    replay_day: Callable[[], date] | None = None
 
     # --- one key ----------------------------------------------------------------------------------
 
@@ -102,8 +94,8 @@ class ReadThrough:
         negative = negative_key(kind, symbol) if symbol is not None and self._negatives_on else None
         # The negative entry rides in the same read: a known-unknown symbol costs no extra round trip.
         keys = [key] if negative is None else [key, negative]
-        entries = self._cache.get_many(keys, touch_hot=[symbol] if kind.hot and symbol and not force else ())
-        now = self._clock()
+        entries = self.cache.get_many(keys, touch_hot=[symbol] if kind.hot and symbol and not force else ())
+        now = self.clock()
         entry = entries.get(key)
         found = decode(kind, entry)
         if not force:
@@ -114,11 +106,11 @@ class ReadThrough:
             if symbol is not None and said is not None and said.is_fresh(now):
                 self._record_lookup(kind, hit=True)
                 if kind.hot:
-                    self._cache.forget_hot([symbol])
+                    self.cache.forget_hot([symbol])
                 raise symbol_not_found(symbol, negative_reason(said))
             self._record_lookup(kind, hit=False)
 
-        token = self._cache.acquire_lock(key, self._timings.lock_ttl_seconds)
+        token = self.cache.acquire_lock(key, self.timings.lock_ttl_seconds)
         if token is None:
             # Another caller is fetching this key: wait for its result instead of stampeding upstream.
             filled = self._wait_for_fresh(kind, [key], deadline).get(key)
@@ -144,7 +136,7 @@ class ReadThrough:
             return self._store(kind, {key: (payload, source)})[key]
         finally:
             if token is not None:
-                self._cache.release_lock(key, token)
+                self.cache.release_lock(key, token)
 
     # --- many keys of one kind: one MGET, one batched upstream call for the misses ------------------
 
@@ -164,10 +156,8 @@ class ReadThrough:
         result: Many[P] = Many()
         negatives = {s: negative_key(kind, s) for s in symbols} if self._negatives_on else {}
         keys = [kind.key(s) for s in symbols]
-        entries = self._cache.get_many(
-            [*keys, *negatives.values()], touch_hot=symbols if kind.hot and not force else ()
-        )
-        now = self._clock()
+        entries = self.cache.get_many([*keys, *negatives.values()], touch_hot=symbols if kind.hot and not force else ())
+        now = self.clock()
         stale: dict[str, Served[P]] = {}
         missing: list[str] = []
         for symbol, key in zip(symbols, keys, strict=True):
@@ -189,11 +179,11 @@ class ReadThrough:
                 stale[symbol] = found
             missing.append(symbol)
         if result.unknown and kind.hot:
-            self._cache.forget_hot(list(result.unknown))
+            self.cache.forget_hot(list(result.unknown))
         if not missing:
             return result
 
-        tokens = self._cache.acquire_locks([kind.key(s) for s in missing], self._timings.lock_ttl_seconds)
+        tokens = self.cache.acquire_locks([kind.key(s) for s in missing], self.timings.lock_ttl_seconds)
         held = {key: token for key, token in tokens.items() if token is not None}
         try:
             ours = [s for s in missing if kind.key(s) in held]
@@ -209,7 +199,7 @@ class ReadThrough:
                     self._fetch_many(kind, late, fetch, stale, result)
         finally:
             if held:
-                self._cache.release_locks(held)
+                self.cache.release_locks(held)
         return result
 
     def refresh_many(
@@ -257,16 +247,16 @@ class ReadThrough:
 
     def _store(self, kind: CacheKind[P], values: dict[str, tuple[P, str]]) -> dict[str, Served[P]]:
         retrieved = datetime.now(UTC)
-        day = self._replay_day() if self._replay_day is not None else None
+        day = self.replay_day() if self.replay_day is not None else None
         served = {
             key: Served(p, source, retrieved, cached=False, stale=False, replay_day=day)
             for key, (p, source) in values.items()
         }
         if served:
-            self._cache.set_many(
+            self.cache.set_many(
                 {key: stored_document(s.payload, s.source, retrieved, day) for key, s in served.items()},
                 fresh_ttl_seconds=kind.ttl,
-                stale_ttl_seconds=self._timings.stale_ttl_seconds,
+                stale_ttl_seconds=self.timings.stale_ttl_seconds,
             )
         return served
 
@@ -277,14 +267,14 @@ class ReadThrough:
 
     def _wait_for_fresh(self, kind: CacheKind[P], keys: list[str], deadline: float | None) -> dict[str, Served[P]]:
         """Poll until every key is fresh or the wait is over; the fresh ones found (cached, not stale)."""
-        give_up = self._monotonic() + self._timings.lock_wait_seconds
+        give_up = self.monotonic() + self.timings.lock_wait_seconds
         if deadline is not None:
-            give_up = min(give_up, deadline - DEADLINE_MARGIN_SECONDS - self._fetch_timeout)
+            give_up = min(give_up, deadline - DEADLINE_MARGIN_SECONDS - self.fetch_timeout_seconds)
         filled: dict[str, Served[P]] = {}
-        while self._monotonic() < give_up and len(filled) < len(keys):
-            self._sleep(self._timings.lock_poll_seconds)
-            now = self._clock()
-            for key, entry in self._cache.get_many([k for k in keys if k not in filled]).items():
+        while self.monotonic() < give_up and len(filled) < len(keys):
+            self.sleep(self.timings.lock_poll_seconds)
+            now = self.clock()
+            for key, entry in self.cache.get_many([k for k in keys if k not in filled]).items():
                 found = decode(kind, entry) if entry.is_fresh(now) else None
                 if found is not None:
                     filled[key] = found
@@ -294,23 +284,23 @@ class ReadThrough:
 
     @property
     def _negatives_on(self) -> bool:
-        return self._timings.negative_ttl_seconds > 0
+        return self.timings.negative_ttl_seconds > 0
 
     def _remember_unknown(self, kind: CacheKind[P], reasons: dict[str, str | None]) -> None:
         """Repeating an unknown ticker then costs one provider call per negative-cache lifetime, not one
         per request; an unknown symbol also leaves the hot set (refreshing it would waste the job's bound)."""
         if kind.hot:
-            self._cache.forget_hot(sorted(reasons))
+            self.cache.forget_hot(sorted(reasons))
         if not self._negatives_on:
             return
-        self._cache.set_many(
+        self.cache.set_many(
             {negative_key(kind, symbol): reason or "" for symbol, reason in reasons.items()},
-            fresh_ttl_seconds=self._timings.negative_ttl_seconds,
+            fresh_ttl_seconds=self.timings.negative_ttl_seconds,
             stale_ttl_seconds=0,
         )
 
     # --- hit/miss counters (/cache/stats reads them) ------------------------------------------------
 
     def _record_lookup(self, kind: CacheKind[P], *, hit: bool) -> None:
-        self._cache.record_lookup(kind.name, hit=hit)
+        self.cache.record_lookup(kind.name, hit=hit)
         observability.count("CacheHit" if hit else "CacheMiss", dimensions={"kind": kind.name})
