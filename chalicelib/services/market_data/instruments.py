@@ -15,11 +15,10 @@ from chalicelib.models.api import (
     SearchPayload,
     SearchResponse,
 )
-from chalicelib.models.market import CompanyProfile, DataKind, HistoricalData, Interval, Period
-from chalicelib.services.market_data.cached import CacheKind, CacheTtl, Served
+from chalicelib.models.market import DataKind, Interval, NewsArticle, Period
+from chalicelib.services.market_data.cached import Served
 from chalicelib.services.market_data.history import validate_history_request
-from chalicelib.services.market_data.read_through import ReadThrough
-from chalicelib.services.provider_chain import ProviderChain
+from chalicelib.services.market_data.reads import ChainReads, unchanged
 from chalicelib.services.symbol_directory import SOURCE_LABEL as DIRECTORY_SOURCE
 from chalicelib.services.symbol_directory import search_constituents
 
@@ -32,74 +31,60 @@ NEWS_FETCH_SIZE = 50
 SEARCH_FETCH_SIZE = 50
 
 
-class InstrumentReads:
-    def __init__(self, read_through: ReadThrough, chain: ProviderChain, ttl: CacheTtl) -> None:
-        self._rt = read_through
-        self._chain = chain
-        self._historical = CacheKind("historical", HistoricalData, ttl.historical)
-        self._profile = CacheKind("profile", CompanyProfile, ttl.profile)
-        self._news = CacheKind("news", NewsPayload, ttl.news)
-        self._search = CacheKind("search", SearchPayload, ttl.search)
-
+class InstrumentReads(ChainReads):
     def get_historical(
         self, symbol: str, period: Period, interval: Interval, *, deadline: float | None = None
     ) -> HistoricalResponse:
         validate_history_request(period, interval)
-
-        def fetch() -> tuple[HistoricalData, str]:
-            return self._chain.fetch(
-                DataKind.HISTORICAL,
-                f"{period.value}/{interval.value} history for {symbol}",
-                lambda p, timeout: p.get_historical(symbol, period, interval, timeout_seconds=timeout),
-                deadline=deadline,
-            )
-
+        fetch = self._upstream(
+            DataKind.HISTORICAL,
+            f"{period.value}/{interval.value} history for {symbol}",
+            lambda p, timeout: p.get_historical(symbol, period, interval, timeout_seconds=timeout),
+            deadline,
+            unchanged,
+        )
         key = f"historical:{symbol}:{period.value}:{interval.value}"
-        served = self._rt.get(self._historical, key, fetch, deadline, symbol=symbol)
-        return served.wire(HistoricalResponse)
+        return self._read(self.kinds.historical, key, fetch, deadline, symbol=symbol).wire(HistoricalResponse)
 
     def get_profile(self, symbol: str, *, deadline: float | None = None) -> ProfileResponse:
-        def fetch() -> tuple[CompanyProfile, str]:
-            return self._chain.fetch(
-                DataKind.PROFILE,
-                f"a profile for {symbol}",
-                lambda p, timeout: p.get_profile(symbol, timeout_seconds=timeout),
-                deadline=deadline,
-            )
-
-        served = self._rt.get(self._profile, f"profile:{symbol}", fetch, deadline, symbol=symbol)
-        return served.wire(ProfileResponse)
+        fetch = self._upstream(
+            DataKind.PROFILE,
+            f"a profile for {symbol}",
+            lambda p, timeout: p.get_profile(symbol, timeout_seconds=timeout),
+            deadline,
+            unchanged,
+        )
+        return self._read(self.kinds.profile, f"profile:{symbol}", fetch, deadline, symbol=symbol).wire(ProfileResponse)
 
     def get_news(self, symbol: str, limit: int, *, deadline: float | None = None) -> NewsResponse:
-        def fetch() -> tuple[NewsPayload, str]:
-            articles, source = self._chain.fetch(
-                DataKind.NEWS,
-                f"news for {symbol}",
-                lambda p, timeout: p.get_news(symbol, NEWS_FETCH_SIZE, timeout_seconds=timeout),
-                deadline=deadline,
-            )
+        def payload_of(articles: list[NewsArticle]) -> NewsPayload:
             newest = max((a.published_at for a in articles), default=datetime.now(UTC))
-            return NewsPayload(symbol=symbol, articles=articles[:NEWS_FETCH_SIZE], as_of=newest), source
+            return NewsPayload(symbol=symbol, articles=articles[:NEWS_FETCH_SIZE], as_of=newest)
 
-        served = self._rt.get(self._news, f"news:{symbol}", fetch, deadline, symbol=symbol)
+        fetch = self._upstream(
+            DataKind.NEWS,
+            f"news for {symbol}",
+            lambda p, timeout: p.get_news(symbol, NEWS_FETCH_SIZE, timeout_seconds=timeout),
+            deadline,
+            payload_of,
+        )
+        served = self._read(self.kinds.news, f"news:{symbol}", fetch, deadline, symbol=symbol)
         payload = served.payload.model_copy(update={"articles": served.payload.articles[:limit]})
         return served.wire(NewsResponse, payload)
 
     def search(self, query: str, limit: int, *, deadline: float | None = None) -> SearchResponse:
         normalized = " ".join(query.lower().split())
-
-        def fetch() -> tuple[SearchPayload, str]:
-            results, source = self._chain.fetch(
-                DataKind.SEARCH,
-                f"search results for {normalized!r}",
-                lambda p, timeout: p.search(normalized, SEARCH_FETCH_SIZE, timeout_seconds=timeout),
-                deadline=deadline,
-            )
-            payload = SearchPayload(query=normalized, results=results[:SEARCH_FETCH_SIZE], as_of=datetime.now(UTC))
-            return payload, source
-
+        fetch = self._upstream(
+            DataKind.SEARCH,
+            f"search results for {normalized!r}",
+            lambda p, timeout: p.search(normalized, SEARCH_FETCH_SIZE, timeout_seconds=timeout),
+            deadline,
+            lambda results: SearchPayload(
+                query=normalized, results=results[:SEARCH_FETCH_SIZE], as_of=datetime.now(UTC)
+            ),
+        )
         try:
-            served = self._rt.get(self._search, f"search:{normalized}", fetch, deadline)
+            served = self._read(self.kinds.search, f"search:{normalized}", fetch, deadline)
             served = dataclasses.replace(
                 served, payload=served.payload.model_copy(update={"results": served.payload.results[:limit]})
             )

@@ -25,9 +25,8 @@ from chalicelib.models.api import (
 )
 from chalicelib.models.market import DataKind, MoverType, Quote
 from chalicelib.services import sentiment
-from chalicelib.services.market_data.cached import CacheKind, CacheTtl, Served
-from chalicelib.services.market_data.read_through import ReadThrough
-from chalicelib.services.provider_chain import AllProvidersFailed, ProviderChain
+from chalicelib.services.market_data.reads import ChainReads
+from chalicelib.services.provider_chain import AllProvidersFailed
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
@@ -61,36 +60,23 @@ SECTOR_ETFS: tuple[tuple[str, str], ...] = (
 MOVERS_FETCH_SIZE = 25
 
 
-class MarketPanels:
-    def __init__(self, read_through: ReadThrough, chain: ProviderChain, ttl: CacheTtl) -> None:
-        self._rt = read_through
-        self._chain = chain
-        self._movers = CacheKind("movers", MoversPayload, ttl.movers)
-        self._indices = CacheKind("indices", IndicesPayload, ttl.indices)
-        self._sectors = CacheKind("sectors", SectorsPayload, ttl.sectors)
-        self._sentiment = CacheKind("sentiment", SentimentPayload, ttl.sentiment)
-
-    def _read(
-        self, kind: CacheKind[P], key: str, fetch: Callable[[], tuple[P, str]], deadline: float | None, refresh: bool
-    ) -> Served[P]:
-        if refresh:
-            return self._rt.refresh(kind, key, fetch, deadline)
-        return self._rt.get(kind, key, fetch, deadline)
-
+class MarketPanels(ChainReads):
     def get_movers(
         self, mover_type: MoverType, limit: int, *, deadline: float | None = None, refresh: bool = False
     ) -> MoversResponse:
-        def fetch() -> tuple[MoversPayload, str]:
-            movers, source = self._chain.fetch(
-                DataKind.MOVERS,
-                f"market {mover_type.value}",
-                lambda p, timeout: p.get_movers(mover_type, MOVERS_FETCH_SIZE, timeout_seconds=timeout),
-                deadline=deadline,
-            )
+        def payload_of(movers: list[Quote]) -> MoversPayload:
             newest = max((q.as_of for q in movers), default=datetime.now(UTC))
-            return MoversPayload(type=mover_type, movers=movers, as_of=newest), source
+            return MoversPayload(type=mover_type, movers=movers, as_of=newest)
 
-        served = self._read(self._movers, f"market:movers:{mover_type.value}", fetch, deadline, refresh)
+        fetch = self._upstream(
+            DataKind.MOVERS,
+            f"market {mover_type.value}",
+            lambda p, timeout: p.get_movers(mover_type, MOVERS_FETCH_SIZE, timeout_seconds=timeout),
+            deadline,
+            payload_of,
+        )
+        key = f"market:movers:{mover_type.value}"
+        served = self._read(self.kinds.movers, key, fetch, deadline, refresh=refresh)
         payload = served.payload.model_copy(update={"movers": served.payload.movers[:limit]})
         return served.wire(MoversResponse, payload)
 
@@ -108,7 +94,7 @@ class MarketPanels:
             as_of = max((q.as_of for q in indices), default=datetime.now(UTC))
             return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
 
-        served = self._read(self._indices, "market:indices", fetch, deadline, refresh)
+        served = self._read(self.kinds.indices, "market:indices", fetch, deadline, refresh=refresh)
         return served.wire(IndicesResponse)
 
     def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
@@ -135,7 +121,7 @@ class MarketPanels:
                 as_of=max((q.as_of for q in quotes.values()), default=datetime.now(UTC)),
             ), source
 
-        served = self._read(self._sectors, "market:sectors", fetch, deadline, refresh)
+        served = self._read(self.kinds.sectors, "market:sectors", fetch, deadline, refresh=refresh)
         return served.wire(SectorsResponse)
 
     def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> SentimentResponse:
@@ -151,7 +137,7 @@ class MarketPanels:
             sources = sorted({r.source for r in (indices, sectors) if r is not None})
             return payload, "+".join(sources)
 
-        served = self._read(self._sentiment, "market:sentiment", fetch, deadline, refresh)
+        served = self._read(self.kinds.sentiment, "market:sentiment", fetch, deadline, refresh=refresh)
         return served.wire(SentimentResponse)
 
     def get_overview(self, *, deadline: float | None = None) -> OverviewResponse:
@@ -188,12 +174,12 @@ class MarketPanels:
         unavailable, each with why (unknown to the source, or the sources failed); when nothing was found
         because sources failed (not because they lack the symbols), it is an error, so a stale copy can
         be served instead of an empty panel."""
-        batch = self._chain.fetch_quotes(kind, symbols, deadline=deadline)
+        batch = self.chain.fetch_quotes(kind, symbols, deadline=deadline)
         if not batch.found and batch.failed:
             raise AllProvidersFailed(what, batch.outcome)
         quotes = {symbol: quote for symbol, (quote, _) in batch.found.items()}
         sources = sorted({source for _, source in batch.found.values()}) or [
-            p.name for p in self._chain.serving(kind)[:1]
+            p.name for p in self.chain.serving(kind)[:1]
         ]
         missing = [s for s in symbols if s not in quotes]
         reasons = {

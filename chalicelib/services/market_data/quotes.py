@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from chalicelib.errors import ServiceUnavailable, ValidationFailed
 from chalicelib.models.api import BatchQuoteItem, BatchQuotesResponse, QuoteError
 from chalicelib.models.market import DataKind, Quote, QuoteResponse, normalize_symbol
-from chalicelib.services.market_data.cached import CacheKind, Fetched, Many, Served, symbol_not_found
-from chalicelib.services.market_data.read_through import ReadThrough
+from chalicelib.services.market_data.cached import Fetched, Many, Served, symbol_not_found
+from chalicelib.services.market_data.reads import ChainReads
 from chalicelib.services.provider_chain import AllProvidersFailed, ProviderChain, UnknownSymbol
 
 
@@ -31,32 +31,28 @@ class QuoteRefresh(Mapping[str, QuoteResponse]):
         return len(self.quotes)
 
 
-class QuoteReads:
-    def __init__(self, read_through: ReadThrough, chain: ProviderChain, ttl_seconds: float) -> None:
-        self._rt = read_through
-        self._chain = chain
-        # Readers' lookups mark quotes as recently read: the refresh job keeps those fresh ahead of them.
-        self._kind = CacheKind("quote", Quote, ttl_seconds, hot=True)
-
+class QuoteReads(ChainReads):
     def get_quote(self, symbol: str, *, deadline: float | None = None) -> QuoteResponse:
         """One symbol's quote. ``symbol`` is already normalized; ``deadline`` is a monotonic time
         (the Lambda's remaining time) that bounds lock waits and provider calls."""
 
         def fetch() -> tuple[Quote, str]:
-            batch = self._chain.fetch_quotes(DataKind.QUOTE, [symbol], deadline=deadline)
+            batch = self.chain.fetch_quotes(DataKind.QUOTE, [symbol], deadline=deadline)
             if symbol in batch.found:
                 return batch.found[symbol]
             if symbol in batch.unknown:
                 raise UnknownSymbol("quote", batch.unknown_reasons.get(symbol))
             raise AllProvidersFailed(f"a quote for {symbol}", batch.outcome)
 
-        return quote_response(self._rt.get(self._kind, self._kind.key(symbol), fetch, deadline, symbol=symbol))
+        return quote_response(
+            self.rt.get(self.kinds.quote, self.kinds.quote.key(symbol), fetch, deadline, symbol=symbol)
+        )
 
     def get_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> BatchQuotesResponse:
         """Many quotes in one response: cached ones from one MGET, the rest in as few upstream calls as
         the vendors allow. A symbol that fails gets its own error item; the batch itself succeeds."""
         order, invalid, valid = _normalized(symbols)
-        many = self._rt.get_many(self._kind, valid, self._fetcher(deadline), deadline)
+        many = self.rt.get_many(self.kinds.quote, valid, self._fetcher(deadline), deadline)
         items = {**invalid, **_items(many)}
         return BatchQuotesResponse(quotes=[items[s] for s in order])
 
@@ -64,12 +60,12 @@ class QuoteReads:
         """Fetch and cache the given (already valid) symbols regardless of freshness (the refresh job).
         Only values fetched now are returned, not stale copies."""
         _, _, valid = _normalized(symbols)
-        many = self._rt.refresh_many(self._kind, valid, self._fetcher(deadline), deadline)
+        many = self.rt.refresh_many(self.kinds.quote, valid, self._fetcher(deadline), deadline)
         fresh = {s: quote_response(served) for s, served in many.served.items() if not served.stale}
         return QuoteRefresh({s: fresh[s] for s in valid if s in fresh}, many.upstream_calls)
 
     def _fetcher(self, deadline: float | None) -> _BatchFetch:
-        return _BatchFetch(self._chain, deadline)
+        return _BatchFetch(self.chain, deadline)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from chalicelib.services.market_data.instruments import InstrumentReads
 from chalicelib.services.market_data.panels import MarketPanels
 from chalicelib.services.market_data.quotes import QuoteReads, QuoteRefresh
 from chalicelib.services.market_data.read_through import ReadThrough
+from chalicelib.services.market_data.reads import CacheKinds
 from chalicelib.services.provider_chain import ProviderChain
 
 DEFAULT_TTL = CacheTtl()
@@ -61,9 +62,10 @@ class MarketDataService:
             sleep=sleep,
             replay_day=replay_day,
         )
-        self._quotes = QuoteReads(read_through, chain, ttl.quote)
-        self._instruments = InstrumentReads(read_through, chain, ttl)
-        self._panels = MarketPanels(read_through, chain, ttl)
+        kinds = CacheKinds.of(ttl)
+        self._quotes = QuoteReads(read_through, chain, kinds)
+        self._instruments = InstrumentReads(read_through, chain, kinds)
+        self._panels = MarketPanels(read_through, chain, kinds)
 
     @property
     def chain(self) -> ProviderChain:
