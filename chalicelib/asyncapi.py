@@ -35,6 +35,7 @@ from chalicelib.models.streaming import (
     SubscribeRequest,
     UnsubscribeRequest,
 )
+from chalicelib.services.stream_limits import API_GATEWAY_MAX_CONNECTION_SECONDS, StreamingLimits
 from chalicelib.settings import Settings
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -43,40 +44,16 @@ CHANNEL = "marketData"
 
 @dataclass(frozen=True)
 class ProtocolLimits:
-    """The numbers a client author needs (the stage's settings)."""
+    """The numbers a client author needs: the service's own limits (the stage's settings) and API Gateway's."""
 
-    max_connections_per_user: int
-    max_subscriptions_per_connection: int
-    max_message_bytes: int
-    max_frame_bytes: int
-    resync_interval_seconds: int
-    max_connection_seconds: int = 2 * 3600  # API Gateway's
+    service: StreamingLimits
+    max_connection_seconds: int = API_GATEWAY_MAX_CONNECTION_SECONDS
     idle_timeout_seconds: int = 600  # API Gateway's
     max_api_gateway_message_bytes: int = 128 * 1024  # API Gateway's
-    max_symbols_per_user: int = 100
-    connection_budget: int = 60  # units (the burst)
-    connection_refill_per_second: float = 1.0
-    user_budget: int = 150
-    user_refill_per_second: float = 2.5
-    close_after_rejections: int = 10
-    rejection_window_seconds: int = 60
 
     @classmethod
     def of(cls, settings: Settings) -> ProtocolLimits:
-        return cls(
-            max_connections_per_user=settings.ws_max_connections_per_user,
-            max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
-            max_message_bytes=settings.ws_max_message_bytes,
-            max_frame_bytes=settings.ws_max_frame_bytes,
-            resync_interval_seconds=settings.ws_resync_interval_seconds,
-            max_symbols_per_user=settings.ws_max_symbols_per_user,
-            connection_budget=settings.ws_budget_connection_capacity,
-            connection_refill_per_second=settings.ws_budget_connection_refill_per_second,
-            user_budget=settings.ws_budget_user_capacity,
-            user_refill_per_second=settings.ws_budget_user_refill_per_second,
-            close_after_rejections=settings.ws_budget_close_after_rejections,
-            rejection_window_seconds=settings.ws_budget_rejection_window_seconds,
-        )
+        return cls(StreamingLimits.of(settings))
 
 
 # (message name, model, summary). A model may carry two messages (the acks differ in ``type`` only).
@@ -115,6 +92,7 @@ def _asyncapi_discriminators(node: Any) -> Any:
 
 def _description(limits: ProtocolLimits) -> str:
     codes = "\n".join(f"- `{code}`: {meaning}" for code, meaning in ERROR_CODES.items())
+    s = limits.service
     costs = ", ".join(f"`{action.value}` {cost}" for action, cost in MESSAGE_COSTS.items())
     return f"""Real-time market data over one API Gateway WebSocket API.
 
@@ -123,9 +101,9 @@ def _description(limits: ProtocolLimits) -> str:
 the handshake selects `bearer` when offered, never the token. The connection is closed (`token_expired`) once the
 token's `exp` passes. Optionally `?format=`: `spec` (default) sends the spec's messages, one per changed item;
 `batch` sends one `batch` frame per publish round holding every changed item (each exactly the spec message,
-without `seq`), split into several frames with consecutive `seq` when one would exceed {limits.max_frame_bytes} bytes.
+without `seq`), split into several frames with consecutive `seq` when one would exceed {s.max_frame_bytes} bytes.
 Refusals before the socket opens: 401 (no or bad token), 400 `unknown_format`, 429 `too_many_connections`
-(more than {limits.max_connections_per_user} per user).
+(more than {s.max_connections_per_user} per user).
 
 **Sequence numbers**: every data message (`quote_update`, `market_update`, `sector_update`, `sentiment_update`,
 `batch`; updates and snapshots alike) has `seq`, 1 for the connection's first, then +1 per data message.
@@ -133,14 +111,14 @@ Acks, `pong` and `error` have none. A gap means a message was lost: send `resync
 GET /api/v1/market/quotes). `seq` 0: not sequenced (the sequencing store was unavailable). Rounds reach a
 connection in order; an older round than one already sent is not sent.
 
-**Limits**: {limits.max_subscriptions_per_connection} subscriptions per connection and per message; client
-messages up to {limits.max_message_bytes} bytes (API Gateway closes past {limits.max_api_gateway_message_bytes});
-{limits.max_symbols_per_user} distinct symbols per user over all its connections; one `resync` per
-{limits.resync_interval_seconds} s per connection. **Message budgets** (token buckets): a message costs units ({costs},
-anything malformed {INVALID_MESSAGE_COST}); a connection holds {limits.connection_budget} units refilled
-at {limits.connection_refill_per_second}/s, a user (all its connections) {limits.user_budget} refilled at
-{limits.user_refill_per_second}/s. Over budget: `rate_limited` with `retry_after` seconds, and the message is not
-acted on; {limits.close_after_rejections} refusals within {limits.rejection_window_seconds} s close the connection.
+**Limits**: {s.max_subscriptions_per_connection} subscriptions per connection and per message; client
+messages up to {s.max_message_bytes} bytes (API Gateway closes past {limits.max_api_gateway_message_bytes});
+{s.max_symbols_per_user} distinct symbols per user over all its connections; one `resync` per
+{s.resync_interval_seconds} s per connection. **Message budgets** (token buckets): a message costs units ({costs},
+anything malformed {INVALID_MESSAGE_COST}); a connection holds {s.connection_budget.capacity} units refilled
+at {s.connection_budget.refill_per_second}/s, a user (all its connections) {s.user_budget.capacity} refilled at
+{s.user_budget.refill_per_second}/s. Over budget: `rate_limited` with `retry_after` seconds, and the message is not
+acted on; {s.close_after_rejections} refusals within {s.rejection_window_seconds} s close the connection.
 Connections close after
 {limits.idle_timeout_seconds} s idle and at most {limits.max_connection_seconds} s.
 

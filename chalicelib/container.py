@@ -33,7 +33,7 @@ from chalicelib.adapters.redis_support import redis_client
 from chalicelib.adapters.redis_ws_budget import RedisMessageBudget
 from chalicelib.auth import TokenVerifier
 from chalicelib.errors import ConfigurationError
-from chalicelib.ports import Broadcaster, BucketLimits, Cache, MarketDataProvider, QuotaLimits, ShardDispatcher
+from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits, ShardDispatcher
 from chalicelib.services import job_bodies
 from chalicelib.services.job_bodies import JobDeps
 from chalicelib.services.job_schedules import job_specs
@@ -236,27 +236,12 @@ class Container:
 
     @functools.cached_property
     def streaming(self) -> StreamingService:
-        s = self.settings
         return StreamingService(
             store=self.connection_store,
             state=self.stream_state,
             market=self.market_data,
             budget=self.message_budget,
-            limits=StreamingLimits(
-                max_connections_per_user=s.ws_max_connections_per_user,
-                max_subscriptions_per_connection=s.ws_max_subscriptions_per_connection,
-                max_message_bytes=s.ws_max_message_bytes,
-                max_frame_bytes=s.ws_max_frame_bytes,
-                resync_interval_seconds=s.ws_resync_interval_seconds,
-                shard_count=s.ws_shard_count,
-                max_symbols_per_user=s.ws_max_symbols_per_user,
-                connection_budget=BucketLimits(
-                    s.ws_budget_connection_capacity, s.ws_budget_connection_refill_per_second
-                ),
-                user_budget=BucketLimits(s.ws_budget_user_capacity, s.ws_budget_user_refill_per_second),
-                close_after_rejections=s.ws_budget_close_after_rejections,
-                rejection_window_seconds=s.ws_budget_rejection_window_seconds,
-            ),
+            limits=StreamingLimits.of(self.settings),
             dispatcher=self.shard_dispatcher,
         )
 

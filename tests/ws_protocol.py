@@ -11,9 +11,10 @@ from typing import Any
 import jsonschema
 
 from chalicelib.asyncapi import CHANNEL, ProtocolLimits, build_document
+from chalicelib.services.stream_limits import StreamingLimits
 
 # The schemas do not depend on the limits (they are only described in the text).
-_LIMITS = ProtocolLimits(5, 50, 16 * 1024, 32 * 1024, 10)
+_LIMITS = ProtocolLimits(StreamingLimits(max_frame_bytes=32 * 1024))
 
 
 @functools.cache

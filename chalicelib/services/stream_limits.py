@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from chalicelib.ports import BucketLimits
 from chalicelib.services.frames import API_GATEWAY_FRAME_BYTES
+from chalicelib.settings import Settings
 
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
@@ -32,3 +33,22 @@ class StreamingLimits:
     @property
     def connection_ttl_seconds(self) -> int:
         return API_GATEWAY_MAX_CONNECTION_SECONDS + self.ttl_margin_seconds
+
+    @classmethod
+    def of(cls, settings: Settings) -> StreamingLimits:
+        """The one reading of the WS_* settings (the service enforces it; the AsyncAPI document states it)."""
+        return cls(
+            max_connections_per_user=settings.ws_max_connections_per_user,
+            max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
+            max_message_bytes=settings.ws_max_message_bytes,
+            max_frame_bytes=settings.ws_max_frame_bytes,
+            resync_interval_seconds=settings.ws_resync_interval_seconds,
+            shard_count=settings.ws_shard_count,
+            max_symbols_per_user=settings.ws_max_symbols_per_user,
+            connection_budget=BucketLimits(
+                settings.ws_budget_connection_capacity, settings.ws_budget_connection_refill_per_second
+            ),
+            user_budget=BucketLimits(settings.ws_budget_user_capacity, settings.ws_budget_user_refill_per_second),
+            close_after_rejections=settings.ws_budget_close_after_rejections,
+            rejection_window_seconds=settings.ws_budget_rejection_window_seconds,
+        )
