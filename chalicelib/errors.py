@@ -151,6 +151,21 @@ class ProviderParseError(ProviderError):
     code = "provider_parse_error"
 
 
+# Raised by the provider chain itself, before any call: our own guards, not the vendor's answer.
+class QuotaExhausted(ProviderRateLimited):
+    """Our own shared quota for the vendor is used up: skip it (never wait)."""
+
+    code = "quota_exhausted"
+    counts_as_failure = False
+
+
+class CircuitOpen(ProviderError):
+    """The vendor's breaker is open: skip it until the cool-down ends."""
+
+    code = "circuit_open"
+    counts_as_failure = False
+
+
 class ProviderSymbolNotFound(ProviderError):
     """The provider positively says the symbol does not exist."""
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 from chalicelib import observability
 from chalicelib.errors import (
+    CircuitOpen,
     ProviderError,
     ProviderNoData,
-    ProviderRateLimited,
     ProviderUnsupported,
+    QuotaExhausted,
     ServiceUnavailable,
 )
 from chalicelib.models.market import Quote
@@ -120,20 +121,6 @@ class NoDataAnywhere(Exception):
         super().__init__(what)
         self.what = what
         self.outcome = outcome
-
-
-class QuotaExhausted(ProviderRateLimited):
-    """Our own shared quota for the vendor is used up: skip it (never wait)."""
-
-    code = "quota_exhausted"
-    counts_as_failure = False
-
-
-class CircuitOpen(ProviderError):
-    """The vendor's breaker is open: skip it until the cool-down ends."""
-
-    code = "circuit_open"
-    counts_as_failure = False
 
 
 def failed_attempt(provider: str, exc: ProviderError) -> Attempt:

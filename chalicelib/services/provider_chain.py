@@ -30,8 +30,10 @@ from tenacity.stop import stop_base
 
 from chalicelib import observability
 from chalicelib.errors import (
+    CircuitOpen,
     ProviderError,
     ProviderSymbolNotFound,
+    QuotaExhausted,
     ServiceUnavailable,
 )
 from chalicelib.models.market import DataKind, Quote
@@ -40,9 +42,7 @@ from chalicelib.services.chain_results import (
     AllProvidersFailed,
     Attempt,
     ChainOutcome,
-    CircuitOpen,
     NoDataAnywhere,
-    QuotaExhausted,
     QuoteBatch,
     RetryPolicy,
     UnknownSymbol,

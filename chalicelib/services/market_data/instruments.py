@@ -15,10 +15,10 @@ from chalicelib.models.api import (
     SearchPayload,
     SearchResponse,
 )
-from chalicelib.models.market import DataKind, Interval, NewsArticle, Period
+from chalicelib.models.market import DataKind, Interval, Period
 from chalicelib.services.market_data.cached import Served
 from chalicelib.services.market_data.history import validate_history_request
-from chalicelib.services.market_data.reads import ChainReads, unchanged
+from chalicelib.services.market_data.reads import ChainReads, newest, unchanged
 from chalicelib.services.symbol_directory import SOURCE_LABEL as DIRECTORY_SOURCE
 from chalicelib.services.symbol_directory import search_constituents
 
@@ -57,16 +57,14 @@ class InstrumentReads(ChainReads):
         return self._read(self.kinds.profile, f"profile:{symbol}", fetch, deadline, symbol=symbol).wire(ProfileResponse)
 
     def get_news(self, symbol: str, limit: int, *, deadline: float | None = None) -> NewsResponse:
-        def payload_of(articles: list[NewsArticle]) -> NewsPayload:
-            newest = max((a.published_at for a in articles), default=datetime.now(UTC))
-            return NewsPayload(symbol=symbol, articles=articles[:NEWS_FETCH_SIZE], as_of=newest)
-
         fetch = self._upstream(
             DataKind.NEWS,
             f"news for {symbol}",
             lambda p, timeout: p.get_news(symbol, NEWS_FETCH_SIZE, timeout_seconds=timeout),
             deadline,
-            payload_of,
+            lambda articles: NewsPayload(
+                symbol=symbol, articles=articles[:NEWS_FETCH_SIZE], as_of=newest(a.published_at for a in articles)
+            ),
         )
         served = self._read(self.kinds.news, f"news:{symbol}", fetch, deadline, symbol=symbol)
         payload = served.payload.model_copy(update={"articles": served.payload.articles[:limit]})

@@ -4,7 +4,6 @@ the refresh jobs force them (``refresh=True``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -25,7 +24,7 @@ from chalicelib.models.api import (
 )
 from chalicelib.models.market import DataKind, MoverType, Quote
 from chalicelib.services import sentiment
-from chalicelib.services.market_data.reads import ChainReads
+from chalicelib.services.market_data.reads import ChainReads, newest
 from chalicelib.services.provider_chain import AllProvidersFailed
 
 P = TypeVar("P", bound=BaseModel)
@@ -64,16 +63,12 @@ class MarketPanels(ChainReads):
     def get_movers(
         self, mover_type: MoverType, limit: int, *, deadline: float | None = None, refresh: bool = False
     ) -> MoversResponse:
-        def payload_of(movers: list[Quote]) -> MoversPayload:
-            newest = max((q.as_of for q in movers), default=datetime.now(UTC))
-            return MoversPayload(type=mover_type, movers=movers, as_of=newest)
-
         fetch = self._upstream(
             DataKind.MOVERS,
             f"market {mover_type.value}",
             lambda p, timeout: p.get_movers(mover_type, MOVERS_FETCH_SIZE, timeout_seconds=timeout),
             deadline,
-            payload_of,
+            lambda movers: MoversPayload(type=mover_type, movers=movers, as_of=newest(q.as_of for q in movers)),
         )
         key = f"market:movers:{mover_type.value}"
         served = self._read(self.kinds.movers, key, fetch, deadline, refresh=refresh)
@@ -91,7 +86,7 @@ class MarketPanels(ChainReads):
                 for symbol, _ in INDICES
                 if symbol in quotes
             ]
-            as_of = max((q.as_of for q in indices), default=datetime.now(UTC))
+            as_of = newest(q.as_of for q in indices)
             return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
 
         served = self._read(self.kinds.indices, "market:indices", fetch, deadline, refresh=refresh)
@@ -118,7 +113,7 @@ class MarketPanels(ChainReads):
                 decliners=sum(1 for c in changes if c < 0),
                 unavailable=[s.sector for s in sectors if s.change_percent is None],
                 unavailable_reasons={s.sector: reasons[s.etf] for s in sectors if s.etf in reasons},
-                as_of=max((q.as_of for q in quotes.values()), default=datetime.now(UTC)),
+                as_of=newest(q.as_of for q in quotes.values()),
             ), source
 
         served = self._read(self.kinds.sectors, "market:sectors", fetch, deadline, refresh=refresh)

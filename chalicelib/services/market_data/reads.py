@@ -3,8 +3,9 @@ that fills a miss, and every data kind's cache settings, declared once from one 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -55,6 +56,11 @@ class CacheKinds:
             sectors=CacheKind("sectors", SectorsPayload, ttl.sectors),
             sentiment=CacheKind("sentiment", SentimentPayload, ttl.sentiment),
         )
+
+
+def newest(times: Iterable[datetime]) -> datetime:
+    """A panel's or list's ``as_of``: its newest item's time, or now when it holds none."""
+    return max(times, default=datetime.now(UTC))
 
 
 def unchanged(value: P) -> P:
