@@ -29,17 +29,8 @@ class JobRunResponse(MarketModel):
 
     @classmethod
     def of(cls, run: JobRun) -> JobRunResponse:
-        return cls(
-            task_id=run.task_id,
-            job_name=run.job_name,
-            trigger=run.trigger,
-            status=run.status.value,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            duration_ms=run.duration_ms,
-            counts=dict(run.counts),
-            error=run.error,
-        )
+        # The record's fields by name (the store's own, event_id and expires_at, are not served).
+        return cls.model_validate(run, from_attributes=True)
 
 
 class JobStatus(MarketModel):

@@ -10,15 +10,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from chalicelib.models.api import (
-    IndicesPayload,
-    MoversPayload,
-    NewsPayload,
-    SearchPayload,
-    SectorsPayload,
-    SentimentPayload,
-)
-from chalicelib.models.market import CompanyProfile, DataKind, HistoricalData, Quote
+from chalicelib.models import api, market
 from chalicelib.ports import MarketDataProvider
 from chalicelib.services.market_data.cached import CacheKind, CacheTtl, Served
 from chalicelib.services.market_data.read_through import ReadThrough
@@ -32,29 +24,29 @@ R = TypeVar("R")
 class CacheKinds:
     """Each data kind's counter name, payload model and freshness."""
 
-    quote: CacheKind[Quote]
-    historical: CacheKind[HistoricalData]
-    profile: CacheKind[CompanyProfile]
-    news: CacheKind[NewsPayload]
-    search: CacheKind[SearchPayload]
-    movers: CacheKind[MoversPayload]
-    indices: CacheKind[IndicesPayload]
-    sectors: CacheKind[SectorsPayload]
-    sentiment: CacheKind[SentimentPayload]
+    quote: CacheKind[market.Quote]
+    historical: CacheKind[market.HistoricalData]
+    profile: CacheKind[market.CompanyProfile]
+    news: CacheKind[api.NewsPayload]
+    search: CacheKind[api.SearchPayload]
+    movers: CacheKind[api.MoversPayload]
+    indices: CacheKind[api.IndicesPayload]
+    sectors: CacheKind[api.SectorsPayload]
+    sentiment: CacheKind[api.SentimentPayload]
 
     @classmethod
     def of(cls, ttl: CacheTtl) -> CacheKinds:
         return cls(
             # Readers' lookups mark quotes as recently read: the refresh job keeps those fresh ahead of them.
-            quote=CacheKind("quote", Quote, ttl.quote, hot=True),
-            historical=CacheKind("historical", HistoricalData, ttl.historical),
-            profile=CacheKind("profile", CompanyProfile, ttl.profile),
-            news=CacheKind("news", NewsPayload, ttl.news),
-            search=CacheKind("search", SearchPayload, ttl.search),
-            movers=CacheKind("movers", MoversPayload, ttl.movers),
-            indices=CacheKind("indices", IndicesPayload, ttl.indices),
-            sectors=CacheKind("sectors", SectorsPayload, ttl.sectors),
-            sentiment=CacheKind("sentiment", SentimentPayload, ttl.sentiment),
+            quote=CacheKind("quote", market.Quote, ttl.quote, hot=True),
+            historical=CacheKind("historical", market.HistoricalData, ttl.historical),
+            profile=CacheKind("profile", market.CompanyProfile, ttl.profile),
+            news=CacheKind("news", api.NewsPayload, ttl.news),
+            search=CacheKind("search", api.SearchPayload, ttl.search),
+            movers=CacheKind("movers", api.MoversPayload, ttl.movers),
+            indices=CacheKind("indices", api.IndicesPayload, ttl.indices),
+            sectors=CacheKind("sectors", api.SectorsPayload, ttl.sectors),
+            sentiment=CacheKind("sentiment", api.SentimentPayload, ttl.sentiment),
         )
 
 
@@ -94,7 +86,7 @@ class ChainReads:
 
     def _upstream(
         self,
-        kind: DataKind,
+        kind: market.DataKind,
         what: str,
         call: Callable[[MarketDataProvider, float], R],
         deadline: float | None,
