@@ -8,8 +8,7 @@ FMP's daily bars are New York session dates; a bar is stamped at that session's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from chalicelib.adapters.providers.calls import HistoryAsk, JsonReply, ProviderRequest
 from chalicelib.adapters.providers.fmp._common import FMP_BASE_URL
@@ -46,15 +45,9 @@ def build_historical_request(
     )
 
 
-@dataclass(frozen=True)
-class _DailyBar:
-    day: date
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float
-    adj_close: float | None
-    volume: int | None
+def _opening(day: date) -> datetime:
+    """A bar's timestamp: the open of the session its period starts with."""
+    return at_new_york(first_weekday(day), SESSION_OPEN)
 
 
 def _session_date(value: object, provider: str) -> date:
@@ -66,7 +59,7 @@ def _session_date(value: object, provider: str) -> date:
         raise ProviderParseError(provider, f"unreadable date {value[:40]!r}") from exc
 
 
-def _daily_bars(payload: object, provider: str, symbol: str) -> list[_DailyBar]:
+def _daily_bars(payload: object, provider: str, symbol: str) -> list[tuple[date, PriceBar]]:
     """The bars with a close, oldest first, from either shape: stable's flat array, or v3's
     ``{symbol, historical: [...]}``. ``[]`` (stable) and ``{}`` (v3) mean FMP does not know the symbol."""
     if payload == [] or payload == {}:
@@ -75,41 +68,46 @@ def _daily_bars(payload: object, provider: str, symbol: str) -> list[_DailyBar]:
         if "historical" not in payload:
             raise ProviderParseError(provider, "historical prices: an object without 'historical'")
         payload = payload["historical"]
-    daily: list[_DailyBar] = []
+    daily: list[tuple[date, PriceBar]] = []
     for item in expect_list(payload, provider, "historical prices"):
         close = number(item.get("close"))
         if close is None:
             continue
+        day = _session_date(item.get("date"), provider)
         daily.append(
-            _DailyBar(
-                day=_session_date(item.get("date"), provider),
-                open=number(item.get("open")),
-                high=number(item.get("high")),
-                low=number(item.get("low")),
-                close=close,
-                adj_close=number(item.get("adjClose")),  # v3 only; stable eod/full has none
-                volume=integer(item.get("volume")),
+            (
+                day,
+                PriceBar(
+                    timestamp=_opening(day),
+                    open=number(item.get("open")),
+                    high=number(item.get("high")),
+                    low=number(item.get("low")),
+                    close=close,
+                    adj_close=number(item.get("adjClose")),  # v3 only; stable eod/full has none
+                    volume=integer(item.get("volume")),
+                ),
             )
         )
-    daily.sort(key=lambda bar: bar.day)  # FMP sends newest first
+    daily.sort(key=lambda dated: dated[0])  # FMP sends newest first
     return daily
 
 
-def _aggregate(bars: list[_DailyBar], interval: Interval) -> list[tuple[date, _DailyBar]]:
-    """(period start, bar) per week or month: first open, highest high, lowest low, last close, summed
-    volume (None if a day lacks it), last adjusted close. Daily bars pass through."""
+def _aggregate(bars: list[tuple[date, PriceBar]], interval: Interval) -> list[PriceBar]:
+    """One bar per week or month, stamped with its period's first session: first open, highest high,
+    lowest low, last close, summed volume (None if a day lacks it), last adjusted close. Daily bars pass
+    through."""
     if interval is Interval.D1:
-        return [(bar.day, bar) for bar in bars]
-    groups: dict[date, list[_DailyBar]] = {}
-    for bar in bars:
-        groups.setdefault(period_first_day(bar.day, interval), []).append(bar)
-    out: list[tuple[date, _DailyBar]] = []
+        return [bar for _, bar in bars]
+    groups: dict[date, list[PriceBar]] = {}
+    for day, bar in bars:
+        groups.setdefault(period_first_day(day, interval), []).append(bar)
+    out: list[PriceBar] = []
     for start, days in groups.items():
         highs = [d.high for d in days if d.high is not None]
         lows = [d.low for d in days if d.low is not None]
         volumes = [d.volume for d in days]
-        merged = _DailyBar(
-            day=days[-1].day,
+        merged = PriceBar(
+            timestamp=_opening(start),
             open=days[0].open,
             high=max(highs) if highs else None,
             low=min(lows) if lows else None,
@@ -117,7 +115,7 @@ def _aggregate(bars: list[_DailyBar], interval: Interval) -> list[tuple[date, _D
             adj_close=days[-1].adj_close,
             volume=None if any(v is None for v in volumes) else sum(v for v in volumes if v is not None),
         )
-        out.append((start, merged))
+        out.append(merged)
     return out
 
 
@@ -129,18 +127,7 @@ def parse_historical_response(
     daily = _daily_bars(payload, provider, symbol)
     if period in SESSION_PERIODS and interval is Interval.D1:
         daily = daily[-SESSION_PERIODS[period] :]
-    bars = [
-        PriceBar(
-            timestamp=at_new_york(first_weekday(start), SESSION_OPEN),
-            open=bar.open,
-            high=bar.high,
-            low=bar.low,
-            close=bar.close,
-            adj_close=bar.adj_close,
-            volume=bar.volume,
-        )
-        for start, bar in _aggregate(daily, interval)
-    ]
+    bars = _aggregate(daily, interval)
     if not bars:
         raise ProviderNoData(provider, f"no {interval.value} bars with a close for {symbol} over {period.value}")
     return HistoricalData(symbol=symbol, period=period, interval=interval, bars=bars, as_of=bars[-1].timestamp)
