@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
@@ -250,39 +250,42 @@ class StreamUpdate:
         return self.message.model_dump_json(by_alias=True).encode()
 
 
+class _Provenanced(Protocol):
+    @property
+    def as_of(self) -> datetime: ...
+    @property
+    def source(self) -> str: ...
+
+
+def _provenance(response: _Provenanced, snapshot: bool, *, as_of: datetime | None = None) -> dict[str, Any]:
+    """What every update says of its value besides the value: when it holds, where it came from, and
+    whether it answers a subscribe or resync (``as_of``: a value assembled from several responses)."""
+    return {"timestamp": response.as_of if as_of is None else as_of, "source": response.source, "snapshot": snapshot}
+
+
 def quote_update(quote: QuoteResponse, *, snapshot: bool = False) -> StreamUpdate:
-    message = QuoteUpdateMessage(
-        data=QuoteUpdateData(
-            symbol=quote.symbol,
-            quote=QuoteFields(
-                price=quote.price, change=quote.change, change_percent=quote.change_percent, volume=quote.volume
-            ),
-            timestamp=quote.as_of,
-            source=quote.source,
-            snapshot=snapshot,
-        )
+    fields = QuoteFields(
+        price=quote.price, change=quote.change, change_percent=quote.change_percent, volume=quote.volume
     )
-    return StreamUpdate(quote_topic(quote.symbol), message)
+    data = QuoteUpdateData(symbol=quote.symbol, quote=fields, **_provenance(quote, snapshot))
+    return StreamUpdate(quote_topic(quote.symbol), QuoteUpdateMessage(data=data))
 
 
 def indices_update(indices: IndicesResponse, *, snapshot: bool = False) -> StreamUpdate:
-    data = MarketUpdateData(
-        channel="indices", indices=indices.indices, timestamp=indices.as_of, source=indices.source, snapshot=snapshot
-    )
+    data = MarketUpdateData(channel="indices", indices=indices.indices, **_provenance(indices, snapshot))
     return StreamUpdate(channel_topic(Channel.INDICES), MarketUpdateMessage(data=data))
 
 
 def movers_update(
     gainers: MoversResponse, losers: MoversResponse, actives: MoversResponse, *, snapshot: bool = False
 ) -> StreamUpdate:
+    newest = max(gainers.as_of, losers.as_of, actives.as_of)
     data = MarketUpdateData(
         channel="movers",
         gainers=gainers.movers,
         losers=losers.movers,
         actives=actives.movers,
-        timestamp=max(gainers.as_of, losers.as_of, actives.as_of),
-        source=gainers.source,
-        snapshot=snapshot,
+        **_provenance(gainers, snapshot, as_of=newest),
     )
     return StreamUpdate(channel_topic(Channel.MOVERS), MarketUpdateMessage(data=data))
 
@@ -292,9 +295,7 @@ def sectors_update(sectors: SectorsResponse, *, snapshot: bool = False) -> Strea
         sectors=sectors.sectors,
         advancers=sectors.advancers,
         decliners=sectors.decliners,
-        timestamp=sectors.as_of,
-        source=sectors.source,
-        snapshot=snapshot,
+        **_provenance(sectors, snapshot),
     )
     return StreamUpdate(channel_topic(Channel.SECTORS), SectorUpdateMessage(data=data))
 
@@ -304,9 +305,7 @@ def sentiment_update(sentiment: SentimentResponse, *, snapshot: bool = False) ->
         score=sentiment.score,
         label=sentiment.label,
         components=sentiment.components,
-        timestamp=sentiment.as_of,
-        source=sentiment.source,
-        snapshot=snapshot,
+        **_provenance(sentiment, snapshot),
     )
     return StreamUpdate(channel_topic(Channel.SENTIMENT), SentimentUpdateMessage(data=data))
 
