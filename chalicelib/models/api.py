@@ -4,7 +4,6 @@ document is generated from). Every market payload carries its provenance: ``sour
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -18,6 +17,7 @@ from chalicelib.models.market import (
     MoverType,
     NewsArticle,
     Period,
+    ProvenanceFields,
     Quote,
     QuoteResponse,
     SearchResult,
@@ -109,20 +109,6 @@ class EmptyQuery(QueryModel):
 
 class WsStatsQuery(QueryModel):
     top: int = Field(default=10, ge=1, le=100, description="how many topics to list")
-
-
-# --- provenance -----------------------------------------------------------------------------------
-
-
-class ProvenanceFields(MarketModel):
-    source: str = Field(description="the provider that served the data, or 'replay' for recorded data")
-    retrieved_at: AwareDatetime = Field(description="when this service fetched it from the source")
-    cached: bool = Field(description="served from the cache rather than fetched for this request")
-    stale: bool = Field(description="past its freshness TTL; served because every source failed")
-    replay_day: date | None = Field(
-        default=None,
-        description="replay only: the replayed trading day this data belongs to (null for live data)",
-    )
 
 
 # --- responses ------------------------------------------------------------------------------------

@@ -108,25 +108,22 @@ class Quote(MarketModel):
     as_of: AwareDatetime = Field(description="when the provider says this price was current")
 
 
-class Provenance(MarketModel):
+class ProvenanceFields(MarketModel):
+    """Where a served value came from, as every market response carries it (flat, beside the data)."""
+
     source: str = Field(description="the provider that served the data, or 'replay' for recorded data")
-    as_of: AwareDatetime = Field(description="when the data was current at its source")
     retrieved_at: AwareDatetime = Field(description="when this service fetched it from the source")
     cached: bool = Field(description="served from the cache rather than fetched for this request")
     stale: bool = Field(description="past its freshness TTL; served because every source failed")
-
-
-class QuoteResponse(Quote):
-    """GET /api/v1/market/quote/{symbol}: the quote plus its provenance, flat, as the dashboard reads it."""
-
-    source: str
-    retrieved_at: AwareDatetime
-    cached: bool
-    stale: bool
     replay_day: date | None = Field(
         default=None,
         description="replay only: the replayed trading day this data belongs to (null for live data)",
     )
+
+
+class QuoteResponse(ProvenanceFields, Quote):
+    """GET /api/v1/market/quote/{symbol}: the quote plus its provenance, flat, as the dashboard reads it
+    (ProvenanceFields first among the bases so the quote's fields come first on the wire)."""
 
 
 class CacheKindStats(MarketModel):
