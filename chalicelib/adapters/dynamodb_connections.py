@@ -92,15 +92,9 @@ class DynamoDBConnectionStore(RegistryTable):
         bounds the parallel count updates of one subscribe or removal and the per-shard reads; clock is
         for tests; ``options``: the plumbing knobs (AdapterOptions)."""
         super().__init__(client, **options)
-        if shard_count < 1:
-            raise ValueError("shard_count must be at least 1")
-        if registry_concurrency < 1:
-            raise ValueError("registry_concurrency must be at least 1")
+        self._keep_registry(registry_table, shard_count=shard_count, concurrency=registry_concurrency)
         self._connections = connections_table
         self._subscriptions = subscriptions_table
-        self._registry = registry_table
-        self._shard_count = shard_count
-        self._registry_concurrency = registry_concurrency
         self._clock = clock
 
     # --- connections ------------------------------------------------------------------------------

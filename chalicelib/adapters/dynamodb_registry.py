@@ -57,6 +57,16 @@ class RegistryTable(DynamoDBAdapter):
     _shard_count: int
     _registry_concurrency: int
 
+    def _keep_registry(self, table: str, *, shard_count: int, concurrency: int) -> None:
+        """The registry's own settings, checked once (the connection store's constructor passes them)."""
+        if shard_count < 1:
+            raise ValueError("shard_count must be at least 1")
+        if concurrency < 1:
+            raise ValueError("registry_concurrency must be at least 1")
+        self._registry = table
+        self._shard_count = shard_count
+        self._registry_concurrency = concurrency
+
     def connections_in_shard(self, shard: int, *, now: float) -> Iterator[ConnectionRecord]:
         raise NotImplementedError
 
