@@ -284,7 +284,7 @@ def _gateway_responses(template: Mapping[str, Any]) -> dict[str, Any]:
             continue
         properties = resource["Properties"]
         responses[properties["ResponseType"]] = {
-            "statusCode": int(properties["StatusCode"]),
+            "statusCode": str(properties["StatusCode"]),  # a string in the extension, "404"
             "responseParameters": properties.get("ResponseParameters", {}),
             "responseTemplates": properties.get("ResponseTemplates", {}),
         }

@@ -279,6 +279,7 @@ def deploy_package(
     api_gateway_logs_role_arn: str = "",
     template_transport: str = "auto",
     poll_seconds: int = 10,
+    account: str | None = None,
     report: Callable[[str], None] = print,
 ) -> Release:
     """Deploy build/<stage>/package (or ``directory``) as stack market-data-<stage>.
@@ -286,7 +287,8 @@ def deploy_package(
     ``identity``: the stage's identity settings by parameter name (JwtIssuer, JwtAudience,
     CorsAllowedOrigins and, for prod, JwtJwksUrl). ``session``/``endpoint_url``: where to deploy (a
     boto3 session, default the environment's; an emulator's endpoint). ``execute=False``: stop after
-    creating the change set."""
+    creating the change set. ``template_transport``: "auto" (a body up to 51,200 bytes, else an S3 URL),
+    "body" or "url". ``account``: names the artifact bucket without asking STS (default: STS's answer)."""
     directory = directory or package.package_dir(stage)
     template_path = directory / package.TEMPLATE_NAME
     if not template_path.is_file():
@@ -313,7 +315,7 @@ def deploy_package(
     def client(service: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=endpoint_url)
 
-    account = str(client("sts").get_caller_identity()["Account"])
+    account = account or str(client("sts").get_caller_identity()["Account"])
     s3 = client("s3")
     bucket = artifact_bucket(stage, account, region)
     ensure_bucket(s3, bucket, region)

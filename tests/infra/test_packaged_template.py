@@ -260,7 +260,7 @@ def test_the_gateway_responses_ship_inside_the_rest_apis_definition(merged: tupl
     assert len(source) == 6
     assert set(responses) == set(source)
     for kind, properties in source.items():
-        assert responses[kind]["statusCode"] == int(properties["StatusCode"])
+        assert responses[kind]["statusCode"] == properties["StatusCode"]  # a string: "404"
         assert responses[kind]["responseTemplates"] == properties["ResponseTemplates"]
         assert responses[kind]["responseParameters"] == properties["ResponseParameters"]
     assert not [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::GatewayResponse"]
