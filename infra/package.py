@@ -29,13 +29,11 @@ interface: tests/integration/test_package_size.py and the emulator rehearsal rea
 from __future__ import annotations
 
 import argparse
-import compileall
 import copy
 import csv
 import hashlib
 import json
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -556,20 +554,11 @@ def strip_symbols(root: Path) -> list[str]:
 
 
 def compile_tree(root: Path) -> None:
-    """Precompile every module for this interpreter (checked above to be the runtime's): unchecked-hash
-    .pyc files (never compared with the source's mtime, which a zip does not keep faithfully), with
-    /var/task/... as the file name in tracebacks (fixed, so the bytes do not depend on the build dir)."""
-    for cache in list(root.rglob("__pycache__")):
-        shutil.rmtree(cache)
-    ok = compileall.compile_dir(
-        root,
-        ddir=LAMBDA_TASK_ROOT,
-        quiet=2,
-        workers=1,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
-        raise PackageError(f"compileall failed in {root}")
+    """Precompile the function's tree (unchecked-hash .pyc, /var/task/... in tracebacks)."""
+    try:
+        build.compile_bytecode(root, LAMBDA_TASK_ROOT)
+    except RuntimeError as exc:
+        raise PackageError(str(exc)) from None
 
 
 def rebuild_function_zip(chalice_zip: Path, destination: Path) -> list[str]:

@@ -100,24 +100,28 @@ def test_the_function_zip_leaves_the_sdks_to_the_runtime_and_the_tracing_layer(b
     assert _distributions(built.zip) == build.function_distributions()
 
 
-def test_every_module_in_the_zip_has_unchecked_hash_bytecode_for_the_runtimes_python(built: Built) -> None:
+@pytest.mark.parametrize("name", [package.FUNCTION_ZIP, package.YFINANCE_LAYER_ZIP, package.TRACING_LAYER_ZIP])
+def test_every_module_has_unchecked_hash_bytecode_for_the_runtimes_python(built: Built, name: str) -> None:
+    """The function zip and the layers alike: Lambda's code and layer directories are read-only."""
     assert sys.version_info[:2] == (3, 11)  # the runtime's (package.check_python refuses anything else)
-    assert package.modules_without_bytecode(built.zip) == []
-    with zipfile.ZipFile(built.zip) as opened:
-        sources = [name for name in opened.namelist() if name.endswith(".py")]
-        assert len(sources) > 500
-        for name in sources:
-            directory, _, file = name.rpartition("/")
-            pyc = opened.read(
+    archive = built.layer(name)
+    assert package.modules_without_bytecode(archive) == []
+    with zipfile.ZipFile(archive) as opened:
+        sources = [source for source in opened.namelist() if source.endswith(".py")]
+        assert len(sources) > 100
+        for source in sources:
+            directory, _, file = source.rpartition("/")
+            cached = (
                 f"{directory}/__pycache__/{file[:-3]}.cpython-311.pyc"
                 if directory
                 else f"__pycache__/{file[:-3]}.cpython-311.pyc"
             )
+            pyc = opened.read(cached)
             # PEP 552: magic, flags (bit 0 hash-based, bit 1 check_source), then the source's hash.
-            assert pyc[:4] == importlib.util.MAGIC_NUMBER, name
-            assert int.from_bytes(pyc[4:8], "little") == 0b01, name  # hash-based, never checked
-            assert pyc[8:16] == importlib.util.source_hash(opened.read(name)), name
-        # Nothing stray: no bytecode of another interpreter, no module without its source.
+            assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
+            assert int.from_bytes(pyc[4:8], "little") == 0b01, source  # hash-based, never checked
+            assert pyc[8:16] == importlib.util.source_hash(opened.read(source)), source
+        # Nothing stray: no bytecode of another interpreter.
         stray = [n for n in opened.namelist() if n.endswith(".pyc") and ".cpython-311." not in n]
         assert stray == []
 
