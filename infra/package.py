@@ -8,6 +8,7 @@
     yfinance-layer.zip  yfinance and its pandas/numpy/curl_cffi/lxml stack (infra/layer/build.py)
     tracing-layer.zip   the X-Ray SDK and wrapt (infra/layer/tracing-requirements.txt); attached to every
                         function when the stage has X-Ray on (dev and prod both do)
+                        (both layers precompiled the same way: Lambda's /opt is read-only too)
     sam.json            ONE CloudFormation (SAM) template for the whole stage: `chalice package
                         --merge-template` of the app with infra/template.yaml, everything wired inside it
 
