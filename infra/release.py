@@ -342,12 +342,27 @@ def deploy_package(
         return release
     cloudformation.execute_change_set(ChangeSetName=change_set_id)
     waiter = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
-    _wait(cloudformation.get_waiter(waiter), poll_seconds, StackName=stack)
+    try:
+        _wait(cloudformation.get_waiter(waiter), poll_seconds, StackName=stack)
+    except Exception as exc:  # the waiter's failure says only the final status: name what failed
+        for line in failed_events(cloudformation, stack):
+            report(line)
+        raise ReleaseError(f"{stack}: {kind} did not complete ({exc})") from None
     release.executed = True
     release.outputs = _outputs(cloudformation, stack)
     for key, value in sorted(release.outputs.items()):
         report(f"{key} = {value}")
     return release
+
+
+def failed_events(cloudformation: Any, stack: str, limit: int = 20) -> list[str]:
+    """The stack's latest resource failures, oldest first (the first one is usually the cause)."""
+    events = cloudformation.describe_stack_events(StackName=stack).get("StackEvents", [])
+    failed = [e for e in events if str(e.get("ResourceStatus", "")).endswith("_FAILED")][:limit]
+    return [
+        f"FAILED {e.get('LogicalResourceId')} {e.get('ResourceType')}: {e.get('ResourceStatusReason', '')}"
+        for e in reversed(failed)
+    ]
 
 
 def _outputs(cloudformation: Any, stack: str) -> dict[str, str]:
