@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice
+.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice rehearse lint-template
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt infra/layer/tracing-requirements.txt
@@ -106,5 +106,20 @@ deploy-chalice: install
 destroy-chalice: install
 	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
 
+# Deploy rehearsal (README "Deploy rehearsal"): the dev package `make deploy` ships, deployed by
+# infra/release.py into ministack (its own venv: it pins botocore 1.43.x) after the documented
+# rehearsal-only transform, exercised through the emulated API Gateway (quote, websocket, job, page),
+# its stack compared with the merged template, then everything torn down. About 2 minutes.
+REHEARSE_VENV := .rehearse-venv
+REHEARSE_STAMP := $(REHEARSE_VENV)/.installed-stamp
+$(REHEARSE_STAMP): infra/rehearsal/requirements.txt
+	@test -x $(REHEARSE_VENV)/bin/python || $(PYTHON) -m venv $(REHEARSE_VENV) 1>&2
+	@$(REHEARSE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r infra/rehearsal/requirements.txt 1>&2
+	@touch $@
+
+rehearse: install redis $(REHEARSE_STAMP)
+	$(BIN)/python -m infra.package --stage dev
+	REHEARSAL_VENV=$(REHEARSE_VENV) $(BIN)/python -m infra.rehearsal.run --stage dev
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local
+	rm -rf $(VENV) $(REHEARSE_VENV) .pytest_cache .mypy_cache .ruff_cache .local

@@ -75,10 +75,10 @@ class Emulator:
         try:
             self._start(
                 "redis",
-                [redis_server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                [redis_server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", ""],
                 dict(os.environ),
             )
-            _wait_until(lambda: socket.create_connection(("127.0.0.1", self.redis_port), 1).close() is None, "redis", 15)
+            _wait_until(self._redis_up, "redis", 15)
             # Only what ministack needs: nothing of the caller's AWS environment reaches the functions.
             env = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -97,6 +97,10 @@ class Emulator:
             self.__exit__()
             raise
         return self
+
+    def _redis_up(self) -> bool:
+        socket.create_connection(("127.0.0.1", self.redis_port), timeout=1).close()
+        return True
 
     def _healthy(self) -> bool:
         with urllib.request.urlopen(f"{self.endpoint}/_ministack/health", timeout=2) as answer:  # noqa: S310

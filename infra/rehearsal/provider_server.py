@@ -40,7 +40,7 @@ def _handler(transport: YahooReplayTransport) -> type[BaseHTTPRequestHandler]:
         do_GET = _answer  # noqa: N815 - http.server's naming
         do_POST = _answer  # noqa: N815
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: ARG002 - quiet: the run prints steps
             return None
 
     return Handler

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.deploy import REPO_ROOT
+from infra.local.replay.transport import ReplayClock, YahooReplayTransport
 from infra.rehearsal.emulator import ACCESS_KEY, REGION, Emulator
 from infra.rehearsal.provider_server import ProviderServer
 from infra.rehearsal.transform import (
@@ -36,6 +38,7 @@ from infra.rehearsal.transform import (
     expected_resources,
     rehearsal_template,
 )
+from infra.release import Release, deploy_package, stack_parameters
 
 PACKAGE_DIR = REPO_ROOT / "build" / "{stage}" / "package"
 TEMPLATE_NAME = "sam.json"
@@ -45,6 +48,7 @@ ISSUER = "https://rehearsal.example.com/issuer"
 AUDIENCE = "market-data-rehearsal"
 ORIGINS = "https://dashboard.rehearsal.example.com"
 STACK_TIMEOUT_SECONDS = 300
+REPLAY_STEP_SECONDS = 30.0
 UPDATE_TIMEOUT_SECONDS = 150  # the refresh runs every minute; ministack fires a rate rule a minute after creation
 
 
@@ -63,7 +67,7 @@ class Report:
         return bool(self.steps) and all(ok for _, ok, _ in self.steps)
 
 
-def _session(endpoint: str) -> Any:
+def _session() -> Any:
     import boto3
 
     return boto3.session.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=ACCESS_KEY, region_name=REGION)
@@ -73,42 +77,34 @@ def _client(session: Any, service: str, endpoint: str) -> Any:
     return session.client(service, endpoint_url=endpoint)
 
 
-# --- deploy ----------------------------------------------------------------------------------------
+# --- deploy ---------------------------------------------------------------------------------------
 
 
-def _upload_artifacts(s3: Any, bucket: str, template: dict[str, Any], package: Path) -> None:
-    """Upload each local CodeUri/ContentUri of the template and point it at its S3 copy (what
-    `aws cloudformation package` does)."""
-    for resource in template["Resources"].values():
-        properties = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            value = properties.get(key)
-            if isinstance(value, str) and not value.startswith("s3://"):
-                path = (package / value).resolve()
-                s3.upload_file(str(path), bucket, path.name)
-                properties[key] = f"s3://{bucket}/{path.name}"
-
-
-def deploy(session: Any, endpoint: str, stack: str, template: dict[str, Any], package: Path,
-           parameters: Mapping[str, str]) -> None:  # fmt: skip
-    s3 = _client(session, "s3", endpoint)
-    bucket = f"{stack}-rehearsal-artifacts"
-    s3.create_bucket(Bucket=bucket)
-    _upload_artifacts(s3, bucket, template, package)
-    # The merged template is over CloudFormation's 51,200-byte TemplateBody limit: it goes through S3.
-    s3.put_object(Bucket=bucket, Key=TEMPLATE_NAME, Body=json.dumps(template).encode())
-    cloudformation = _client(session, "cloudformation", endpoint)
-    cloudformation.create_change_set(
-        StackName=stack,
-        ChangeSetName=f"{stack}-rehearsal",
-        ChangeSetType="CREATE",
-        TemplateURL=f"{endpoint}/{bucket}/{TEMPLATE_NAME}",
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-    )
-    _wait(lambda: _change_set_ready(cloudformation, stack), "the change set", 120)
-    cloudformation.execute_change_set(StackName=stack, ChangeSetName=f"{stack}-rehearsal")
-    _wait(lambda: _stack_done(cloudformation, stack, "CREATE"), "the stack", STACK_TIMEOUT_SECONDS)
+def deploy(session: Any, endpoint: str, stage: str, rehearsed: dict[str, Any], package: Path, work: Path,
+           identity: Mapping[str, str]) -> Release:  # fmt: skip
+    """`make deploy`'s own code (infra/release.py) at the emulator's endpoint: the same uploads and the
+    same change set, created then executed, for the rehearsed template beside the package's zips."""
+    directory = work / "package"
+    directory.mkdir(parents=True)
+    for artifact in package.glob("*.zip"):
+        try:  # the same bytes, not a copy of 55 MB (release.py refuses a symlink out of its directory)
+            os.link(artifact, directory / artifact.name)
+        except OSError:
+            shutil.copy2(artifact, directory / artifact.name)
+    (directory / TEMPLATE_NAME).write_text(json.dumps(rehearsed, indent=2))
+    log = (work / "logs" / "deploy.log").open("w")
+    try:
+        return deploy_package(
+            stage,
+            identity=identity,
+            directory=directory,
+            session=session,
+            endpoint_url=endpoint,
+            poll_seconds=1,
+            report=lambda line: print(line, file=log, flush=True),
+        )
+    finally:
+        log.close()
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
@@ -120,23 +116,14 @@ def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
     raise RuntimeError(f"{what} not ready within {timeout:.0f} s")
 
 
-def _change_set_ready(cloudformation: Any, stack: str) -> bool:
-    described = cloudformation.describe_change_set(StackName=stack, ChangeSetName=f"{stack}-rehearsal")
-    if described["Status"] == "FAILED":
-        raise RuntimeError(f"change set failed: {described.get('StatusReason')}")
-    return bool(described["Status"] == "CREATE_COMPLETE")
-
-
-def _stack_done(cloudformation: Any, stack: str, action: str) -> bool:
-    status = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
-    if status == f"{action}_COMPLETE":
-        return True
-    if status.endswith(("_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_IN_PROGRESS")):
+def _failure_reasons(cloudformation: Any, stack: str) -> str:
+    try:
         events = cloudformation.describe_stack_events(StackName=stack)["StackEvents"]
-        failed = [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason')}" for e in events
-                  if e["ResourceStatus"].endswith("FAILED")]  # fmt: skip
-        raise RuntimeError(f"stack {status}: {'; '.join(failed[:5])}")
-    return False
+    except Exception:
+        return "no stack events"
+    failed = [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason')}" for e in events
+              if e["ResourceStatus"].endswith("FAILED")]  # fmt: skip
+    return "; ".join(failed[:5]) or "no failed resource"
 
 
 # --- the exercises ----------------------------------------------------------------------------------
@@ -188,8 +175,10 @@ def exercise_websocket(report: Report, ws_url: str, token: str) -> None:
 
     received: list[dict[str, Any]] = []
     try:
-        connection = websocket.create_connection(ws_url, timeout=20, subprotocols=["bearer", token])
-    except Exception as exc:  # noqa: BLE001 - reported as the step's failure
+        # ?token=: ministack accepts the handshake without the $connect answer's Sec-WebSocket-Protocol
+        # header, so a client offering ["bearer", token] (the browser's way) fails there (README).
+        connection = websocket.create_connection(f"{ws_url}?token={token}", timeout=20)
+    except Exception as exc:
         report.step("websocket", False, f"connect failed: {exc!r}")
         return
     try:
@@ -211,7 +200,8 @@ def exercise_websocket(report: Report, ws_url: str, token: str) -> None:
     ok = "subscribed" in kinds and update is not None
     detail = f"connect + subscribe AAPL: received {kinds[:8]}"
     if update is not None:
-        detail += f"; scheduler-made update price={update['data'].get('price')!r} source={update['data'].get('source')!r}"
+        data = update["data"]
+        detail += f"; scheduler-made update price={data.get('quote', {}).get('price')!r} source={data.get('source')!r}"
     else:
         detail += f"; no scheduler-made quote_update within {UPDATE_TIMEOUT_SECONDS} s"
     report.step("websocket", ok, detail)
@@ -273,10 +263,9 @@ def compare_resources(report: Report, cloudformation: Any, stack: str, template:
     processed = cloudformation.get_template(StackName=stack, TemplateStage="Processed")["TemplateBody"]
     processed = json.loads(processed) if isinstance(processed, str) else processed
     processed_expected = {
-        k: v["Type"]
-        for k, v in processed.get("Resources", {}).items()
-        if conditions.get(v.get("Condition", ""), True)
+        k: v["Type"] for k, v in processed.get("Resources", {}).items() if conditions.get(v.get("Condition", ""), True)
     }
+
     def present(logical_id: str, resource_type: str) -> bool:
         if actual.get(logical_id) == resource_type:
             return True
@@ -363,18 +352,30 @@ def rehearse(stage: str, package: Path, work: Path, *, keep: bool = False) -> Re
         raise SystemExit(f"{template_path} not found: run `make package STAGE={stage}` first")
     template = json.loads(template_path.read_text())
     stack = f"{STACK_PREFIX}-{stage}"
-    parameters = {"Stage": stage, "JwtIssuer": ISSUER, "JwtAudience": AUDIENCE, "CorsAllowedOrigins": ORIGINS}
-    parameters = {k: v for k, v in parameters.items() if k in template.get("Parameters", {})}
+    identity = {"JwtIssuer": ISSUER, "JwtAudience": AUDIENCE, "CorsAllowedOrigins": ORIGINS}
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack_parameters(template, identity=identity)}
+    parameters["Stage"] = stage
     if work.exists():
         shutil.rmtree(work)
-    work.mkdir(parents=True)
-    with ProviderServer() as provider, Emulator(work / "logs") as emulator:
-        session = _session(emulator.endpoint)
+    (work / "logs").mkdir(parents=True)
+    # The replay moves to the next trading day every REPLAY_STEP_SECONDS: the scheduled refresh then
+    # finds changed prices, as `make run` does.
+    transport = YahooReplayTransport(clock=ReplayClock(REPLAY_STEP_SECONDS, time.time()), calendar="env")
+    with ProviderServer(transport) as provider, Emulator(work / "logs") as emulator:
+        session = _session()
         rehearsed = rehearsal_template(template, RehearsalSettings(provider.url, emulator.endpoint))
-        (work / TEMPLATE_NAME).write_text(json.dumps(rehearsed, indent=2))
         started = time.monotonic()
-        deploy(session, emulator.endpoint, stack, rehearsed, package, parameters)
-        report.step("deploy", True, f"stack {stack} CREATE_COMPLETE in {time.monotonic() - started:.1f} s")
+        try:
+            release = deploy(session, emulator.endpoint, stage, rehearsed, package, work, identity)
+        except Exception as exc:
+            cloudformation = _client(session, "cloudformation", emulator.endpoint)
+            raise RuntimeError(f"deploy failed: {exc}: {_failure_reasons(cloudformation, stack)}") from exc
+        report.step(
+            "deploy",
+            release.executed,
+            f"infra/release.py: change set {release.change_set_type} with {len(release.changes)} changes executed, "
+            f"stack {stack} complete in {time.monotonic() - started:.1f} s",
+        )
         cloudformation = _client(session, "cloudformation", emulator.endpoint)
         resources = {
             r["LogicalResourceId"]: r["PhysicalResourceId"]
@@ -418,7 +419,7 @@ def dump_function_logs(session: Any, endpoint: str, directory: Path) -> None:
 def _deleted(cloudformation: Any, stack: str) -> bool:
     try:
         stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except Exception:  # noqa: BLE001 - "does not exist" is a ClientError told apart only by its message
+    except Exception:
         return True
     return not stacks or stacks[0]["StackStatus"] == "DELETE_COMPLETE"
 
