@@ -108,10 +108,8 @@ class Settings(BaseModel):
     stage: Stage = Stage.LOCAL
     market_data_source: DataSource = DataSource.LIVE
 
-    # MARKET_DATA_SOURCE=rehearsal only: the local server answering the providers' requests; and the
-    # SDK's endpoint override, which the emulator sets for every function (checked, never used here).
+    # MARKET_DATA_SOURCE=rehearsal only: the local server answering the providers' requests.
     rehearsal_provider_url: str | None = Field(default=None, pattern=_LOOPBACK_HTTP_URL)
-    aws_endpoint_url: str | None = None
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
     redis_socket_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
