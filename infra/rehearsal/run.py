@@ -439,7 +439,9 @@ def main() -> int:
         print(f"rehearsal failed: {exc} (logs: {args.work_dir / 'logs'})", file=sys.stderr)
         return 1
     passed = sum(1 for _, ok, _ in report.steps if ok)
-    print(f"rehearsal: {passed} passed, {len(report.steps) - passed} failed in {time.monotonic() - started:.1f} s")
+    steps = ", ".join(name for name, _, _ in report.steps)
+    print(f"rehearsal took {time.monotonic() - started:.1f} s (steps: {steps})")
+    print(f"rehearsal: {passed} passed, {len(report.steps) - passed} failed")
     return 0 if report.ok else 1
 
 
