@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice rehearse lint-template
+.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt infra/layer/tracing-requirements.txt
@@ -38,6 +38,7 @@ lint: install lint-template
 # the serverless rules, checkov (its own venv: it pins boto3 1.35.x), the resource lists. Each stage's
 # template is rebuilt only when an input changed (about 25 s each, most of it `chalice package`).
 # Skipped/ignored checks are justified in infra/lint/checkov.yaml and infra/lint/cfn-lint.yaml.
+.PHONY: lint-template rehearse
 LINT_STAGES := dev prod
 LINT_TEMPLATES := $(foreach stage,$(LINT_STAGES),build/lint/$(stage)/sam.json)
 TEMPLATE_INPUTS := app.py $(shell find chalicelib -name '*.py' -not -path '*/__pycache__/*') .chalice/config.json \
