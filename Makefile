@@ -36,7 +36,8 @@ lint: install lint-template
 
 # Static gates over the merged templates `make package` ships (infra/template_gates.py): cfn-lint with
 # the serverless rules, checkov (its own venv: it pins boto3 1.35.x), the resource lists. Each stage's
-# template is rebuilt only when an input changed (about 25 s each, most of it `chalice package`).
+# template is rebuilt only when an input changed (measured from a fresh clone: dev 21 s, prod 12 s; the
+# checkov venv 49 s once; the three gates 15 s).
 # Skipped/ignored checks are justified in infra/lint/checkov.yaml and infra/lint/cfn-lint.yaml.
 .PHONY: lint-template rehearse
 LINT_STAGES := dev prod
