@@ -90,6 +90,9 @@ class Emulator:
                 "LAMBDA_EXECUTOR": "local",
                 "MINISTACK_REGION": REGION,
                 "PYTHONDONTWRITEBYTECODE": "1",
+                # IAM enforced: each function calls with its execution role's credentials and ministack
+                # evaluates the role's policies (a policy missing a statement fails the step using it).
+                "AUTH": "true",
             }
             self._start("ministack", [str(ministack)], env)
             _wait_until(self._healthy, "ministack", 60)
