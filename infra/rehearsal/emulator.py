@@ -84,6 +84,9 @@ class Emulator:
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108
                 "GATEWAY_PORT": str(self.gateway_port),
+                "BIND_HOST": "127.0.0.1",  # loopback only, and no other listener than the gateway:
+                "SFTP_ENABLED": "0",
+                "IOT_MTLS_ENABLED": "0",
                 "REDIS_HOST": "127.0.0.1",  # ElastiCache without Docker: this Redis
                 "REDIS_PORT": str(self.redis_port),
                 "MINISTACK_HOST": "127.0.0.1",
