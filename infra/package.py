@@ -8,6 +8,7 @@
     yfinance-layer.zip  yfinance and its pandas/numpy/curl_cffi/lxml stack (infra/layer/build.py)
     tracing-layer.zip   the X-Ray SDK and wrapt (infra/layer/tracing-requirements.txt); attached to every
                         function when the stage has X-Ray on (dev and prod both do)
+                        (both layers precompiled the same way: Lambda's /opt is read-only too)
     sam.json            ONE CloudFormation (SAM) template for the whole stage: `chalice package
                         --merge-template` of the app with infra/template.yaml, everything wired inside it
 
@@ -29,13 +30,11 @@ interface: tests/integration/test_package_size.py and the emulator rehearsal rea
 from __future__ import annotations
 
 import argparse
-import compileall
 import copy
 import csv
 import hashlib
 import json
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -284,7 +283,7 @@ def _gateway_responses(template: Mapping[str, Any]) -> dict[str, Any]:
             continue
         properties = resource["Properties"]
         responses[properties["ResponseType"]] = {
-            "statusCode": int(properties["StatusCode"]),
+            "statusCode": str(properties["StatusCode"]),  # a string in the extension, "404"
             "responseParameters": properties.get("ResponseParameters", {}),
             "responseTemplates": properties.get("ResponseTemplates", {}),
         }
@@ -451,7 +450,7 @@ def render_for_package(stage: str, destination: Path) -> dict[str, Any]:
     config, _ = deploy.render_project(stage, outputs, _deploy_values(stage), destination, bundle_tracing_sdk=False)
     stage_config = config["stages"][stage]
     if stage_config.get("xray"):
-        stage_config["layers"] = [*stage_config.get("layers", []), f"{_OPEN}local:{TRACING_LAYER}{_CLOSE}"]
+        stage_config["layers"] = [*stage_config.get("layers", []), _stack_token(f"local:{TRACING_LAYER}")]
     (destination / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (destination / ".chalice" / "deployed").mkdir(exist_ok=True)
     for stale in (destination / ".chalice" / "deployed").iterdir():
@@ -556,20 +555,11 @@ def strip_symbols(root: Path) -> list[str]:
 
 
 def compile_tree(root: Path) -> None:
-    """Precompile every module for this interpreter (checked above to be the runtime's): unchecked-hash
-    .pyc files (never compared with the source's mtime, which a zip does not keep faithfully), with
-    /var/task/... as the file name in tracebacks (fixed, so the bytes do not depend on the build dir)."""
-    for cache in list(root.rglob("__pycache__")):
-        shutil.rmtree(cache)
-    ok = compileall.compile_dir(
-        root,
-        ddir=LAMBDA_TASK_ROOT,
-        quiet=2,
-        workers=1,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
-        raise PackageError(f"compileall failed in {root}")
+    """Precompile the function's tree (unchecked-hash .pyc, /var/task/... in tracebacks)."""
+    try:
+        build.compile_bytecode(root, LAMBDA_TASK_ROOT)
+    except RuntimeError as exc:
+        raise PackageError(str(exc)) from None
 
 
 def rebuild_function_zip(chalice_zip: Path, destination: Path) -> list[str]:
@@ -610,50 +600,69 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_package(stage: str, output_dir: Path | None = None, *, layers: bool = True) -> Artifacts:
-    """Write the stage's artifacts into ``output_dir`` (build/<stage>/package/) and return their paths."""
+def _merged_template(stage: str, work: Path, *, dependencies: bool = True) -> tuple[dict[str, Any], Path]:
+    """`chalice package --merge-template` of the stage in ``work``, its placeholders resolved: (the
+    template, chalice's zip). ``dependencies=False`` packages the app without requirements.txt (the
+    template does not depend on them: a quick build for checks of the template alone)."""
+    from infra.local.tables import load_template
+
+    config = render_for_package(stage, work / "project")
+    if not dependencies:
+        (work / "project" / "requirements.txt").write_text("")
+    merge = work / "merge-template.json"
+    merge.write_text(json.dumps(merge_template(stage, config), indent=2))
+    chalice_package(work / "project", stage, merge, work / "out")
+    sam = json.loads((work / "out" / "sam.json").read_text())
+    outputs: dict[str, Any] = {name: value["Value"] for name, value in load_template()["Outputs"].items()}
+    outputs[f"local:{TRACING_LAYER}"] = {"Ref": TRACING_LAYER}
+    resolved = Resolver(stage, outputs).resolve(sam)
+    leftovers = leftover_placeholders(resolved)
+    if leftovers:
+        raise PackageError(f"unresolved placeholders in the template: {leftovers[:5]}")
+    return resolved, work / "out" / FUNCTION_ZIP
+
+
+def _check_stage(stage: str) -> None:
     if stage not in deploy.DEPLOYABLE_STAGES:
         raise PackageError(f"stage {stage!r} is not deployable (one of {', '.join(deploy.DEPLOYABLE_STAGES)})")
     check_python()
-    from infra.local.tables import load_template
 
+
+def build_template(stage: str) -> dict[str, Any]:
+    """The stage's merged template alone (what sam.json holds), without building any artifact."""
+    _check_stage(stage)
+    with tempfile.TemporaryDirectory(prefix=f"template-{stage}-") as tmp:
+        template, _ = _merged_template(stage, Path(tmp), dependencies=False)
+    return template
+
+
+def write_template(template: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(template, indent=2, sort_keys=True) + "\n")
+
+
+def build_package(stage: str, output_dir: Path | None = None, *, layers: bool = True) -> Artifacts:
+    """Write the stage's artifacts into ``output_dir`` (build/<stage>/package/) and return their paths.
+    The directory is replaced as a whole once everything is built (never half old, half new)."""
+    _check_stage(stage)
     output = output_dir or package_dir(stage)
-    expected = build.resolve(build.FUNCTION_REQUIREMENTS)
-    build.fetch(expected, build.WHEELHOUSE)
+    build.fetch(build.resolve(build.FUNCTION_REQUIREMENTS), build.WHEELHOUSE)
     with tempfile.TemporaryDirectory(prefix=f"package-{stage}-") as tmp:
         work = Path(tmp)
-        config = render_for_package(stage, work / "project")
-        merge = work / "merge-template.json"
-        merge.write_text(json.dumps(merge_template(stage, config), indent=2))
-        chalice_package(work / "project", stage, merge, work / "out")
-        sam = json.loads((work / "out" / "sam.json").read_text())
-        outputs = {name: value["Value"] for name, value in load_template()["Outputs"].items()}
-        local = {TRACING_LAYER: {"Ref": TRACING_LAYER}}
-        resolver = Resolver(stage, {**outputs, **{f"local:{k}": v for k, v in local.items()}})
-        sam = resolver.resolve(_local_tokens(sam))
-        leftovers = leftover_placeholders(sam)
-        if leftovers:
-            raise PackageError(f"unresolved placeholders in the template: {leftovers[:5]}")
+        sam, chalice_zip = _merged_template(stage, work)
         staged = work / "artifacts"
         staged.mkdir()
-        rebuild_function_zip(work / "out" / FUNCTION_ZIP, staged / FUNCTION_ZIP)
+        rebuild_function_zip(chalice_zip, staged / FUNCTION_ZIP)
         if layers:
             build.build_layer(staged)
             if TRACING_LAYER in sam["Resources"]:
                 build.build_tracing_layer(staged)
-        (staged / TEMPLATE_NAME).write_text(json.dumps(sam, indent=2, sort_keys=True) + "\n")
+        write_template(sam, staged / TEMPLATE_NAME)
         if output.exists():
             shutil.rmtree(output)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staged, output)
     layer_files = tuple(sorted(p for p in output.glob("*-layer.zip")))
     return Artifacts(output, output / FUNCTION_ZIP, output / TEMPLATE_NAME, layer_files)
-
-
-def _local_tokens(document: Any) -> Any:
-    """``@@local:X@@`` (a resource of the merged template itself) → ``@@stack:local:X@@``, resolved by Ref."""
-    text = json.dumps(document)
-    return json.loads(text.replace(f"{_OPEN}local:", f"{_OPEN}stack:local:"))
 
 
 def main() -> int:
