@@ -43,7 +43,7 @@ lint: install lint-template
 LINT_STAGES := dev prod
 LINT_TEMPLATES := $(foreach stage,$(LINT_STAGES),build/lint/$(stage)/sam.json)
 TEMPLATE_INPUTS := app.py $(shell find chalicelib -name '*.py' -not -path '*/__pycache__/*') .chalice/config.json \
-	$(wildcard .chalice/policy-*.json) infra/template.yaml infra/package.py infra/deploy.py requirements.txt
+	$(wildcard .chalice/policy-*.json) infra/template.yaml infra/package.py infra/deploy.py infra/layer/build.py requirements.txt
 CHECKOV_VENV := .checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 $(CHECKOV_STAMP): infra/lint/checkov-requirements.txt
