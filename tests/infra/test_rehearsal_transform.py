@@ -223,3 +223,31 @@ def test_the_resource_list_gate_names_what_appeared_and_what_disappeared(
         "+ NewQueue AWS::SQS::Queue (in the template, not in resources-dev.txt)",
         "- ThrottleAlarm AWS::CloudWatch::Alarm (in resources-dev.txt, not in the template)",
     ]
+
+
+def test_the_rehearsal_source_builds_one_yahoo_provider_over_the_rehearsal_transport() -> None:
+    """In the emulator the chain is the Yahoo adapter only (replay data), labelled replay, and its
+    session sends every request to the rehearsal's provider server."""
+    from chalicelib.container import Container
+    from chalicelib.settings import load_settings
+
+    settings = load_settings(
+        {
+            "STAGE": "dev",
+            "JWT_SECRET": "r" * 40,
+            "JWT_ISSUER": "https://idp.example.com/",
+            "JWT_AUDIENCE": "market-data-api",
+            "CORS_ALLOWED_ORIGINS": "https://dashboard.example.com",
+            "MARKET_DATA_SOURCE": "rehearsal",
+            "REHEARSAL_PROVIDER_URL": "http://127.0.0.1:8123",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+            "ALPHA_VANTAGE_API_KEY": "a-key-that-must-not-be-used",
+        }
+    )
+
+    providers = Container(settings).providers
+
+    assert [p.vendor for p in providers] == ["yahoo"]
+    assert "source_label='replay'" in repr(providers[0])
+    adapter = providers[0]._session.get_adapter("https://query1.finance.yahoo.com/v7/finance/quote")  # type: ignore[attr-defined]
+    assert isinstance(adapter, RehearsalTransport)
