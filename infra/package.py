@@ -642,7 +642,7 @@ def write_template(template: Mapping[str, Any], path: Path) -> None:
 
 def build_package(stage: str, output_dir: Path | None = None, *, layers: bool = True) -> Artifacts:
     """Write the stage's artifacts into ``output_dir`` (build/<stage>/package/) and return their paths.
-    The directory is replaced as a whole once everything is built (never half old, half new)."""
+    The directory is replaced only after every artifact has been built (a failed build leaves the old one)."""
     _check_stage(stage)
     output = output_dir or package_dir(stage)
     build.fetch(build.resolve(build.FUNCTION_REQUIREMENTS), build.WHEELHOUSE)

@@ -209,6 +209,19 @@ def _strip(site: Path) -> None:
         for tests in list((site / package).rglob("tests")):
             if tests.is_dir():
                 shutil.rmtree(tests)
+    _prune_records(site)
+
+
+def _prune_records(site: Path) -> None:
+    """Each RECORD lists only the files the layer ships. pip's console scripts (../../bin/..., removed
+    above) carry the building interpreter's path in their shebang, so their RECORD hashes would make the
+    same layer's bytes depend on where the venv lives."""
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        with record.open(encoding="utf-8", newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+        kept = [row for row in rows if not row[0].startswith("../") and (site / row[0]).exists()]
+        with record.open("w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows(kept)
 
 
 def compile_bytecode(root: Path, ddir: str) -> None:
