@@ -28,11 +28,36 @@ run: install redis
 test: install redis lint
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install lint-template
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint infra/*.yaml
+
+# Static gates over the merged templates `make package` ships (infra/template_gates.py): cfn-lint with
+# the serverless rules, checkov (its own venv: it pins boto3 1.35.x), the resource lists. Each stage's
+# template is rebuilt only when an input changed (measured from a fresh clone: dev 21 s, prod 12 s; the
+# checkov venv 49 s once; the three gates 15 s).
+# Skipped/ignored checks are justified in infra/lint/checkov.yaml and infra/lint/cfn-lint.yaml.
+.PHONY: lint-template rehearse
+LINT_STAGES := dev prod
+LINT_TEMPLATES := $(foreach stage,$(LINT_STAGES),build/lint/$(stage)/sam.json)
+TEMPLATE_INPUTS := app.py $(shell find chalicelib -name '*.py' -not -path '*/__pycache__/*') .chalice/config.json \
+	$(wildcard .chalice/policy-*.json) infra/template.yaml infra/package.py infra/deploy.py infra/layer/build.py requirements.txt
+CHECKOV_VENV := .checkov-venv
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
+$(CHECKOV_STAMP): infra/lint/checkov-requirements.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV) 1>&2
+	@$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check -r infra/lint/checkov-requirements.txt 1>&2
+	@touch $@
+
+build/lint/%/sam.json: $(TEMPLATE_INPUTS) | $(STAMP)
+	$(BIN)/python -m infra.template_gates build --stage $*
+
+lint-template: install $(LINT_TEMPLATES) $(CHECKOV_STAMP)
+	$(BIN)/cfn-lint --config-file infra/lint/cfn-lint.yaml -- $(LINT_TEMPLATES)
+	$(CHECKOV_VENV)/bin/checkov --config-file infra/lint/checkov.yaml $(foreach template,$(LINT_TEMPLATES),-f $(template))
+	$(BIN)/python -m infra.template_gates resources $(LINT_STAGES)
 
 # Load tests (locust, the spec's tool): start a local stack of their own, run headless, print numbers.
 # USERS, WS_USERS and SECONDS override the defaults (API: 50 users, cold then warm; WebSocket: 500
@@ -106,5 +131,20 @@ deploy-chalice: install
 destroy-chalice: install
 	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
 
+# Deploy rehearsal (README "Deploy rehearsal"): the dev package `make deploy` ships, deployed by
+# infra/release.py into ministack (its own venv: it pins botocore 1.43.x) after the documented
+# rehearsal-only transform, exercised through the emulated API Gateway (quote, websocket, job, page),
+# its stack compared with the merged template, then everything torn down. About 2 minutes.
+REHEARSE_VENV := .rehearse-venv
+REHEARSE_STAMP := $(REHEARSE_VENV)/.installed-stamp
+$(REHEARSE_STAMP): infra/rehearsal/requirements.txt
+	@test -x $(REHEARSE_VENV)/bin/python || $(PYTHON) -m venv $(REHEARSE_VENV) 1>&2
+	@$(REHEARSE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r infra/rehearsal/requirements.txt 1>&2
+	@touch $@
+
+rehearse: install redis $(REHEARSE_STAMP)
+	$(BIN)/python -m infra.package --stage dev
+	REHEARSAL_VENV=$(REHEARSE_VENV) $(BIN)/python -m infra.rehearsal.run --stage dev
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local
+	rm -rf $(VENV) $(REHEARSE_VENV) $(CHECKOV_VENV) build/lint .pytest_cache .mypy_cache .ruff_cache .local

@@ -138,6 +138,16 @@ class Container:
         left out. Replay mode serves recorded Yahoo data only (offline: no keyed vendor is reachable)."""
         s = self.settings
         transport = self._replay_transport if self.replay else self._http_transport
+        rehearsal = s.market_data_source is DataSource.REHEARSAL and s.rehearsal_provider_url is not None
+        if rehearsal and transport is None and s.rehearsal_provider_url is not None:
+            from chalicelib.adapters.rehearsal_transport import RehearsalTransport  # rehearsal only
+
+            transport = RehearsalTransport(
+                s.rehearsal_provider_url,
+                s.provider_timeout_seconds,
+                max_bytes=s.provider_response_max_bytes,
+                deadline_seconds=s.provider_response_deadline_seconds,
+            )
         session = build_session(
             timeout_cap_seconds=s.provider_timeout_seconds,
             max_response_bytes=s.provider_response_max_bytes,
@@ -148,10 +158,10 @@ class Container:
             YahooProvider(
                 session,
                 cache_dir=s.yfinance_cache_dir,
-                source_label=REPLAY_SOURCE_LABEL if self.replay else "yahoo",
+                source_label=REPLAY_SOURCE_LABEL if self.replay or rehearsal else "yahoo",
             )
         ]
-        if self.replay:
+        if self.replay or rehearsal:  # replay data only: no keyed vendor is reachable offline
             return chain
         if s.financial_modeling_prep_api_key is not None:
             chain.append(FmpProvider(session, api_key=s.financial_modeling_prep_api_key.get_secret_value()))

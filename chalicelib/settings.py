@@ -26,6 +26,9 @@ class Stage(StrEnum):
 class DataSource(StrEnum):
     LIVE = "live"
     REPLAY = "replay"
+    # The deploy rehearsal only (infra/rehearsal): replay data served over HTTP by a local server, for
+    # functions running in an emulator on this machine. Refused anywhere AWS calls reach AWS.
+    REHEARSAL = "rehearsal"
 
 
 class FanoutDispatch(StrEnum):
@@ -96,11 +99,17 @@ LOCAL_JWT_AUDIENCE = "market-data-dashboard"
 LOCAL_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 
 
+_LOOPBACK_HTTP_URL = r"^http://(127\.0\.0\.1|localhost)(:\d{1,5})?(/.*)?$"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     stage: Stage = Stage.LOCAL
     market_data_source: DataSource = DataSource.LIVE
+
+    # MARKET_DATA_SOURCE=rehearsal only: the local server answering the providers' requests.
+    rehearsal_provider_url: str | None = Field(default=None, pattern=_LOOPBACK_HTTP_URL)
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
     redis_socket_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
@@ -229,6 +238,17 @@ class Settings(BaseModel):
                 "MARKET_DATA_SOURCE=replay is refused outside the local stage "
                 f"(STAGE={self.stage.value}); a deployed stage must serve live data"
             )
+        if self.market_data_source is DataSource.REHEARSAL:
+            # On AWS the SDK's endpoint is AWS's, never this machine: a real stage cannot pass this.
+            if not self.aws_endpoint_url or not re.match(_LOOPBACK_HTTP_URL, self.aws_endpoint_url):
+                raise ValueError(
+                    "MARKET_DATA_SOURCE=rehearsal is refused unless every AWS call goes to an emulator on this "
+                    "machine (AWS_ENDPOINT_URL=http://127.0.0.1:...); a deployed stage must serve live data"
+                )
+            if not self.rehearsal_provider_url:
+                raise ValueError("MARKET_DATA_SOURCE=rehearsal needs REHEARSAL_PROVIDER_URL (the local replay server)")
+        elif self.rehearsal_provider_url:
+            raise ValueError("REHEARSAL_PROVIDER_URL is only for MARKET_DATA_SOURCE=rehearsal")
         if self.jwt_algorithm is JwtAlgorithm.HS256:
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
             if self.stage is not Stage.LOCAL and (not secret or secret == LOCAL_DEV_JWT_SECRET):
@@ -273,7 +293,8 @@ class Settings(BaseModel):
     @classmethod
     def _replay_popular_symbols(cls, data: Any) -> Any:
         """In replay the popular list defaults to symbols the replay universe holds."""
-        if isinstance(data, dict) and str(data.get("market_data_source", "")).lower() == DataSource.REPLAY.value:
+        replayed = (DataSource.REPLAY.value, DataSource.REHEARSAL.value)  # the rehearsal serves replay data too
+        if isinstance(data, dict) and str(data.get("market_data_source", "")).lower() in replayed:
             data = dict(data)  # never change the caller's mapping
             data.setdefault("job_popular_symbols", REPLAY_POPULAR_SYMBOLS)
         return data

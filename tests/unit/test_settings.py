@@ -14,6 +14,7 @@ import pytest
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import (
     LOCAL_DEV_JWT_SECRET,
+    REPLAY_POPULAR_SYMBOLS,
     DataSource,
     JwtAlgorithm,
     Stage,
@@ -163,6 +164,53 @@ def test_replay_is_refused_outside_the_local_stage(stage: str) -> None:
     error = config_error({"STAGE": stage, "MARKET_DATA_SOURCE": "replay", "JWT_SECRET": PRIVATE_SECRET})
 
     assert "MARKET_DATA_SOURCE" in error.message
+
+
+# --- the deploy rehearsal's source: only where every AWS call goes to an emulator on this machine -------
+
+REHEARSAL = {"MARKET_DATA_SOURCE": "rehearsal", "REHEARSAL_PROVIDER_URL": "http://127.0.0.1:8123"}
+
+
+@pytest.mark.parametrize("endpoint", [None, "https://dynamodb.us-east-1.amazonaws.com", "http://10.0.0.5:4566"])
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_rehearsal_source_is_refused_where_aws_calls_reach_aws(stage: str, endpoint: str | None) -> None:
+    """GIVEN a deployed stage WHEN MARKET_DATA_SOURCE=rehearsal without an emulator on loopback (as on
+    AWS, where Lambda sets no AWS_ENDPOINT_URL) THEN the load fails naming the source."""
+    environ = {"STAGE": stage, "JWT_SECRET": PRIVATE_SECRET, **DEPLOYED_IDENTITY, **REHEARSAL}
+    if stage == "prod":
+        environ |= {"JWT_ALGORITHM": "RS256", "JWT_JWKS_URL": JWKS_URL}
+    if endpoint:
+        environ["AWS_ENDPOINT_URL"] = endpoint
+
+    error = config_error(environ)
+
+    assert "MARKET_DATA_SOURCE=rehearsal is refused" in error.message
+
+
+def test_the_rehearsal_source_runs_the_deployed_stage_in_an_emulator_on_this_machine() -> None:
+    environ = {"STAGE": "dev", "JWT_SECRET": PRIVATE_SECRET, **DEPLOYED_IDENTITY, **REHEARSAL}
+
+    settings = load_settings({**environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"})
+
+    assert settings.market_data_source is DataSource.REHEARSAL
+    assert settings.rehearsal_provider_url == "http://127.0.0.1:8123"
+    assert settings.job_popular_symbols == REPLAY_POPULAR_SYMBOLS  # it serves replay data
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"MARKET_DATA_SOURCE": "rehearsal", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"}, "REHEARSAL_PROVIDER_URL"),
+        ({"REHEARSAL_PROVIDER_URL": "http://127.0.0.1:8123"}, "REHEARSAL_PROVIDER_URL"),
+        ({**REHEARSAL, "REHEARSAL_PROVIDER_URL": "https://query1.finance.yahoo.com"}, "REHEARSAL_PROVIDER_URL"),
+    ],
+)
+def test_the_rehearsal_provider_url_goes_with_the_rehearsal_source_and_loopback_only(
+    environ: dict[str, str], named: str
+) -> None:
+    error = config_error({"STAGE": "local", **environ})
+
+    assert named in error.message
 
 
 def test_replay_is_allowed_in_the_local_stage() -> None:
