@@ -119,6 +119,12 @@ class ErrorMessage(WireModel):
     data: ErrorData
 
 
+_STALE_DESCRIPTION = (
+    "the value is past its freshness TTL: every source failed and the cached copy was served "
+    "(the REST payloads' `stale`)"
+)
+
+
 class QuoteFields(WireModel):
     """The spec's ``quote`` object of a quote_update."""
 
@@ -134,6 +140,7 @@ class QuoteUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class QuoteUpdateMessage(WireModel):
@@ -152,6 +159,7 @@ class MarketUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class MarketUpdateMessage(WireModel):
@@ -166,6 +174,7 @@ class SectorUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class SectorUpdateMessage(WireModel):
@@ -180,6 +189,7 @@ class SentimentUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class SentimentUpdateMessage(WireModel):
@@ -260,6 +270,7 @@ def quote_update(quote: QuoteResponse, *, snapshot: bool = False) -> StreamUpdat
             timestamp=quote.as_of,
             source=quote.source,
             snapshot=snapshot,
+            stale=quote.stale,
         )
     )
     return StreamUpdate(quote_topic(quote.symbol), message)
@@ -267,7 +278,12 @@ def quote_update(quote: QuoteResponse, *, snapshot: bool = False) -> StreamUpdat
 
 def indices_update(indices: IndicesResponse, *, snapshot: bool = False) -> StreamUpdate:
     data = MarketUpdateData(
-        channel="indices", indices=indices.indices, timestamp=indices.as_of, source=indices.source, snapshot=snapshot
+        channel="indices",
+        indices=indices.indices,
+        timestamp=indices.as_of,
+        source=indices.source,
+        snapshot=snapshot,
+        stale=indices.stale,
     )
     return StreamUpdate(channel_topic(Channel.INDICES), MarketUpdateMessage(data=data))
 
@@ -283,6 +299,7 @@ def movers_update(
         timestamp=max(gainers.as_of, losers.as_of, actives.as_of),
         source=gainers.source,
         snapshot=snapshot,
+        stale=gainers.stale or losers.stale or actives.stale,
     )
     return StreamUpdate(channel_topic(Channel.MOVERS), MarketUpdateMessage(data=data))
 
@@ -295,6 +312,7 @@ def sectors_update(sectors: SectorsResponse, *, snapshot: bool = False) -> Strea
         timestamp=sectors.as_of,
         source=sectors.source,
         snapshot=snapshot,
+        stale=sectors.stale,
     )
     return StreamUpdate(channel_topic(Channel.SECTORS), SectorUpdateMessage(data=data))
 
@@ -307,6 +325,7 @@ def sentiment_update(sentiment: SentimentResponse, *, snapshot: bool = False) ->
         timestamp=sentiment.as_of,
         source=sentiment.source,
         snapshot=snapshot,
+        stale=sentiment.stale,
     )
     return StreamUpdate(channel_topic(Channel.SENTIMENT), SentimentUpdateMessage(data=data))
 
