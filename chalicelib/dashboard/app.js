@@ -226,7 +226,7 @@ function renderSentiment(data) {
     el("tr", { "data-component": c.name }, [
       el("th", { scope: "row", text: COMPONENT_NAMES[c.name] || c.name }),
       numberCell("value", c.value, c.value === null ? "n/a" : money.format(c.value)),
-      changeCell("score", c.score),
+      changeCell("component-score", c.score),
       numberCell("weight", c.weight, money.format(c.weight)),
     ]),
   );
