@@ -46,6 +46,7 @@ class Dashboard:
     page: Page
     console_errors: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    remaining: list[int] = field(default_factory=list)  # X-RateLimit-Remaining of the page's REST calls
     csp: str = ""
 
     @property
@@ -123,6 +124,7 @@ def dashboard(redis_url: str, tmp_path_factory: pytest.TempPathFactory, playwrig
             page = context.new_page()
             board = Dashboard(run, page)
             _watch(page, board.console_errors, board.urls)
+            page.on("response", lambda r: _note_budget(board, r.headers.get("x-ratelimit-remaining")))
             response = page.goto(f"{board.base}/")
             assert response is not None
             assert response.status == 200
@@ -132,6 +134,11 @@ def dashboard(redis_url: str, tmp_path_factory: pytest.TempPathFactory, playwrig
             context.close()
     finally:
         browser.close()
+
+
+def _note_budget(board: Dashboard, remaining: str | None) -> None:
+    if remaining is not None and remaining.isdigit():
+        board.remaining.append(int(remaining))
 
 
 def _values(page: Page, selector: str) -> dict[str, dict[str, str]]:
@@ -191,6 +198,12 @@ def test_the_page_loads_every_panel_without_console_errors_or_a_token_in_any_url
     assert dashboard.urls
     assert not [url for url in dashboard.urls if token in url or "token=" in url]
     assert "token" not in page.url
+    # The first paint's REST calls fit the per-user budget (USER_RATE_LIMIT_PER_MINUTE, 600 units: 1 per
+    # request + 20 per provider call it caused) with room to spare, on a cold cache.
+    limit = 600
+    used = limit - min(dashboard.remaining)
+    print(f"first paint: {len(dashboard.remaining)} budgeted REST calls, {used} of {limit} units used")
+    assert used <= limit // 2, used
 
 
 def test_each_panel_shows_what_the_rest_api_answers(dashboard: Dashboard) -> None:
