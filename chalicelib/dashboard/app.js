@@ -651,6 +651,29 @@ function wireEvents() {
     addSymbol(value);
   });
   $("#symbol-input").addEventListener("input", onSearchInput);
+  // Keyboard: ArrowDown from the field enters the suggestions, arrows move within them, Escape leaves.
+  $("#symbol-input").addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown") {
+      const first = $(".suggestions button", panels.watchlist());
+      if (first) {
+        event.preventDefault();
+        first.focus();
+      }
+    }
+  });
+  $(".suggestions", panels.watchlist()).addEventListener("keydown", (event) => {
+    const buttons = [...panels.watchlist().querySelectorAll(".suggestions button")];
+    const index = buttons.indexOf(document.activeElement);
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      const next = index + (event.key === "ArrowDown" ? 1 : -1);
+      if (next < 0) $("#symbol-input").focus();
+      else buttons[Math.min(next, buttons.length - 1)].focus();
+    } else if (event.key === "Escape") {
+      renderSuggestions([]);
+      $("#symbol-input").focus();
+    }
+  });
   for (const button of document.querySelectorAll("[data-period]")) {
     button.addEventListener("click", () => {
       state.period = button.dataset.period;

@@ -142,6 +142,16 @@ def _note_budget(board: Dashboard, remaining: str | None) -> None:
         board.remaining.append(int(remaining))
 
 
+def _overflowing_panels(page: Page) -> list[str]:
+    """Panels whose content is wider than the panel (clipped or scrolling sideways)."""
+    result: list[str] = page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid]')]
+             .filter((panel) => panel.scrollWidth > panel.clientWidth + 1)
+             .map((panel) => panel.dataset.testid)"""
+    )
+    return result
+
+
 def _values(page: Page, selector: str) -> dict[str, dict[str, str]]:
     """data-field → data-value of each row matching selector, by its data-symbol."""
     result: dict[str, dict[str, str]] = page.evaluate(
@@ -189,6 +199,7 @@ def test_the_page_loads_every_panel_without_console_errors_or_a_token_in_any_url
     assert rows.count() == 12
     assert rows.first.get_attribute("data-symbol") == "AAPL"
     page.screenshot(path=str(OUTPUT / "dashboard-1280x800.png"))
+    assert _overflowing_panels(page) == []
     assert dashboard.console_errors == []
     # The CSP allows its own origin and the WebSocket API only.
     assert "default-src 'none'" in dashboard.csp
@@ -283,6 +294,20 @@ def test_adding_a_symbol_from_the_search_suggestions_shows_its_price(dashboard: 
     saved = json.loads(page.evaluate("() => localStorage.getItem('market-dashboard.watchlist')"))
     assert saved[-1] == "ADBE"
     _watchlist_matches_rest(dashboard)
+    # By keyboard alone: type, ArrowDown into the suggestions, Enter on one.
+    page.focus("#symbol-input")
+    page.keyboard.type("micro")
+    page.locator('[data-action="suggestion"][data-symbol="MU"]').wait_for(timeout=15_000)
+    page.keyboard.press("ArrowDown")
+    focused = page.evaluate("() => document.activeElement.dataset.symbol")
+    page.keyboard.press("Enter")
+    page.locator(f'[data-testid="watchlist"] tr[data-symbol="{focused}"]').wait_for(timeout=15_000)
+    # Removing takes the row away and out of the stored list.
+    page.click(f'[data-action="remove"][data-symbol="{focused}"]')
+    assert page.locator(f'[data-testid="watchlist"] tr[data-symbol="{focused}"]').count() == 0
+    saved = json.loads(page.evaluate("() => localStorage.getItem('market-dashboard.watchlist')"))
+    assert focused not in saved
+    assert "ADBE" in saved
 
 
 def test_a_refresh_changes_a_watched_price_on_screen_without_a_reload(dashboard: Dashboard) -> None:
@@ -386,6 +411,7 @@ def test_the_phone_width_layout_has_every_panel_and_no_sideways_scroll(dashboard
         page.goto(f"{dashboard.base}/")
         _wait_until_filled(page, errors)
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        assert _overflowing_panels(page) == []
         for panel in PANELS:
             box = page.locator(f'[data-testid="{panel}"]').bounding_box()
             assert box is not None
@@ -417,6 +443,11 @@ def test_a_seq_gap_makes_the_page_send_resync_and_carry_on(dashboard: Dashboard)
         def from_server(message: str | bytes) -> None:
             frame = json.loads(message)
             updates = frame.get("data", {}).get("updates", []) if frame.get("type") == "batch" else []
+            for update in updates:
+                # The stream's `stale` reaches the page: sentiment is marked as if every source had failed.
+                if update["type"] == "sentiment_update":
+                    update["data"]["stale"] = True
+                    message = json.dumps(frame)
             if not holes and updates and not any(u["data"]["snapshot"] for u in updates):
                 holes.append(frame["seq"])
                 frame["seq"] += 1
@@ -446,6 +477,11 @@ def test_a_seq_gap_makes_the_page_send_resync_and_carry_on(dashboard: Dashboard)
             timeout=20_000,
         )
         assert page.inner_text('[data-testid="connection-status"]') == "live"
+        stale = page.locator('[data-testid="sentiment"] .badge.stale')
+        assert stale.inner_text().endswith("stale")
+        assert page.get_attribute('[data-testid="sentiment"]', "data-stale") == "true"
+        assert page.locator('[data-testid="indices"] .badge.stale').count() == 0
+        page.screenshot(path=str(OUTPUT / "dashboard-stale-sentiment.png"))
         assert errors == []
     finally:
         context.close()
