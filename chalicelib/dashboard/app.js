@@ -68,6 +68,14 @@ function changeCell(field, value, suffix = "", extraClass = "") {
   return cell;
 }
 
+// A table with a header row: columns are [label, class] (the first is the row header, left-aligned).
+function dataTable(cls, columns, rows) {
+  const head = columns.map(([label, columnClass], i) =>
+    el("th", { scope: "col", class: i === 0 ? columnClass : `num ${columnClass || ""}`.trim(), text: label }),
+  );
+  return el("table", { class: cls }, [el("thead", {}, [el("tr", {}, head)]), el("tbody", {}, rows)]);
+}
+
 // --- provenance: a source badge, as_of on hover, stale marked -------------------------------------
 
 function asOfText(meta) {
@@ -124,17 +132,7 @@ function renderIndices(data) {
       changeCell("changePercent", q.changePercent, "%"),
     ]),
   );
-  const table = el("table", { class: "quotes" }, [
-    el("thead", {}, [
-      el("tr", {}, [
-        el("th", { scope: "col", text: "Index" }),
-        el("th", { scope: "col", class: "num", text: "Last" }),
-        el("th", { scope: "col", class: "num hide-narrow", text: "Change" }),
-        el("th", { scope: "col", class: "num", text: "%" }),
-      ]),
-    ]),
-    el("tbody", {}, rows),
-  ]);
+  const table = dataTable("quotes", [["Index"], ["Last"], ["Change", "hide-narrow"], ["%"]], rows);
   const missing = (data.unavailable || []).length
     ? el("p", { class: "note", text: `unavailable: ${data.unavailable.join(", ")}` })
     : null;
@@ -189,16 +187,7 @@ function moverTable(kind, title, quotes) {
   );
   return el("div", { class: "mover-list", "data-list": kind }, [
     el("h3", { text: title }),
-    el("table", { class: "quotes compact" }, [
-      el("thead", {}, [
-        el("tr", {}, [
-          el("th", { scope: "col", text: "Symbol" }),
-          el("th", { scope: "col", class: "num", text: "Last" }),
-          el("th", { scope: "col", class: "num", text: kind === "actives" ? "Volume" : "%" }),
-        ]),
-      ]),
-      el("tbody", {}, rows),
-    ]),
+    dataTable("quotes compact", [["Symbol"], ["Last"], [kind === "actives" ? "Volume" : "%"]], rows),
   ]);
 }
 
@@ -230,17 +219,7 @@ function renderSentiment(data) {
       numberCell("weight", c.weight, money.format(c.weight)),
     ]),
   );
-  const table = el("table", { class: "quotes compact" }, [
-    el("thead", {}, [
-      el("tr", {}, [
-        el("th", { scope: "col", text: "Component" }),
-        el("th", { scope: "col", class: "num", text: "Input" }),
-        el("th", { scope: "col", class: "num", text: "Score" }),
-        el("th", { scope: "col", class: "num", text: "Weight" }),
-      ]),
-    ]),
-    el("tbody", {}, rows),
-  ]);
+  const table = dataTable("quotes compact", [["Component"], ["Input"], ["Score"], ["Weight"]], rows);
   $(".body", panel).replaceChildren(
     gauge(data.score, { label: `sentiment ${money.format(data.score)} of 100, ${data.label}` }),
     score,

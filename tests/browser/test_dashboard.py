@@ -165,6 +165,18 @@ def _values(page: Page, selector: str) -> dict[str, dict[str, str]]:
     return result
 
 
+def _wait_for_a_new_price(page: Page, symbol: str) -> str:
+    """Wait until the watchlist's price of symbol changes on screen (a streamed update); its cell selector."""
+    cell = f'[data-testid="watchlist"] tr[data-symbol="{symbol}"] [data-field="price"]'
+    before = page.get_attribute(cell, "data-value")
+    page.wait_for_function(
+        "([selector, before]) => document.querySelector(selector).dataset.value !== before",
+        arg=[cell, before],
+        timeout=20_000,
+    )
+    return cell
+
+
 def _watchlist_matches_rest(board: Dashboard, attempts: int = 8) -> None:
     """Prices move every 2 s, so the page is read before and after the REST call: each REST price must be
     one the page showed around that moment. Repeated a few times (a refresh can land between the reads)."""
@@ -313,13 +325,7 @@ def test_adding_a_symbol_from_the_search_suggestions_shows_its_price(dashboard: 
 def test_a_refresh_changes_a_watched_price_on_screen_without_a_reload(dashboard: Dashboard) -> None:
     page = dashboard.page
     page.evaluate("() => { window.__sameDocument = true; }")
-    cell = '[data-testid="watchlist"] tr[data-symbol="AAPL"] [data-field="price"]'
-    before = page.get_attribute(cell, "data-value")
-    page.wait_for_function(
-        "([selector, before]) => document.querySelector(selector).dataset.value !== before",
-        arg=[cell, before],
-        timeout=20_000,
-    )
+    cell = _wait_for_a_new_price(page, "AAPL")
     assert page.evaluate("() => window.__sameDocument") is True
     # The change flashed, with its direction shown by more than colour (data-moved drives an arrow).
     assert page.get_attribute(cell, "data-moved") in ("up", "down")
@@ -389,13 +395,7 @@ def test_dropping_the_websocket_shows_reconnecting_then_live_with_the_watchlist_
         "no new connection after the reconnect",
     )
     # Resubscribed: prices keep moving on the new connection and match the REST API again.
-    cell = '[data-testid="watchlist"] tr[data-symbol="ADBE"] [data-field="price"]'
-    before = page.get_attribute(cell, "data-value")
-    page.wait_for_function(
-        "([selector, before]) => document.querySelector(selector).dataset.value !== before",
-        arg=[cell, before],
-        timeout=20_000,
-    )
+    _wait_for_a_new_price(page, "ADBE")
     _watchlist_matches_rest(dashboard)
     assert dashboard.console_errors == []
 
@@ -469,13 +469,7 @@ def test_a_seq_gap_makes_the_page_send_resync_and_carry_on(dashboard: Dashboard)
         resyncs = [m for m in sent if m.get("type") == "resync"]
         assert len(resyncs) == 1, sent
         assert page.evaluate("() => document.body.dataset.resyncs") == "1"
-        cell = '[data-testid="watchlist"] tr[data-symbol="AAPL"] [data-field="price"]'
-        before = page.get_attribute(cell, "data-value")
-        page.wait_for_function(
-            "([selector, before]) => document.querySelector(selector).dataset.value !== before",
-            arg=[cell, before],
-            timeout=20_000,
-        )
+        _wait_for_a_new_price(page, "AAPL")
         assert page.inner_text('[data-testid="connection-status"]') == "live"
         stale = page.locator('[data-testid="sentiment"] .badge.stale')
         assert stale.inner_text().endswith("stale")
