@@ -91,12 +91,13 @@ export class TokenStore {
     return this.current() || this.fromFragment() || (await this.fromDevEndpoint());
   }
 
-  // After a 401: a local page fetches a new dev token by itself; a deployed one must ask the user.
+  // After a 401: a local page fetches a new dev token by itself; a deployed one must ask the user. A
+  // network failure propagates as itself (the stack is down, not the token): callers keep retrying.
   async renew() {
-    this.clear();
     const token = await this.fromDevEndpoint();
-    if (!token) throw new AuthRequired("a token is needed");
-    return token;
+    if (token) return token;
+    this.clear();
+    throw new AuthRequired("a token is needed");
   }
 }
 

@@ -496,7 +496,16 @@ function applyUpdate(update, animate) {
   }
 }
 
+async function renewStreamToken(config, tokens) {
+  try {
+    state.stream.setToken(await tokens.renew());
+  } catch (error) {
+    if (error instanceof AuthRequired) askForToken(config, tokens);
+  }
+}
+
 function startStream(config, tokens) {
+  if (state.stream) state.stream.stop(); // a new token (pasted after a refusal) starts a fresh stream
   if (!config.websocket_url) {
     setStatus("offline");
     return;
@@ -509,19 +518,17 @@ function startStream(config, tokens) {
       onStatus: setStatus,
       // A snapshot (after a subscribe, a reconnect or a resync) replaces values without flashing.
       onUpdates: (updates, { snapshot }) => updates.forEach((u) => applyUpdate(u, !snapshot)),
-      onError: (error) => {
-        if (error.symbol || /symbol/.test(error.code || "")) showWatchlistMessage(error.message || error.code);
+      onError: async (error) => {
+        if (/symbol/.test(error.code || "")) showWatchlistMessage(error.message || error.code);
+        if (error.code === "token_expired") {
+          // The service closes the connection next; the reconnect must carry a fresh token.
+          await renewStreamToken(config, tokens);
+        }
       },
       onResync: () => {
         document.body.dataset.resyncs = String(Number(document.body.dataset.resyncs || 0) + 1);
       },
-      onAuthFailed: async () => {
-        try {
-          state.stream.setToken(await tokens.renew());
-        } catch {
-          askForToken(config, tokens);
-        }
-      },
+      onAuthFailed: () => renewStreamToken(config, tokens),
     },
   });
   state.stream.start();

@@ -22,7 +22,7 @@ import boto3
 import pytest
 import requests
 from boto3.dynamodb.conditions import Key
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, WebSocketRoute, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route, WebSocketRoute, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from infra.local.token import issue_dev_token
@@ -501,6 +501,41 @@ def test_a_seq_gap_makes_the_page_send_resync_and_carry_on(dashboard: Dashboard)
         assert page.get_attribute('[data-testid="sentiment"]', "data-stale") == "true"
         assert page.locator('[data-testid="indices"] .badge.stale').count() == 0
         page.screenshot(path=str(OUTPUT / "dashboard-stale-sentiment.png"))
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_a_deployed_stage_asks_for_a_token_and_offers_the_login_url(dashboard: Dashboard) -> None:
+    """The page as a deployed stage serves it: its configuration (here rewritten in the browser, since the
+    local stack is the local stage) names no dev-token route and a login URL, so the page asks for a token;
+    a pasted one is used from memory and sessionStorage, never from a URL."""
+    browser = dashboard.page.context.browser
+    assert browser is not None
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        urls: list[str] = []
+        _watch(page, errors, urls)
+
+        def deployed_config(route: Route) -> None:
+            config = route.fetch().json()
+            route.fulfill(json={**config, "stage": "dev", "login_url": "https://login.example.com/authorize"})
+
+        page.route("**/api/v1/config", deployed_config)
+        page.goto(f"{dashboard.base}/")
+        page.locator("#auth").wait_for(state="visible", timeout=15_000)
+        assert page.get_attribute("#login-link", "href") == "https://login.example.com/authorize"
+        assert not [url for url in urls if "dev-token" in url]
+        token = issue_dev_token("browser-test-pasted")
+        page.fill("#token-input", token)
+        page.click('#auth button[type="submit"]')
+        _wait_until_filled(page, errors)
+        assert page.locator("#auth").is_hidden()
+        assert page.input_value("#token-input") == ""
+        assert page.evaluate("() => sessionStorage.getItem('market-dashboard.token')") == token
+        assert not [url for url in urls if token in url]
         assert errors == []
     finally:
         context.close()
