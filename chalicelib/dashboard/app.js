@@ -309,11 +309,22 @@ function paintQuote(symbol, animate) {
   $(".meta-cell", row).replaceChildren(provenance(q.meta));
   row.title = asOfText(q.meta);
   row.dataset.stale = q.meta.stale ? "true" : "false";
+  delete row.dataset.unavailable;
   if (animate && previous !== null && previous !== q.price) {
     const cell = $('[data-field="price"]', row);
     flash(cell, q.price > previous ? "up" : "down");
     cell.dataset.moved = q.price > previous ? "up" : "down";
   }
+}
+
+// A stored symbol no source can quote (unknown here, or not listed on the replay day): said, not hidden.
+function markUnavailable(symbol, message) {
+  const row = $(`tr[data-symbol="${CSS.escape(symbol)}"]`, panels.watchlist());
+  if (!row || state.quotes.has(symbol)) return;
+  const cell = $('[data-field="price"]', row);
+  cell.textContent = "n/a";
+  row.title = message;
+  row.dataset.unavailable = "true";
 }
 
 function storeQuote(symbol, quote, meta, animate) {
@@ -587,6 +598,7 @@ async function start(config, tokens) {
       ? state.api.quotes(state.watchlist).then((batch) => {
           for (const item of batch.quotes || []) {
             if (item.quote && !state.quotes.has(item.symbol)) storeQuote(item.symbol, item.quote, metaOf(item.quote), false);
+            if (item.error) markUnavailable(item.symbol, item.error.message || item.error.code);
           }
         })
       : Promise.resolve(),
