@@ -539,3 +539,40 @@ def test_a_deployed_stage_asks_for_a_token_and_offers_the_login_url(dashboard: D
         assert errors == []
     finally:
         context.close()
+
+
+def test_the_page_moves_to_a_new_connection_before_the_two_hour_limit_without_showing_it(
+    dashboard: Dashboard,
+) -> None:
+    """With the page's clock jumped forward two hours (Playwright's fake timers), the page opens its next
+    connection before API Gateway's 2-hour maximum, closes the old one once the new one has its snapshot,
+    and the status never leaves `live`."""
+    browser = dashboard.page.context.browser
+    assert browser is not None
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        _watch(page, errors, [])
+        page.clock.install()
+        page.goto(f"{dashboard.base}/")
+        _wait_until_filled(page, errors)
+        board = Dashboard(dashboard.run, page)
+        first = _page_connections(board)
+        assert len(first) == 1
+        page.evaluate(
+            """() => {
+              window.__statuses = [];
+              const node = document.querySelector('[data-testid="connection-status"]');
+              new MutationObserver(() => window.__statuses.push(node.textContent))
+                .observe(node, { childList: true, characterData: true, subtree: true });
+            }"""
+        )
+        page.clock.fast_forward("01:59:00")
+        _wait(page, lambda: (ids := _page_connections(board)) != first and len(ids) == 1, 20, "no rotation")
+        assert page.inner_text('[data-testid="connection-status"]') == "live"
+        assert "reconnecting" not in page.evaluate("() => window.__statuses")
+        _wait_for_a_new_price(page, "AAPL")
+        assert errors == []
+    finally:
+        context.close()
