@@ -87,7 +87,7 @@ def content_security_policy(ws_url: str | None) -> str:
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            "img-src 'self' data:",
+            "img-src 'self'",
             f"connect-src {' '.join(connect)}",
             "base-uri 'none'",
             "form-action 'none'",
