@@ -347,6 +347,29 @@ def test_adding_a_symbol_from_the_search_suggestions_shows_its_price(dashboard: 
     assert "ADBE" in saved
 
 
+def test_the_chart_follows_the_period_selector_and_draws_candlesticks(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    chart = page.locator('[data-testid="chart"]')
+    page.click('[data-testid="watchlist"] [data-action="chart"][data-symbol="MSFT"]')
+    page.wait_for_function("() => document.querySelector('[data-testid=\"chart\"]').dataset.symbol === 'MSFT'")
+    page.click('[data-period="1y"]')
+    assert page.get_attribute('[data-period="1y"]', "aria-pressed") == "true"
+    history = dashboard.rest("historical/MSFT?period=1y&interval=1d")
+    page.wait_for_function(
+        "(count) => document.querySelector('[data-testid=\"chart\"]').dataset.bars === String(count)",
+        arg=len(history["bars"]),
+        timeout=15_000,
+    )
+    page.click('[data-kind="candles"]')
+    assert page.locator('[data-testid="chart"] .candle').count() == len(history["bars"])
+    # Up candles hollow, down candles filled: told apart without colour.
+    assert page.locator('[data-testid="chart"] .candle.up').count() > 0
+    assert page.locator('[data-testid="chart"] .candle.down').count() > 0
+    chart.screenshot(path=str(OUTPUT / "chart-candles-1y.png"))
+    page.click('[data-kind="line"]')
+    assert page.locator('[data-testid="chart"] polyline.line').count() == 1
+
+
 def test_a_refresh_changes_a_watched_price_on_screen_without_a_reload(dashboard: Dashboard) -> None:
     page = dashboard.page
     page.evaluate("() => { window.__sameDocument = true; }")
