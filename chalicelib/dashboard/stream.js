@@ -159,10 +159,23 @@ export class MarketStream {
     this.retryTimer = null;
     this.rotateTimer = null;
     this.stopped = false;
+    this.onlineListener = null;
   }
 
   start() {
     this.stopped = false;
+    if (!this.onlineListener && typeof window !== "undefined") {
+      // Back online: retry now instead of at the end of a long backoff.
+      this.onlineListener = () => {
+        if (!this.stopped && !this.current && this.retryTimer !== null) {
+          clearTimeout(this.retryTimer);
+          this.retryTimer = null;
+          this.attempts = 0;
+          this.open();
+        }
+      };
+      window.addEventListener("online", this.onlineListener);
+    }
     // The first connect is reported like a reconnect: trying, not yet live (the status has three states).
     this.handlers.onStatus("reconnecting");
     this.open();
@@ -217,8 +230,9 @@ export class MarketStream {
     }
     if (connection !== this.current || connection.closedByUs || this.stopped) return;
     this.current = null;
-    if (!connection.ready && (event.code === 1006 || event.code === 1002) && this.attempts >= 1) {
-      // A handshake refused more than once in a row may be an expired token.
+    const online = typeof navigator === "undefined" || navigator.onLine;
+    if (online && !connection.ready && (event.code === 1006 || event.code === 1002) && this.attempts >= 1) {
+      // A handshake refused more than once in a row, while online, may be an expired token.
       this.handlers.onAuthFailed();
     }
     this.scheduleReconnect();
@@ -233,6 +247,7 @@ export class MarketStream {
     const delay = Math.random() * ceiling;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
       if (!this.stopped) this.open();
     }, delay);
   }

@@ -166,6 +166,14 @@ def _values(page: Page, selector: str) -> dict[str, dict[str, str]]:
     return result
 
 
+def _wait_for_status(page: Page, status: str, timeout_ms: int = 15_000) -> None:
+    page.wait_for_function(
+        "(status) => document.querySelector('[data-testid=connection-status]').textContent === status",
+        arg=status,
+        timeout=timeout_ms,
+    )
+
+
 def _wait_for_a_new_price(page: Page, symbol: str) -> str:
     """Wait until the watchlist's price of symbol changes on screen (a streamed update); its cell selector."""
     cell = f'[data-testid="watchlist"] tr[data-symbol="{symbol}"] [data-field="price"]'
@@ -597,5 +605,36 @@ def test_the_page_moves_to_a_new_connection_before_the_two_hour_limit_without_sh
         assert "reconnecting" not in page.evaluate("() => window.__statuses")
         _wait_for_a_new_price(page, "AAPL")
         assert errors == []
+    finally:
+        context.close()
+
+
+def test_offline_shows_offline_and_coming_back_online_goes_live_at_once(dashboard: Dashboard) -> None:
+    """The browser loses its network (Playwright's offline emulation) and the server drops the connection:
+    the page says `offline` (not a reconnect it cannot make), and back online it reconnects at once."""
+    browser = dashboard.page.context.browser
+    assert browser is not None
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        _watch(page, errors, [])
+        page.goto(f"{dashboard.base}/")
+        _wait_until_filled(page, errors)
+        board = Dashboard(dashboard.run, page)
+        context.set_offline(True)
+        dropped = _drop_connections(board)
+        assert dropped
+        _wait_for_status(page, "offline")
+        page.wait_for_timeout(3000)  # a few failed attempts' worth of backoff
+        context.set_offline(False)
+        started = time.monotonic()
+        _wait_for_status(page, "live")
+        # Well inside the backoff's 30 s cap: the `online` event retried at once.
+        assert time.monotonic() - started < 10
+        _wait_for_a_new_price(page, "AAPL")
+        # Chromium logs each connection attempt made while offline; nothing else may be an error.
+        offline_noise = ("WebSocket connection to", "ERR_INTERNET_DISCONNECTED")
+        assert [e for e in errors if not any(noise in e for noise in offline_noise)] == []
     finally:
         context.close()
