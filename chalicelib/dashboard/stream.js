@@ -165,14 +165,22 @@ export class MarketStream {
   start() {
     this.stopped = false;
     if (!this.onlineListener && typeof window !== "undefined") {
-      // Back online: retry now instead of at the end of a long backoff.
+      // The browser says its network is gone: whatever the socket looks like, nothing can arrive.
+      window.addEventListener("offline", () => {
+        if (!this.stopped) this.handlers.onStatus("offline");
+      });
+      // Back online: retry now instead of at the end of a long backoff; a socket that looks open may be
+      // dead (its close never arrived), so it is replaced quietly by a fresh connection.
       this.onlineListener = () => {
-        if (!this.stopped && !this.current && this.retryTimer !== null) {
+        if (this.stopped) return;
+        if (!this.current) {
           clearTimeout(this.retryTimer);
           this.retryTimer = null;
           this.attempts = 0;
           this.open();
+          return;
         }
+        this.rotate(); // `live` again once the fresh connection has its snapshot
       };
       window.addEventListener("online", this.onlineListener);
     }

@@ -610,8 +610,9 @@ def test_the_page_moves_to_a_new_connection_before_the_two_hour_limit_without_sh
 
 
 def test_offline_shows_offline_and_coming_back_online_goes_live_at_once(dashboard: Dashboard) -> None:
-    """The browser loses its network (Playwright's offline emulation) and the server drops the connection:
-    the page says `offline` (not a reconnect it cannot make), and back online it reconnects at once."""
+    """The browser loses its network (Playwright's offline emulation): the page says `offline` at once,
+    whatever its socket looks like; back online it moves to a fresh connection (the old one may be dead
+    without knowing it) and is `live` again within seconds, prices moving."""
     browser = dashboard.page.context.browser
     assert browser is not None
     context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -622,19 +623,16 @@ def test_offline_shows_offline_and_coming_back_online_goes_live_at_once(dashboar
         page.goto(f"{dashboard.base}/")
         _wait_until_filled(page, errors)
         board = Dashboard(dashboard.run, page)
+        before = _page_connections(board)
         context.set_offline(True)
-        dropped = _drop_connections(board)
-        assert dropped
-        _wait_for_status(page, "offline")
-        page.wait_for_timeout(3000)  # a few failed attempts' worth of backoff
+        _wait_for_status(page, "offline", timeout_ms=5_000)
+        page.wait_for_timeout(1000)
         context.set_offline(False)
         started = time.monotonic()
         _wait_for_status(page, "live")
-        # Well inside the backoff's 30 s cap: the `online` event retried at once.
         assert time.monotonic() - started < 10
+        _wait(page, lambda: (ids := _page_connections(board)) != before and len(ids) == 1, 10, "no fresh connection")
         _wait_for_a_new_price(page, "AAPL")
-        # Chromium logs each connection attempt made while offline; nothing else may be an error.
-        offline_noise = ("WebSocket connection to", "ERR_INTERNET_DISCONNECTED")
-        assert [e for e in errors if not any(noise in e for noise in offline_noise)] == []
+        assert errors == []
     finally:
         context.close()
