@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice
+.PHONY: install run test lint format token redis chromium clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt infra/layer/tracing-requirements.txt
@@ -22,10 +22,15 @@ install: $(STAMP)
 redis:
 	@bash infra/local/ensure-redis.sh 1>&2
 
+# Debian's chromium at /usr/bin/chromium for the dashboard's browser tests (tests/browser: Playwright from
+# pip launches it by path; no browser download). Installed only when absent.
+chromium:
+	@bash infra/local/ensure-chromium.sh 1>&2
+
 run: install redis
 	$(BIN)/python -m infra.local.run
 
-test: install redis lint
+test: install redis chromium lint
 	$(BIN)/python -m pytest
 
 lint: install lint-template

@@ -9,7 +9,7 @@ from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
 
-from chalicelib import asyncapi, bootstrap, gateway_auth, jobs_api, ws_api
+from chalicelib import asyncapi, bootstrap, dashboard_api, gateway_auth, jobs_api, ws_api
 from chalicelib.deadline import remaining_deadline
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
@@ -395,3 +395,25 @@ def _public_document(document: object) -> Response:
             "Cache-Control": "max-age=300",
         },
     )
+
+
+# --- The dashboard (chalicelib/dashboard/): the page, its files and its configuration, without a token.
+
+
+@app.route(dashboard_api.PAGE_PATH, methods=["GET"])
+@view
+def get_dashboard() -> Response:
+    return dashboard_api.page(app.current_request)
+
+
+@app.route(dashboard_api.ASSET_PATH, methods=["GET"])
+@view
+def get_dashboard_asset(asset: str) -> Response:
+    return dashboard_api.asset(app.current_request, asset)
+
+
+@app.route(dashboard_api.CONFIG_PATH, methods=["GET"])
+@view
+def get_dashboard_config() -> Response:
+    _no_query()
+    return json_response(dashboard_api.config(app.current_request), headers={"Cache-Control": "max-age=60"})

@@ -111,6 +111,10 @@ Acks, `pong` and `error` have none. A gap means a message was lost: send `resync
 GET /api/v1/market/quotes). `seq` 0: not sequenced (the sequencing store was unavailable). Rounds reach a
 connection in order; an older round than one already sent is not sent.
 
+**Provenance**: every update's `data` has `timestamp` (when the value was current at its source), `source` (the
+provider, or `replay`), `snapshot` (true for the copy sent on subscribe or resync) and `stale` (true when the value
+is past its freshness TTL because every source failed: the cached copy was served, as `stale` in the REST payloads).
+
 **Limits**: {s.max_subscriptions_per_connection} subscriptions per connection and per message; client
 messages up to {s.max_message_bytes} bytes (API Gateway closes past {limits.max_api_gateway_message_bytes});
 {s.max_symbols_per_user} distinct symbols per user over all its connections; one `resync` per

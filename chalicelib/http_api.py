@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 from chalice.app import Request, Response
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import bootstrap, observability
+from chalicelib import bootstrap, dashboard_api, observability
 from chalicelib.auth import Principal, bearer_token
 from chalicelib.errors import (
     AppError,
@@ -37,10 +37,12 @@ from chalicelib.services.provider_chain import metered_upstream_calls
 logger = observability.logger
 tracer = observability.tracer
 
-# Routes reachable without a token: the API description only.
+# Routes reachable without a token: the API descriptions, and the dashboard page, its files and its
+# configuration (chalicelib/dashboard_api.py; the page needs them before it has a token).
 OPENAPI_PATH = "/api/v1/openapi.json"
 ASYNCAPI_PATH = "/api/v1/asyncapi.json"
-PUBLIC_RESOURCES: frozenset[str] = frozenset({OPENAPI_PATH, ASYNCAPI_PATH})
+DASHBOARD_RESOURCES = (dashboard_api.PAGE_PATH, dashboard_api.ASSET_PATH, dashboard_api.CONFIG_PATH)
+PUBLIC_RESOURCES: frozenset[str] = frozenset({OPENAPI_PATH, ASYNCAPI_PATH, *DASHBOARD_RESOURCES})
 
 CORS_ALLOWED_HEADERS = "Authorization,Content-Type"
 CORS_EXPOSED_HEADERS = "Retry-After,X-RateLimit-Limit,X-RateLimit-Remaining,X-RateLimit-Reset"

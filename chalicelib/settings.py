@@ -178,6 +178,13 @@ class Settings(BaseModel):
     # stage only: a deployed stage must set its https origins explicitly (_check_deployed_identity).
     cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(_split_origins)] = LOCAL_CORS_ORIGINS
 
+    # The dashboard page (GET /): the WebSocket URL it connects to (default: locally the gateway the page
+    # came from; deployed, wss:// of WEBSOCKET_MANAGEMENT_ENDPOINT) and where it sends a user for a token.
+    dashboard_websocket_url: str | None = Field(
+        default=None, pattern=r"^wss?://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~/\-]*)?$"
+    )
+    dashboard_login_url: str | None = Field(default=None, pattern=r"^https?://[^\s\"'<>]+$")
+
     # The API Gateway management API (post_to_connection). In AWS it is derived from the WebSocket event
     # (https://{domain}/{stage}) when unset; jobs, which have no such event, need it set (stack output).
     websocket_management_endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
@@ -287,6 +294,10 @@ class Settings(BaseModel):
         insecure = [origin for origin in self.cors_allowed_origins if not origin.startswith("https://")]
         if insecure:
             raise ValueError(f"CORS_ALLOWED_ORIGINS must be https outside the local stage: {', '.join(insecure)}")
+        if self.dashboard_login_url and not self.dashboard_login_url.startswith("https://"):
+            raise ValueError("DASHBOARD_LOGIN_URL must be https outside the local stage")
+        if self.dashboard_websocket_url and not self.dashboard_websocket_url.startswith("wss://"):
+            raise ValueError("DASHBOARD_WEBSOCKET_URL must be wss:// outside the local stage")
         return self
 
     @model_validator(mode="before")

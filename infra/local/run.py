@@ -49,6 +49,7 @@ from aiohttp import web
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import load_settings
 from infra.local import gateway
+from infra.local.dev_token import dev_token_registrar
 from infra.local.lambda_invoke import AsyncInvocations, invoke_registrar
 from infra.local.lambda_runtime import (
     REPO_ROOT,
@@ -358,6 +359,7 @@ def banner(
         f"  Redis        {env['REDIS_URL']}  ({redis_note})",
         f"  Data source  {source}",
         f"  Scheduler    {scheduler.describe() if scheduler is not None else 'off (LOCAL_SCHEDULER=off)'}",
+        f"  Dashboard    {config.gateway_url}/  (open it in a browser; it gets its own dev token)",
     ]
     try:
         token = issue_dev_token()
@@ -428,6 +430,7 @@ def run(config: StackConfig, stack: contextlib.ExitStack) -> None:
     registrars = [
         websocket_registrar(websocket_handlers(), limits=config.websocket_limits),
         invoke_registrar(invocations),
+        dev_token_registrar(),  # the dashboard's token under make run (never in a deployed stage)
     ]
     scheduler = None
     if schedule.enabled:

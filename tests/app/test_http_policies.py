@@ -12,6 +12,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib import bootstrap
+from chalicelib.http_api import PUBLIC_RESOURCES
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
@@ -135,10 +136,12 @@ def test_openapi_is_public_31_and_lists_every_route(client: Client) -> None:
         (path, method)
         for path, entry in app_module.app.routes.items()
         for method in entry
-        if method != "OPTIONS" and path not in {"/api/v1/openapi.json", "/api/v1/asyncapi.json"}
+        # The public resources: the two API documents, and the dashboard's page, files and configuration.
+        if method != "OPTIONS" and path not in PUBLIC_RESOURCES
     }
     documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
     assert documented == routes
+    assert {"/api/v1/openapi.json", "/api/v1/asyncapi.json"} <= PUBLIC_RESOURCES
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 

@@ -240,7 +240,7 @@ def test_subscribe_to_stock_quotes_gives_an_ack_and_a_quote_update_per_symbol(
         assert message["type"] == "quote_update"
         data = message["data"]
         # The spec's shape, field for field, plus provenance.
-        assert set(data) == {"symbol", "quote", "timestamp", "source", "snapshot"}
+        assert set(data) == {"symbol", "quote", "timestamp", "source", "snapshot", "stale"}
         assert set(data["quote"]) == {"price", "change", "changePercent", "volume"}
         assert isinstance(data["quote"]["price"], float)
         assert data["timestamp"].endswith("Z")

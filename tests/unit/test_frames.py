@@ -8,7 +8,7 @@ import json
 from chalicelib.models.streaming import BatchMessage, SequencedQuoteUpdate, StreamFormat, quote_update
 from chalicelib.services.frames import FrameBuilder, FrameTarget
 from tests.real_rounds import daily_quotes
-from tests.ws_protocol import assert_server_message
+from tests.ws_protocol import assert_server_message, document
 
 NOW = 1_517_950_800.0  # 2018-02-06T21:00:00Z
 UPDATES = [quote_update(q) for q in daily_quotes()[1]]
@@ -59,3 +59,24 @@ def test_the_spec_format_is_one_message_per_item_with_its_seq() -> None:
 def test_a_connection_subscribed_to_nothing_that_changed_gets_nothing() -> None:
     targets = [FrameTarget("x", StreamFormat.BATCH, frozenset({"quote:ZZZZ"}))]
     assert FrameBuilder().for_round(targets, UPDATES, timestamp=NOW) == []
+
+
+def test_a_stale_value_says_so_in_both_formats_and_the_document_has_the_field() -> None:
+    fresh = daily_quotes()[1][0]
+    stale = quote_update(fresh.model_copy(update={"stale": True}))
+    assert quote_update(fresh).message.data.stale is False
+    # A value turning stale is a change worth sending: its fingerprint differs from the fresh one's.
+    assert stale.fingerprint != quote_update(fresh).fingerprint
+    target = frozenset({stale.topic})
+    (spec,) = FrameBuilder().for_round([FrameTarget("s", StreamFormat.SPEC, target)], [stale], timestamp=NOW)
+    (batch,) = FrameBuilder().for_round([FrameTarget("b", StreamFormat.BATCH, target)], [stale], timestamp=NOW)
+    spec_message = json.loads(spec.frames[0].render(1))
+    batch_message = json.loads(batch.frames[0].render(1))
+    assert spec_message["data"]["stale"] is True
+    assert batch_message["data"]["updates"][0]["data"]["stale"] is True
+    assert_server_message(spec_message)
+    assert_server_message(batch_message)
+    # The published document declares it for every update (a message without it would still validate).
+    schemas = document()["components"]["schemas"]
+    for data in ("QuoteUpdateData", "MarketUpdateData", "SectorUpdateData", "SentimentUpdateData"):
+        assert schemas[data]["properties"]["stale"]["type"] == "boolean"

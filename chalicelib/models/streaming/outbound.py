@@ -119,6 +119,12 @@ class ErrorMessage(WireModel):
     data: ErrorData
 
 
+_STALE_DESCRIPTION = (
+    "the value is past its freshness TTL: every source failed and the cached copy was served "
+    "(the REST payloads' `stale`)"
+)
+
+
 class QuoteFields(WireModel):
     """The spec's ``quote`` object of a quote_update."""
 
@@ -134,6 +140,7 @@ class QuoteUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class QuoteUpdateMessage(WireModel):
@@ -152,6 +159,7 @@ class MarketUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class MarketUpdateMessage(WireModel):
@@ -166,6 +174,7 @@ class SectorUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class SectorUpdateMessage(WireModel):
@@ -180,6 +189,7 @@ class SentimentUpdateData(WireModel):
     timestamp: AwareDatetime
     source: str
     snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class SentimentUpdateMessage(WireModel):
@@ -255,12 +265,22 @@ class _Provenanced(Protocol):
     def as_of(self) -> datetime: ...
     @property
     def source(self) -> str: ...
+    @property
+    def stale(self) -> bool: ...
 
 
-def _provenance(response: _Provenanced, snapshot: bool, *, as_of: datetime | None = None) -> dict[str, Any]:
-    """What every update says of its value besides the value: when it holds, where it came from, and
-    whether it answers a subscribe or resync (``as_of``: a value assembled from several responses)."""
-    return {"timestamp": response.as_of if as_of is None else as_of, "source": response.source, "snapshot": snapshot}
+def _provenance(
+    response: _Provenanced, snapshot: bool, *, as_of: datetime | None = None, stale: bool | None = None
+) -> dict[str, Any]:
+    """What every update says of its value besides the value: when it holds, where it came from, whether it
+    answers a subscribe or resync, and whether it is a stale copy served because every source failed
+    (``as_of``/``stale``: a value assembled from several responses)."""
+    return {
+        "timestamp": response.as_of if as_of is None else as_of,
+        "source": response.source,
+        "snapshot": snapshot,
+        "stale": response.stale if stale is None else stale,
+    }
 
 
 def quote_update(quote: QuoteResponse, *, snapshot: bool = False) -> StreamUpdate:
@@ -285,7 +305,7 @@ def movers_update(
         gainers=gainers.movers,
         losers=losers.movers,
         actives=actives.movers,
-        **_provenance(gainers, snapshot, as_of=newest),
+        **_provenance(gainers, snapshot, as_of=newest, stale=gainers.stale or losers.stale or actives.stale),
     )
     return StreamUpdate(channel_topic(Channel.MOVERS), MarketUpdateMessage(data=data))
 
