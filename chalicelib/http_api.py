@@ -35,7 +35,6 @@ from chalicelib.models.errors import ErrorBody, ErrorDetail
 from chalicelib.services.provider_chain import metered_upstream_calls
 
 logger = observability.logger
-tracer = observability.tracer
 
 # Routes reachable without a token: the API description only.
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -238,7 +237,7 @@ def _authenticate_and_call(
                 return response
     except AppError as exc:
         return error_response(exc, request_id)
-    with tracer.provider.in_subsegment(f"## {request.method} {resource}"), metered_upstream_calls() as meter:
+    with observability.subsegment(f"## {request.method} {resource}"), metered_upstream_calls() as meter:
         response = get_response(request)
     if subject is not None and meter.calls:
         limit_headers = _charge_upstream_calls(subject, meter.calls, limit_headers)

@@ -1,22 +1,81 @@
 """Logs, metrics and traces through aws-lambda-powertools, configured once per container.
 
 Structured JSON logs carry the API Gateway request id; metrics go out as CloudWatch EMF lines
-(no API calls from the Lambda); the tracer is active only where X-Ray is (it disables itself
-outside Lambda and when POWERTOOLS_TRACE_DISABLED is set).
+(no API calls from the Lambda).
+
+Tracing costs nothing when it is off: Powertools' ``Tracer()`` imports the X-Ray SDK (and botocore
+under it) at construction even when disabled, so it is built on the first traced request only, and
+only when tracing is on (in Lambda, POWERTOOLS_TRACE_DISABLED unset or false: Powertools' own rule).
+It is built with ``auto_patch=False``: ``patch_all`` would import every library X-Ray can patch.
+Instead each adapter asks for its own library to be patched where it builds its client
+(``trace_library``), so a traced boto3 or requests call gets its subsegment, and an untraced function
+imports neither. The X-Ray SDK may be absent from the function zip when tracing is off (it ships in a
+layer): nothing here imports it then.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE_NAME = "market-data"
 METRICS_NAMESPACE = "MarketData"
 
 logger = Logger(service=SERVICE_NAME)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
-tracer = Tracer(service=SERVICE_NAME)
+
+
+def tracing_enabled() -> bool:
+    """Powertools' rule, read without importing the tracer: on in Lambda unless POWERTOOLS_TRACE_DISABLED
+    is true; off outside Lambda, under SAM local and `chalice local`."""
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in {"1", "y", "yes", "t", "true", "on"}:
+        return False
+    if not os.environ.get("LAMBDA_TASK_ROOT"):
+        return False
+    return not (os.environ.get("AWS_SAM_LOCAL") or os.environ.get("AWS_CHALICE_CLI_MODE"))
+
+
+@functools.cache
+def tracer() -> Tracer:
+    """The container's tracer, built on first use (only ever called with tracing on)."""
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE_NAME, auto_patch=False)
+
+
+_patched: set[str] = set()
+_patch_lock = threading.Lock()
+
+
+def trace_library(name: str) -> None:
+    """Patch ``name`` (``botocore``, ``requests``) for X-Ray, once, if tracing is on; else nothing.
+    Called by the adapter that is about to use the library, so only used libraries are imported."""
+    if not tracing_enabled() or name in _patched:
+        return
+    with _patch_lock:
+        if name not in _patched:
+            tracer().patch([name])
+            _patched.add(name)
+
+
+@contextlib.contextmanager
+def subsegment(name: str) -> Iterator[Any]:
+    """An X-Ray subsegment around a block when tracing is on; a no-op (no import) when it is off."""
+    if not tracing_enabled():
+        yield None
+        return
+    with tracer().provider.in_subsegment(name) as segment:
+        yield segment
 
 
 def count(name: str, *, dimensions: dict[str, str] | None = None, value: float = 1) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib import observability
+
 
 def pooled_client(
     service: str, region: str, *, pool_size: int, timeout_seconds: float, endpoint_url: str | None = None
@@ -14,6 +16,8 @@ def pooled_client(
     retries would multiply them)."""
     import boto3
     from botocore.config import Config
+
+    observability.trace_library("botocore")
 
     return boto3.client(
         service,
@@ -32,6 +36,8 @@ def standard_client(service: str, region: str, *, endpoint_url: str | None, read
     """A client for calls botocore retries itself (its "standard" mode, 3 attempts), 2 s to connect."""
     import boto3
     from botocore.config import Config
+
+    observability.trace_library("botocore")
 
     return boto3.client(
         service,
