@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from chalicelib.errors import AppError, ServiceUnavailable
+from chalicelib.errors import AppError, RateLimited, ServiceUnavailable
 from chalicelib.models.api import (
     IndexQuote,
     IndicesPayload,
@@ -160,6 +160,8 @@ class MarketPanels:
         def part(name: str, call: Callable[[], R]) -> R | None:
             try:
                 return call()
+            except RateLimited:  # the caller's own budget is spent: the whole request ends, not one part
+                raise
             except AppError as exc:
                 errors[name] = exc.message
                 return None
@@ -178,6 +180,8 @@ class MarketPanels:
     def _optional(call: Callable[[], R]) -> R | None:
         try:
             return call()
+        except RateLimited:  # the caller's own budget is spent: the whole request ends
+            raise
         except AppError:
             return None
 
