@@ -87,14 +87,28 @@ def milliseconds(name: str, value: float, *, dimensions: dict[str, str] | None =
     _emit(name, MetricUnit.Milliseconds, value, dimensions)
 
 
-def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str] | None) -> None:
-    # One EMF line per metric, from a provider of its own (thread-safe: fan-out threads emit too), so
-    # each metric keeps its own dimension set. A metric with dimensions of its own (route, kind,
-    # provider, job) is also published under `service` alone, in the same line: the whole-service
-    # alarms (5xx rate, cache hit rate, providers) read that rollup with plain metric math.
-    # A metric must never fail the request that emits it.
-    try:
+_emf = threading.local()
+
+
+def _thread_provider() -> AmazonCloudWatchEMFProvider:
+    provider: AmazonCloudWatchEMFProvider | None = getattr(_emf, "provider", None)
+    if provider is None:
         provider = AmazonCloudWatchEMFProvider(namespace=METRICS_NAMESPACE)
+        _emf.provider = provider
+    return provider
+
+
+def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str] | None) -> None:
+    # One EMF line per metric, from a provider of the thread's own (thread-safe: fan-out threads emit
+    # too), so each metric keeps its own dimension set. The provider is reused (building one costs more
+    # than the line it writes, and a cached request writes three): a flush clears it, and so does
+    # the start of each use, in case a failed one left something behind. A metric with dimensions of
+    # its own (route, kind, provider, job) is also published under `service` alone, in the same line:
+    # the whole-service alarms (5xx rate, cache hit rate, providers) read that rollup with plain metric
+    # math. A metric must never fail the request that emits it.
+    try:
+        provider = _thread_provider()
+        provider.clear_metrics()
         provider.add_metric(name=name, unit=unit, value=value)
         provider.add_dimension(name="service", value=SERVICE_NAME)
         for key, val in (dimensions or {}).items():
