@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy
+.PHONY: install run test lint format token redis clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
-$(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt infra/layer/tracing-requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 1>&2
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip<26.3" 1>&2  # chalice 1.34 requires pip<26.3
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 1>&2
@@ -81,13 +81,29 @@ token: install
 # Every stage needs JWT_ISSUER, JWT_AUDIENCE and CORS_ORIGINS (https, comma-separated): the deploy is
 # refused while they are unset or the local defaults. prod also needs JWKS_URL (the identity provider's
 # RS256 keys); ALARM_EMAIL subscribes to the alarms; WAF=on|off overrides the stage's default.
+# The supported path: `make package` builds build/<stage>/package/, `make deploy` deploys exactly those
+# files as stack market-data-<stage> through a change set (NO_EXECUTE=1: create it only; ENDPOINT_URL: an
+# emulator). deploy-chalice is the older two-pass `chalice deploy` path, kept for quick dev iteration.
 STAGE ?= dev
+DEPLOY_ARGS = --stage $(STAGE) --alarm-email "$(ALARM_EMAIL)" $(if $(JWKS_URL),--jwks-url $(JWKS_URL)) \
+	$(if $(JWT_ISSUER),--jwt-issuer "$(JWT_ISSUER)") $(if $(JWT_AUDIENCE),--jwt-audience "$(JWT_AUDIENCE)") \
+	$(if $(CORS_ORIGINS),--cors-origins "$(CORS_ORIGINS)") $(if $(WAF),--waf $(WAF))
+# The deployable artifacts of STAGE: build/<stage>/package/{deployment.zip, sam.json, *-layer.zip}
+# (infra/package.py; README "Deploying to AWS").
+package: install
+	$(BIN)/python -m infra.package --stage $(STAGE)
+
 deploy: install
-	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --alarm-email "$(ALARM_EMAIL)" $(if $(JWKS_URL),--jwks-url $(JWKS_URL)) \
-		$(if $(JWT_ISSUER),--jwt-issuer "$(JWT_ISSUER)") $(if $(JWT_AUDIENCE),--jwt-audience "$(JWT_AUDIENCE)") \
-		$(if $(CORS_ORIGINS),--cors-origins "$(CORS_ORIGINS)") $(if $(WAF),--waf $(WAF))
+	$(BIN)/python -m infra.release deploy $(DEPLOY_ARGS) $(if $(NO_EXECUTE),--no-execute) \
+		$(if $(ENDPOINT_URL),--endpoint-url $(ENDPOINT_URL))
 
 destroy: install
+	$(BIN)/python -m infra.release destroy --stage $(STAGE) $(if $(ENDPOINT_URL),--endpoint-url $(ENDPOINT_URL))
+
+deploy-chalice: install
+	$(BIN)/python -m infra.deploy deploy $(DEPLOY_ARGS)
+
+destroy-chalice: install
 	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
 
 clean:

@@ -51,6 +51,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
+TRACING_REQUIREMENTS = REPO_ROOT / "infra" / "layer" / "tracing-requirements.txt"
 CHALICE_DIR = REPO_ROOT / ".chalice"
 BUILD_DIR = REPO_ROOT / "build"
 STACK_PREFIX = "market-data"
@@ -389,10 +390,16 @@ def deploy_values(
 
 
 def render_project(
-    stage: str, outputs: Mapping[str, str], deploy: Mapping[str, str], destination: Path
+    stage: str,
+    outputs: Mapping[str, str],
+    deploy: Mapping[str, str],
+    destination: Path,
+    *,
+    bundle_tracing_sdk: bool = True,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Write the deployable project for ``stage`` into ``destination``; returns (config, policies by
-    file name)."""
+    file name). ``bundle_tracing_sdk``: add the X-Ray SDK to the project's requirements when the stage
+    traces (`chalice deploy` has no tracing layer; infra/package.py attaches one instead)."""
     config, _ = stage_documents(stage)
     rendered = copy.deepcopy(config)
     rendered["stages"] = {stage: render(config["stages"][stage], outputs, deploy, path=f"stages.{stage}")}
@@ -405,7 +412,10 @@ def render_project(
         shutil.rmtree(destination / "chalicelib", ignore_errors=True)
     (destination / ".chalice").mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO_ROOT / "app.py", destination / "app.py")
-    shutil.copy2(REPO_ROOT / "requirements.txt", destination / "requirements.txt")
+    requirements = (REPO_ROOT / "requirements.txt").read_text()
+    if bundle_tracing_sdk and config["stages"][stage].get("xray"):
+        requirements += "\n" + TRACING_REQUIREMENTS.read_text()
+    (destination / "requirements.txt").write_text(requirements)
     shutil.copytree(
         REPO_ROOT / "chalicelib", destination / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )

@@ -39,6 +39,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 LAYER_REQUIREMENTS = REPO_ROOT / "infra" / "layer" / "requirements.txt"
 FUNCTION_REQUIREMENTS = REPO_ROOT / "requirements.txt"
 LAYER_ZIP_NAME = "yfinance-layer.zip"
+# The X-Ray SDK (Powertools' Tracer needs it when tracing is on) in a layer of its own: its botocore
+# dependency is the Lambda runtime's, so the function package ships neither (infra/package.py).
+TRACING_REQUIREMENTS = REPO_ROOT / "infra" / "layer" / "tracing-requirements.txt"
+TRACING_LAYER_ZIP_NAME = "tracing-layer.zip"
+TRACING_PACKAGES = frozenset({"aws-xray-sdk", "wrapt"})
+# What the Lambda Python runtime provides (boto3 and what it needs): never shipped in the function or a layer.
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
 # Lambda wheels kept between builds (.local is git-ignored; `make clean` empties it).
 WHEELHOUSE = REPO_ROOT / ".local" / "pip-cache" / "lambda-wheels"
 
@@ -136,8 +143,9 @@ def _resolve(requirements: tuple[str, bytes], constraints: tuple[str, bytes] | N
 
 
 def function_distributions(requirements: Path = FUNCTION_REQUIREMENTS) -> dict[str, str]:
-    """Every distribution the function package ships (requirements.txt resolved for Lambda): name → version."""
-    return {item.name: item.version for item in resolve(requirements)}
+    """Every distribution the function package ships (requirements.txt resolved for Lambda, minus what the
+    runtime provides): name → version."""
+    return {item.name: item.version for item in resolve(requirements) if item.name not in RUNTIME_PROVIDED}
 
 
 def _sha256(path: Path) -> str:
@@ -205,8 +213,9 @@ def directory_size(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
 
 
-def write_zip(root: Path, destination: Path, prefix: str = "") -> None:
-    """Zip ``root``'s files in sorted order with fixed timestamps and modes: the same tree, the same bytes."""
+def write_zip(root: Path, destination: Path, prefix: str = "", *, mode: int | None = None) -> None:
+    """Zip ``root``'s files in sorted order with fixed timestamps and modes: the same tree, the same bytes.
+    ``mode`` fixes every file's mode (else 0755 for executables, 0644 for the rest)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     files = sorted(path for path in root.rglob("*") if path.is_file())
@@ -214,8 +223,8 @@ def write_zip(root: Path, destination: Path, prefix: str = "") -> None:
         for path in files:
             info = zipfile.ZipInfo(prefix + path.relative_to(root).as_posix(), date_time=_ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
-            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-            info.external_attr = (0o100000 | mode) << 16
+            file_mode = mode if mode is not None else (0o755 if path.stat().st_mode & 0o111 else 0o644)
+            info.external_attr = (0o100000 | file_mode) << 16
             info.create_system = 3  # Unix, so the modes above are honoured
             archive.writestr(info, path.read_bytes(), compresslevel=ZIP_LEVEL)
     partial.replace(destination)
@@ -226,16 +235,28 @@ def zip_unzipped_size(archive: Path) -> int:
         return sum(info.file_size for info in opened.infolist())
 
 
-def build_layer(output_dir: Path = REPO_ROOT / "dist", *, wheelhouse: Path = WHEELHOUSE) -> Path:
-    """Build ``<output_dir>/yfinance-layer.zip`` (its code under ``python/``) and return its path.
+def build_layer(
+    output_dir: Path = REPO_ROOT / "dist",
+    *,
+    wheelhouse: Path = WHEELHOUSE,
+    requirements: Path = LAYER_REQUIREMENTS,
+    zip_name: str = LAYER_ZIP_NAME,
+    only: frozenset[str] | None = None,
+) -> Path:
+    """Build ``<output_dir>/<zip_name>`` (its code under ``python/``) and return its path.
 
     The layer's tree is resolved with the function's versions as constraints; what the function already
-    ships is left out, and only the rest is installed (from the wheelhouse, exact pins, no index)."""
+    ships (and what the runtime provides) is left out, and only the rest is installed (from the
+    wheelhouse, exact pins, no index). ``only``: install just these distributions of the tree."""
     shipped = function_distributions()
     with tempfile.TemporaryDirectory(prefix="yfinance-layer-") as tmp:
         constraints = Path(tmp) / "function-constraints.txt"
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(shipped.items())))
-        layer_only = [item for item in resolve(LAYER_REQUIREMENTS, constraints) if item.name not in shipped]
+        layer_only = [
+            item
+            for item in resolve(requirements, constraints)
+            if item.name not in shipped and item.name not in RUNTIME_PROVIDED and (only is None or item.name in only)
+        ]
         fetch(layer_only, wheelhouse)
         site = Path(tmp) / "layer" / "python"
         _pip(
@@ -253,12 +274,23 @@ def build_layer(output_dir: Path = REPO_ROOT / "dist", *, wheelhouse: Path = WHE
         )
         # Belt and braces: nothing the function ships may reach the layer (it would come second on sys.path).
         for name, dist_info in _installed_distributions(site).items():
-            if name in shipped:
+            if name in shipped or name in RUNTIME_PROVIDED:
                 _remove_distribution(site, dist_info)
         _strip(site)
-        destination = output_dir / LAYER_ZIP_NAME
+        destination = output_dir / zip_name
         write_zip(site, destination, prefix="python/")
     return destination
+
+
+def build_tracing_layer(output_dir: Path = REPO_ROOT / "dist", *, wheelhouse: Path = WHEELHOUSE) -> Path:
+    """``<output_dir>/tracing-layer.zip``: the X-Ray SDK and wrapt (its botocore is the runtime's)."""
+    return build_layer(
+        output_dir,
+        wheelhouse=wheelhouse,
+        requirements=TRACING_REQUIREMENTS,
+        zip_name=TRACING_LAYER_ZIP_NAME,
+        only=TRACING_PACKAGES,
+    )
 
 
 def main() -> int:
