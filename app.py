@@ -46,7 +46,7 @@ from chalicelib.models.api import (
 )
 from chalicelib.models.jobs import JobRunResponse, JobsStatusResponse
 from chalicelib.models.market import SYMBOL_SCHEMA, CacheStatsResponse, QuoteResponse, parse_symbol_parameter
-from chalicelib.models.streaming import WsStatsResponse
+from chalicelib.models.ws_stats import WsStatsResponse
 from chalicelib.openapi import PathParam, RouteDoc, document_for
 from chalicelib.services.jobs import TASK_ID_PATTERN, Trigger
 from chalicelib.services.market_data import MarketDataService, history_combinations

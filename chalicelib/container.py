@@ -196,7 +196,7 @@ class Container:
     def chain(self) -> provider_chain.ProviderChain:
         s = self.settings
         return provider_chain.ProviderChain(
-            self.providers,
+            lambda: self.providers,
             quotas=self.quotas,
             breaker=self.breaker,
             limits=self.quota_limits,

@@ -78,7 +78,7 @@ DEADLINE_MARGIN_SECONDS = 0.5
 class ProviderChain:
     def __init__(
         self,
-        providers: Sequence[MarketDataProvider],
+        providers: Sequence[MarketDataProvider] | Callable[[], Sequence[MarketDataProvider]],
         *,
         quotas: Quotas,
         breaker: CircuitBreaker,
@@ -88,7 +88,9 @@ class ProviderChain:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._providers = list(providers)
+        # A callable builds the vendors when the chain is first asked for one: a request served from
+        # the cache never builds them (nor imports requests and the vendor adapters).
+        self._make_providers = providers if callable(providers) else (lambda: providers)
         self._quotas = quotas
         self._breaker = breaker
         self._limits = dict(limits)
@@ -96,6 +98,10 @@ class ProviderChain:
         self._timeout = provider_timeout_seconds
         self._monotonic = monotonic
         self._sleep = sleep
+
+    @functools.cached_property
+    def _providers(self) -> list[MarketDataProvider]:
+        return list(self._make_providers())
 
     @property
     def provider_timeout_seconds(self) -> float:
