@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
 
     segments: list[str] = []
     if xray:
-        from aws_xray_sdk.core import xray_recorder
+        from aws_xray_sdk.core import xray_recorder  # type: ignore[import-untyped]
 
         class Capture:
             """An emitter that keeps what the recorder would send to the X-Ray daemon."""
