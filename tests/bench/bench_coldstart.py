@@ -174,17 +174,19 @@ def summary(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--skip-build", action="store_true", help="use build/prod/package as it is")
+    parser.add_argument("--skip-build", action="store_true", help="use the package directory as it is")
+    parser.add_argument("--package-dir", type=Path, default=PACKAGE_DIR, help="another package (implies --skip-build)")
     args = parser.parse_args()
-    if not args.skip_build:
+    package = args.package_dir
+    if not args.skip_build and package == PACKAGE_DIR:
         subprocess.run(["make", "-s", "package", "STAGE=prod"], cwd=REPO_ROOT, check=True)
-    if not (PACKAGE_DIR / FUNCTION_ZIP).exists():
-        raise SystemExit(f"no {PACKAGE_DIR / FUNCTION_ZIP}: run `make package STAGE=prod` first")
+    if not (package / FUNCTION_ZIP).exists():
+        raise SystemExit(f"no {package / FUNCTION_ZIP}: run `make package STAGE=prod` first")
     python = sys.executable
     root = Path(tempfile.mkdtemp(prefix="bench-coldstart-"))
     identity = Identity()
     try:
-        paths = unpack(PACKAGE_DIR, root)
+        paths = unpack(package, root)
         with own_redis() as redis_url:
             seed_cached_quote(redis_url)
             workdir = root / "work"
@@ -197,7 +199,7 @@ def main() -> int:
                 }
                 for mode in (False, True)
             }
-            report(python, paths, envs, workdir, args.runs)
+            report(python, package, paths, envs, workdir, args.runs)
     finally:
         identity.close()
         make_writable(root / "ro")
@@ -205,7 +207,9 @@ def main() -> int:
     return 0
 
 
-def report(python: str, paths: list[str], envs: dict[bool, dict[str, str]], workdir: Path, runs: int) -> None:
+def report(
+    python: str, package: Path, paths: list[str], envs: dict[bool, dict[str, str]], workdir: Path, runs: int
+) -> None:
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     bare: list[float] = []
     for _ in range(runs):
@@ -216,7 +220,7 @@ def report(python: str, paths: list[str], envs: dict[bool, dict[str, str]], work
         bad = [r for r in rows if r["status"] != 200 or r["cached"] is not True]
         if bad:
             raise SystemExit(f"tracing {'on' if tracing else 'off'}: not a cached 200: {bad[0]}")
-    size = (PACKAGE_DIR / FUNCTION_ZIP).stat().st_size / 1024 / 1024
+    size = (package / FUNCTION_ZIP).stat().st_size / 1024 / 1024
     print(f"Cold start of the packaged prod function ({FUNCTION_ZIP}: {size:.2f} MB), {runs} fresh processes per mode")
     print(
         f"  python -I -S -B, sys.path = unpacked zip (read-only) + {len(paths) - 2} layer(s) + runtime boto3/botocore"
