@@ -20,14 +20,13 @@ import functools
 import os
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aws_lambda_powertools import Logger
+# Importing Tracer is cheap (Powertools' package imports it anyway); constructing one is what imports
+# the X-Ray SDK, hence tracer() below.
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools import Tracer
 
 SERVICE_NAME = "market-data"
 METRICS_NAMESPACE = "MarketData"
@@ -48,8 +47,6 @@ def tracing_enabled() -> bool:
 @functools.cache
 def tracer() -> Tracer:
     """The container's tracer, built on first use (only ever called with tracing on)."""
-    from aws_lambda_powertools import Tracer
-
     return Tracer(service=SERVICE_NAME, auto_patch=False)
 
 
