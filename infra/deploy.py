@@ -1,4 +1,6 @@
-"""`make deploy STAGE=dev|prod` and `make destroy STAGE=...`: the steps, in order.
+"""`make deploy-chalice STAGE=dev|prod` and `make destroy-chalice STAGE=...`: the two-pass `chalice deploy`
+path, kept for quick dev iteration (the supported path is infra/package.py + infra/release.py: one stack,
+reproducible artifacts, change sets). The steps, in order.
 
 deploy:
 1. Build the Lambda layer with the heavy dependencies (infra/layer/build.py → dist/), upload it to the

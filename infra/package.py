@@ -8,6 +8,7 @@
     yfinance-layer.zip  yfinance and its pandas/numpy/curl_cffi/lxml stack (infra/layer/build.py)
     tracing-layer.zip   the X-Ray SDK and wrapt (infra/layer/tracing-requirements.txt); attached to every
                         function when the stage has X-Ray on (dev and prod both do)
+                        (both layers precompiled the same way: Lambda's /opt is read-only too)
     sam.json            ONE CloudFormation (SAM) template for the whole stage: `chalice package
                         --merge-template` of the app with infra/template.yaml, everything wired inside it
 
@@ -29,13 +30,11 @@ interface: tests/integration/test_package_size.py and the emulator rehearsal rea
 from __future__ import annotations
 
 import argparse
-import compileall
 import copy
 import csv
 import hashlib
 import json
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -284,7 +283,7 @@ def _gateway_responses(template: Mapping[str, Any]) -> dict[str, Any]:
             continue
         properties = resource["Properties"]
         responses[properties["ResponseType"]] = {
-            "statusCode": int(properties["StatusCode"]),
+            "statusCode": str(properties["StatusCode"]),  # a string in the extension, "404"
             "responseParameters": properties.get("ResponseParameters", {}),
             "responseTemplates": properties.get("ResponseTemplates", {}),
         }
@@ -556,20 +555,11 @@ def strip_symbols(root: Path) -> list[str]:
 
 
 def compile_tree(root: Path) -> None:
-    """Precompile every module for this interpreter (checked above to be the runtime's): unchecked-hash
-    .pyc files (never compared with the source's mtime, which a zip does not keep faithfully), with
-    /var/task/... as the file name in tracebacks (fixed, so the bytes do not depend on the build dir)."""
-    for cache in list(root.rglob("__pycache__")):
-        shutil.rmtree(cache)
-    ok = compileall.compile_dir(
-        root,
-        ddir=LAMBDA_TASK_ROOT,
-        quiet=2,
-        workers=1,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
-        raise PackageError(f"compileall failed in {root}")
+    """Precompile the function's tree (unchecked-hash .pyc, /var/task/... in tracebacks)."""
+    try:
+        build.compile_bytecode(root, LAMBDA_TASK_ROOT)
+    except RuntimeError as exc:
+        raise PackageError(str(exc)) from None
 
 
 def rebuild_function_zip(chalice_zip: Path, destination: Path) -> list[str]:
@@ -652,7 +642,7 @@ def write_template(template: Mapping[str, Any], path: Path) -> None:
 
 def build_package(stage: str, output_dir: Path | None = None, *, layers: bool = True) -> Artifacts:
     """Write the stage's artifacts into ``output_dir`` (build/<stage>/package/) and return their paths.
-    The directory is replaced as a whole once everything is built (never half old, half new)."""
+    The directory is replaced only after every artifact has been built (a failed build leaves the old one)."""
     _check_stage(stage)
     output = output_dir or package_dir(stage)
     build.fetch(build.resolve(build.FUNCTION_REQUIREMENTS), build.WHEELHOUSE)

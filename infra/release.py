@@ -279,6 +279,7 @@ def deploy_package(
     api_gateway_logs_role_arn: str = "",
     template_transport: str = "auto",
     poll_seconds: int = 10,
+    account: str | None = None,
     report: Callable[[str], None] = print,
 ) -> Release:
     """Deploy build/<stage>/package (or ``directory``) as stack market-data-<stage>.
@@ -286,7 +287,8 @@ def deploy_package(
     ``identity``: the stage's identity settings by parameter name (JwtIssuer, JwtAudience,
     CorsAllowedOrigins and, for prod, JwtJwksUrl). ``session``/``endpoint_url``: where to deploy (a
     boto3 session, default the environment's; an emulator's endpoint). ``execute=False``: stop after
-    creating the change set."""
+    creating the change set. ``template_transport``: "auto" (a body up to 51,200 bytes, else an S3 URL),
+    "body" or "url". ``account``: names the artifact bucket without asking STS (default: STS's answer)."""
     directory = directory or package.package_dir(stage)
     template_path = directory / package.TEMPLATE_NAME
     if not template_path.is_file():
@@ -313,7 +315,7 @@ def deploy_package(
     def client(service: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=endpoint_url)
 
-    account = str(client("sts").get_caller_identity()["Account"])
+    account = account or str(client("sts").get_caller_identity()["Account"])
     s3 = client("s3")
     bucket = artifact_bucket(stage, account, region)
     ensure_bucket(s3, bucket, region)
@@ -340,12 +342,27 @@ def deploy_package(
         return release
     cloudformation.execute_change_set(ChangeSetName=change_set_id)
     waiter = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
-    _wait(cloudformation.get_waiter(waiter), poll_seconds, StackName=stack)
+    try:
+        _wait(cloudformation.get_waiter(waiter), poll_seconds, StackName=stack)
+    except Exception as exc:  # the waiter's failure says only the final status: name what failed
+        for line in failed_events(cloudformation, stack):
+            report(line)
+        raise ReleaseError(f"{stack}: {kind} did not complete ({exc})") from None
     release.executed = True
     release.outputs = _outputs(cloudformation, stack)
     for key, value in sorted(release.outputs.items()):
         report(f"{key} = {value}")
     return release
+
+
+def failed_events(cloudformation: Any, stack: str, limit: int = 20) -> list[str]:
+    """The stack's latest resource failures, oldest first (the first one is usually the cause)."""
+    events = cloudformation.describe_stack_events(StackName=stack).get("StackEvents", [])
+    failed = [e for e in events if str(e.get("ResourceStatus", "")).endswith("_FAILED")][:limit]
+    return [
+        f"FAILED {e.get('LogicalResourceId')} {e.get('ResourceType')}: {e.get('ResourceStatusReason', '')}"
+        for e in reversed(failed)
+    ]
 
 
 def _outputs(cloudformation: Any, stack: str) -> dict[str, str]:

@@ -61,6 +61,8 @@ UNZIPPED_LIMIT = 250 * MB  # function + all its layers, unzipped
 # a package of its own rather than a tests directory, stays).
 STRIPPED_TEST_DIRS = ("pandas", "numpy")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# Where Lambda mounts a layer's python/ directory (the file names in tracebacks of precompiled modules).
+LAYER_PYTHON_ROOT = "/opt/python"
 ZIP_LEVEL = 6  # zlib's default: 9 saves 0.3 MB on the layer and takes four times as long
 
 
@@ -207,6 +209,49 @@ def _strip(site: Path) -> None:
         for tests in list((site / package).rglob("tests")):
             if tests.is_dir():
                 shutil.rmtree(tests)
+    _prune_records(site)
+
+
+def _prune_records(site: Path) -> None:
+    """Each RECORD lists only the files the layer ships. pip's console scripts (../../bin/..., removed
+    above) carry the building interpreter's path in their shebang, so their RECORD hashes would make the
+    same layer's bytes depend on where the venv lives."""
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        with record.open(encoding="utf-8", newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+        kept = [row for row in rows if not row[0].startswith("../") and (site / row[0]).exists()]
+        with record.open("w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+
+
+def compile_bytecode(root: Path, ddir: str) -> None:
+    """Precompile every module under ``root`` for this interpreter: unchecked-hash .pyc files (PEP 552:
+    never compared with the source's mtime, which a zip does not keep faithfully), tracebacks naming
+    ``ddir``/... (Lambda's path, fixed so the bytes do not depend on the build directory). Lambda's code
+    and layer directories are read-only: without them every cold start compiles what it imports.
+
+    In a fresh interpreter with a fixed hash seed: marshal's output depends on the compiling process's
+    state (set constants are written in hash order; an object shared elsewhere in the process gets a
+    back-reference), so compiling inside a long-running process would not give the same bytes twice."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" != PYTHON_VERSION:
+        raise RuntimeError(f"bytecode for python{PYTHON_VERSION} needs that interpreter, not {sys.version.split()[0]}")
+    for cache in list(root.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    script = (
+        "import compileall, py_compile, sys\n"
+        "ok = compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2, workers=1,"
+        " invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n"
+        "sys.exit(0 if ok else 1)\n"
+    )
+    completed = subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
+        [sys.executable, "-I", "-c", script, str(root), ddir],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"compileall failed in {root}:\n{completed.stdout}{completed.stderr}")
 
 
 def directory_size(root: Path) -> int:
@@ -242,12 +287,14 @@ def build_layer(
     requirements: Path = LAYER_REQUIREMENTS,
     zip_name: str = LAYER_ZIP_NAME,
     only: frozenset[str] | None = None,
+    bytecode: bool = True,
 ) -> Path:
     """Build ``<output_dir>/<zip_name>`` (its code under ``python/``) and return its path.
 
     The layer's tree is resolved with the function's versions as constraints; what the function already
     ships (and what the runtime provides) is left out, and only the rest is installed (from the
-    wheelhouse, exact pins, no index). ``only``: install just these distributions of the tree."""
+    wheelhouse, exact pins, no index). ``only``: install just these distributions of the tree.
+    ``bytecode``: precompile it for the runtime's Python (needs this interpreter to be that version)."""
     shipped = function_distributions()
     with tempfile.TemporaryDirectory(prefix="yfinance-layer-") as tmp:
         constraints = Path(tmp) / "function-constraints.txt"
@@ -277,6 +324,8 @@ def build_layer(
             if name in shipped or name in RUNTIME_PROVIDED:
                 _remove_distribution(site, dist_info)
         _strip(site)
+        if bytecode:
+            compile_bytecode(site, LAYER_PYTHON_ROOT)
         destination = output_dir / zip_name
         write_zip(site, destination, prefix="python/")
     return destination

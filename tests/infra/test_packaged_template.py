@@ -260,7 +260,7 @@ def test_the_gateway_responses_ship_inside_the_rest_apis_definition(merged: tupl
     assert len(source) == 6
     assert set(responses) == set(source)
     for kind, properties in source.items():
-        assert responses[kind]["statusCode"] == int(properties["StatusCode"])
+        assert responses[kind]["statusCode"] == properties["StatusCode"]  # a string: "404"
         assert responses[kind]["responseTemplates"] == properties["ResponseTemplates"]
         assert responses[kind]["responseParameters"] == properties["ResponseParameters"]
     assert not [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::GatewayResponse"]
@@ -418,3 +418,20 @@ def test_release_refuses_a_package_of_another_stage(merged: tuple[str, dict[str,
     directory = _package_dir(stage, template, tmp_path / "package")
     with pytest.raises(release.ReleaseError, match="packaged for stage"):
         release.deploy_package(other, identity={**IDENTITY, **JWKS}, directory=directory, session=object())
+
+
+def test_destroy_deletes_the_stack_and_empties_and_deletes_the_artifact_bucket_on_moto(
+    merged: tuple[str, dict[str, Any]], tmp_path: Path, aws: Any
+) -> None:
+    stage, template = merged
+    directory = _package_dir(stage, template, tmp_path / "package")
+    identity = {**IDENTITY, **(JWKS if stage == "prod" else {})}
+    done = release.deploy_package(
+        stage, identity=identity, directory=directory, session=aws, execute=False, poll_seconds=1, report=print
+    )
+    s3 = aws.client("s3")
+    assert s3.list_objects_v2(Bucket=done.bucket)["KeyCount"] == 4  # three zips and the template
+    release.destroy_package(stage, session=aws, poll_seconds=1)
+    assert done.bucket not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    stacks = aws.client("cloudformation").list_stacks()["StackSummaries"]
+    assert {s["StackStatus"] for s in stacks if s["StackName"] == f"market-data-{stage}"} == {"DELETE_COMPLETE"}

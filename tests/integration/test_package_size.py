@@ -1,22 +1,19 @@
-"""The prod deployment package fits Chalice's direct upload, and the layer carries the heavy stack.
+"""The packaged artifacts (infra/package.py, `make package`): what the function zip holds and what it
+leaves to the runtime and the layers, its bytecode, its size, and that the same inputs build the same bytes.
 
-Renders the prod project the way infra/deploy.py does (with fake stack outputs), runs `chalice package`
-on it, and builds the yfinance layer with infra/layer/build.py. Both use the Lambda wheels kept in
-.local/pip-cache/lambda-wheels: the first run downloads them from PyPI (about a minute), later runs
-reuse them. pip's own HTTP cache is set to .local/pip-cache too, but keeps nothing behind a proxy that
-strips Cache-Control, hence the wheelhouse; `chalice package` then installs from it with no index, so
-it packages exactly the versions the layer build assumed the function ships.
+Builds the prod package twice per session (about a minute each on a loaded machine): once as the artifact
+under test, once more for the byte-for-byte comparison. The Lambda wheels are kept in
+.local/pip-cache/lambda-wheels: the first run on a machine downloads them from PyPI, later runs reuse them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -24,58 +21,67 @@ from typing import Any
 
 import pytest
 
-from infra import deploy
+from infra import package
 from infra.layer import build
-from infra.local.tables import load_template
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 MB = build.MB
+STAGE = "prod"
 PIP_CACHE = REPO_ROOT / ".local" / "pip-cache"
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-LAYER_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:market-data-prod-yfinance:1"
-JWKS_URL = "https://idp.example.com/.well-known/jwks.json"
 HEAVY = ("yfinance", "pandas", "numpy")
 LAYER_PACKAGES = ("yfinance", "pandas", "numpy", "curl_cffi")
+# Never in the function zip: the runtime's SDK, and the X-Ray SDK (the tracing layer's).
+NOT_SHIPPED = ("boto3", "botocore", "s3transfer", "jmespath", "aws_xray_sdk", "wrapt")
+# What the Lambda Python runtime provides besides our code: boto3 and its dependencies.
+RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six")
 
 
-def fake_output(name: str) -> str:
-    """A value shaped like the real output, so cfn-lint's patterns judge the template, not the fake."""
-    base = name.removesuffix("Arn").removesuffix("Name").removesuffix("Id")
-    slug = "".join(f"-{c.lower()}" if c.isupper() else c for c in base).strip("-")
-    fixed = {
-        "PrivateSubnetIds": "subnet-a,subnet-b",
-        "LambdaSecurityGroupId": "sg-0123456789abcdef0",
-        "RedisUrl": "rediss://master.market-data-prod.abc123.use1.cache.amazonaws.com:6379/0",
-        "YFinanceLayerArn": LAYER_ARN,
-        "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:market-data-prod-alarms",
-        "DashboardName": "market-data-prod",
-    }
-    if name in fixed:
-        return fixed[name]
-    if name.endswith("TableArn"):
-        return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/market-data-prod-{slug.removesuffix('-table')}"
-    if name.endswith("SecretArn"):
-        return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:market-data-prod/{slug}-AbCdEf"
-    if name.endswith("TableName"):
-        return f"market-data-prod-{slug.removesuffix('-table')}"
-    if name.endswith("Arn"):
-        return f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/market-data-prod/{slug}"
-    return f"market-data-prod-{slug}"
+@dataclass(frozen=True)
+class Built:
+    artifacts: package.Artifacts
+    again: package.Artifacts  # a second build of the same inputs
+
+    @property
+    def zip(self) -> Path:
+        return self.artifacts.function_zip
+
+    def layer(self, name: str) -> Path:
+        return self.artifacts.directory / name
 
 
-def fake_outputs() -> dict[str, str]:
-    # Every output the template declares (tests/infra/test_deploy_config.py proves the stages use no other).
-    return {name: fake_output(name) for name in sorted(load_template()["Outputs"])}
-
-
-def _offline_pip_env(wheelhouse: Path) -> dict[str, str]:
-    """Chalice's pip runs see only the wheelhouse: the versions resolved (and fetched) just before."""
-    env = {**os.environ, "PIP_CACHE_DIR": str(PIP_CACHE), "PIP_NO_INPUT": "1", "PIP_NO_INDEX": "1"}
-    env["PIP_FIND_LINKS"] = " ".join(filter(None, [str(wheelhouse), os.environ.get("PIP_FIND_LINKS", "")]))
-    return env
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIP_CACHE_DIR", str(PIP_CACHE))  # the pip runs inherit it
+        first = package.build_package(STAGE, tmp_path_factory.mktemp("package") / "package")
+    # Again as `make package` runs it, in a process of its own, through the venv at another path (the
+    # interpreter's path ends up in pip's console scripts; a process's state in marshal's output).
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "venv").symlink_to(REPO_ROOT / ".venv")
+    again_dir = elsewhere / "package"
+    completed = subprocess.run(
+        [
+            str(elsewhere / "venv" / "bin" / "python"),
+            "-m",
+            "infra.package",
+            "--stage",
+            STAGE,
+            "--output-dir",
+            str(again_dir),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PIP_CACHE_DIR": str(PIP_CACHE)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    layers = tuple(sorted(again_dir.glob("*-layer.zip")))
+    again = package.Artifacts(again_dir, again_dir / package.FUNCTION_ZIP, again_dir / package.TEMPLATE_NAME, layers)
+    return Built(first, again)
 
 
 def _zip_sizes(archive: Path) -> tuple[int, int]:
@@ -101,153 +107,204 @@ def _distributions(archive: Path, prefix: str = "") -> dict[str, str]:
     return found
 
 
-@dataclass(frozen=True)
-class Package:
-    deployment_zip: Path
-    sam: dict[str, Any]
-    sam_path: Path
-    expected: dict[str, str]  # what the layer build assumes the function ships
-
-
-@dataclass(frozen=True)
-class Layer:
-    zip: Path
-
-
-def _chalice_package(stage: str, work: Path) -> Path:
-    """`chalice package --stage <stage>` of the rendered project, offline from the wheelhouse; the out dir."""
-    project, out = work / "project", work / "out"
-    values = deploy.deploy_values(stage, REGION, ACCOUNT, "abc123", {"JwtJwksUrl": JWKS_URL})
-    deploy.render_project(stage, fake_outputs(), values, project)
-    env = _offline_pip_env(build.WHEELHOUSE)
-    env.update({"AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"})  # package needs a region
-    # `python -m chalice` has no __main__: run the console script's entry point with our interpreter.
-    chalice = [sys.executable, "-c", "import sys; from chalice.cli import main; sys.exit(main())"]
-    completed = subprocess.run(
-        [*chalice, "--project-dir", str(project), "package", "--stage", stage, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, f"chalice package failed:\n{completed.stdout}\n{completed.stderr}"
-    # Chalice only warns (and packages without them) when it finds no Lambda-compatible wheel for a dependency.
-    assert "Could not install dependencies" not in completed.stdout + completed.stderr, completed.stdout
-    return out
-
-
-def _cfn_lint(template: Path) -> None:
-    cfn_lint = REPO_ROOT / ".venv" / "bin" / "cfn-lint"
-    assert cfn_lint.exists(), "cfn-lint comes with requirements-dev.txt"
-    completed = subprocess.run([str(cfn_lint), str(template)], capture_output=True, text=True, timeout=300, check=False)
-    # cfn-lint's exit code is a bit mask: 1 its own failure, 2 errors, 4 warnings, 8 informational.
-    assert completed.returncode & 0b11 == 0, completed.stdout + completed.stderr
-    if completed.returncode:
-        print(f"cfn-lint warnings/info (not failures):\n{completed.stdout}")
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Package]:
-    work = tmp_path_factory.mktemp("chalice-package")
-    assert (REPO_ROOT / "requirements.txt").read_bytes() == build.FUNCTION_REQUIREMENTS.read_bytes()
-    # The function's tree resolved for Lambda (as Chalice resolves it: cp311, manylinux up to glibc 2.26).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIP_CACHE_DIR", str(PIP_CACHE))
-        expected = build.resolve(build.FUNCTION_REQUIREMENTS)
-        build.fetch(expected, build.WHEELHOUSE)
-    out = _chalice_package("prod", work)
-    yield Package(
-        deployment_zip=out / "deployment.zip",
-        sam=json.loads((out / "sam.json").read_text()),
-        sam_path=out / "sam.json",
-        expected={item.name: item.version for item in expected},
-    )
-    shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def layer(tmp_path_factory: pytest.TempPathFactory) -> Layer:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIP_CACHE_DIR", str(PIP_CACHE))  # build_layer's pip runs inherit it
-        return Layer(zip=build.build_layer(tmp_path_factory.mktemp("layer")))
-
-
-def _functions(sam: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        logical_id: resource["Properties"]
-        for logical_id, resource in sam["Resources"].items()
-        if resource["Type"] == "AWS::Serverless::Function"
-    }
-
-
-def test_deployment_package_is_under_the_direct_upload_limit(package: Package) -> None:
-    zipped, unzipped = _zip_sizes(package.deployment_zip)
-    print(f"deployment.zip: {zipped / MB:.1f} MB zipped, {unzipped / MB:.1f} MB unzipped")
-    assert zipped < build.FUNCTION_ZIP_LIMIT, f"deployment.zip is {zipped / MB:.1f} MB: over Lambda's 50 MB"
-
-
-def test_deployment_package_leaves_the_heavy_stack_to_the_layer(package: Package) -> None:
-    top = _top_level(package.deployment_zip)
-    assert not top & set(HEAVY), f"the function package carries {sorted(top & set(HEAVY))}"
-    assert {"app", "chalicelib", "pydantic", "requests"} <= top
-    # Exactly the distributions (and versions) the layer build leaves out as "shipped by the function".
-    assert _distributions(package.deployment_zip) == package.expected
-
-
-def test_every_function_uses_the_layer_on_the_layers_python(package: Package) -> None:
-    functions = _functions(package.sam)
-    assert functions
-    for logical_id, properties in functions.items():
-        assert properties.get("Layers") == [LAYER_ARN], logical_id
-        # The layer is built for CPython 3.11; Chalice picks the runtime from the packaging interpreter.
-        assert properties["Runtime"] == f"python{build.PYTHON_VERSION}", logical_id
-
-
-def test_sam_template_passes_cfn_lint(package: Package) -> None:
-    _cfn_lint(package.sam_path)
-
-
-def test_the_dev_stage_packages_and_its_sam_template_passes_cfn_lint(package: Package, tmp_path: Path) -> None:
-    """Every deployable stage, not only prod (the wheelhouse is warm from the prod package)."""
-    out = _chalice_package("dev", tmp_path)
-    sam = json.loads((out / "sam.json").read_text())
-    assert all(p.get("Layers") == [LAYER_ARN] for p in _functions(sam).values())
-    _cfn_lint(out / "sam.json")
-
-
-def test_layer_carries_the_heavy_stack(layer: Layer, package: Package) -> None:
-    top = _top_level(layer.zip, "python/")
-    assert set(LAYER_PACKAGES) <= top, f"missing from the layer: {sorted(set(LAYER_PACKAGES) - top)}"
-    shipped_twice = set(_distributions(layer.zip, "python/")) & set(package.expected)
-    assert not shipped_twice, f"in both the function and the layer: {sorted(shipped_twice)}"
-
-
-def test_function_and_layer_fit_lambdas_unzipped_limit(
-    layer: Layer, package: Package, capsys: pytest.CaptureFixture[str]
-) -> None:
-    function_zipped, function_unzipped = _zip_sizes(package.deployment_zip)
-    layer_zipped, layer_unzipped = _zip_sizes(layer.zip)
-    total = function_unzipped + layer_unzipped
+def test_the_function_zip_is_at_most_12_mb(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
+    zipped, unzipped = _zip_sizes(built.zip)
     with capsys.disabled():
-        print(
-            f"\npackage sizes: function {function_zipped / MB:.1f} MB zipped / {function_unzipped / MB:.1f} MB"
-            f" unzipped; layer {layer_zipped / MB:.1f} MB zipped / {layer_unzipped / MB:.1f} MB unzipped;"
-            f" function + layer {total / MB:.1f} MB unzipped (limit {build.UNZIPPED_LIMIT / MB:.0f} MB)"
+        print(f"\n{package.FUNCTION_ZIP}: {zipped / MB:.2f} MB zipped, {unzipped / MB:.1f} MB unzipped")
+    assert zipped <= package.FUNCTION_ZIP_LIMIT, f"{zipped / MB:.2f} MB"
+
+
+def test_the_function_zip_leaves_the_sdks_to_the_runtime_and_the_tracing_layer(built: Built) -> None:
+    top = _top_level(built.zip)
+    assert not top & set(NOT_SHIPPED), sorted(top & set(NOT_SHIPPED))
+    assert not {build.canonical_name(name) for name in NOT_SHIPPED} & set(_distributions(built.zip))
+    assert not top & set(HEAVY), sorted(top & set(HEAVY))
+    assert {"app", "chalicelib", "chalice", "pydantic", "pydantic_core", "jwt", "cryptography", "redis"} <= top
+    # Exactly the distributions (and versions) the layer builds treat as "shipped by the function".
+    assert _distributions(built.zip) == build.function_distributions()
+
+
+@pytest.mark.parametrize("name", [package.FUNCTION_ZIP, package.YFINANCE_LAYER_ZIP, package.TRACING_LAYER_ZIP])
+def test_every_module_has_unchecked_hash_bytecode_for_the_runtimes_python(built: Built, name: str) -> None:
+    """The function zip and the layers alike: Lambda's code and layer directories are read-only."""
+    assert sys.version_info[:2] == (3, 11)  # the runtime's (package.check_python refuses anything else)
+    archive = built.layer(name)
+    assert package.modules_without_bytecode(archive) == []
+    with zipfile.ZipFile(archive) as opened:
+        sources = [source for source in opened.namelist() if source.endswith(".py")]
+        assert len(sources) > 100
+        for source in sources:
+            directory, _, file = source.rpartition("/")
+            cached = (
+                f"{directory}/__pycache__/{file[:-3]}.cpython-311.pyc"
+                if directory
+                else f"__pycache__/{file[:-3]}.cpython-311.pyc"
+            )
+            pyc = opened.read(cached)
+            # PEP 552: magic, flags (bit 0 hash-based, bit 1 check_source), then the source's hash.
+            assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
+            assert int.from_bytes(pyc[4:8], "little") == 0b01, source  # hash-based, never checked
+            assert pyc[8:16] == importlib.util.source_hash(opened.read(source)), source
+        # Nothing stray: no bytecode of another interpreter.
+        stray = [n for n in opened.namelist() if n.endswith(".pyc") and ".cpython-311." not in n]
+        assert stray == []
+
+
+def test_two_builds_of_the_same_inputs_are_byte_identical(built: Built) -> None:
+    """One in this process, one by `python -m infra.package` through the venv at another path."""
+    names = sorted(path.name for path in built.artifacts.directory.iterdir())
+    assert names == ["deployment.zip", "sam.json", "tracing-layer.zip", "yfinance-layer.zip"]
+    assert sorted(path.name for path in built.again.directory.iterdir()) == names
+    for name in names:
+        first, second = built.artifacts.directory / name, built.again.directory / name
+        assert first.read_bytes() == second.read_bytes(), name
+    with zipfile.ZipFile(built.zip) as opened:
+        infos = opened.infolist()
+    assert [i.filename for i in infos] == sorted((i.filename for i in infos), key=lambda name: name.split("/"))
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+def test_the_shipped_template_is_the_merged_template_the_infra_tests_check(built: Built) -> None:
+    """tests/infra/test_packaged_template.py checks package.build_template(stage): the same document."""
+    assert json.loads(built.artifacts.template.read_text()) == package.build_template(STAGE)
+
+
+def test_the_layers_carry_yfinance_and_the_xray_sdk_and_nothing_the_function_ships(built: Built) -> None:
+    yfinance = built.layer(package.YFINANCE_LAYER_ZIP)
+    tracing = built.layer(package.TRACING_LAYER_ZIP)
+    assert set(LAYER_PACKAGES) <= _top_level(yfinance, "python/")
+    assert set(_distributions(tracing, "python/")) == {"aws-xray-sdk", "wrapt"}
+    shipped = set(_distributions(built.zip))
+    for layer in (yfinance, tracing):
+        in_layer = set(_distributions(layer, "python/"))
+        assert not in_layer & shipped, sorted(in_layer & shipped)
+        assert not in_layer & build.RUNTIME_PROVIDED, sorted(in_layer & build.RUNTIME_PROVIDED)
+
+
+def test_function_and_layers_fit_lambdas_unzipped_limit(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
+    sizes = {path.name: _zip_sizes(path) for path in (built.zip, *built.artifacts.layers)}
+    total = sum(unzipped for _, unzipped in sizes.values())
+    with capsys.disabled():
+        listed = "; ".join(
+            f"{name} {z / MB:.2f} MB zipped / {u / MB:.1f} MB unzipped" for name, (z, u) in sizes.items()
         )
+        print(f"\npackage sizes: {listed}; together {total / MB:.1f} MB unzipped (limit 250 MB)")
     assert total < build.UNZIPPED_LIMIT
 
 
-def test_the_yahoo_adapter_imports_yfinance_from_the_layer(layer: Layer, package: Package, tmp_path: Path) -> None:
-    """Lambda's layout: the function in /var/task, then the layer's python/; no site-packages of ours."""
-    task, opt = tmp_path / "task", tmp_path / "opt"
-    with zipfile.ZipFile(package.deployment_zip) as opened:
-        opened.extractall(task)
-    with zipfile.ZipFile(layer.zip) as opened:
-        opened.extractall(opt)
+@pytest.fixture(scope="session")
+def lambda_layout(built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Lambda's layout, read-only: the function in task/, each layer's python/, and a directory holding only
+    the runtime's boto3 and its dependencies (symlinks to this venv's copies)."""
+    root = tmp_path_factory.mktemp("lambda")
+    layout = {"task": root / "task", "yfinance": root / "yfinance", "tracing": root / "tracing", "sdk": root / "sdk"}
+    for name, archive in (
+        ("task", built.zip),
+        ("yfinance", built.layer(package.YFINANCE_LAYER_ZIP)),
+        ("tracing", built.layer(package.TRACING_LAYER_ZIP)),
+    ):
+        with zipfile.ZipFile(archive) as opened:
+            opened.extractall(layout[name])
+    layout["sdk"].mkdir()
+    for module in RUNTIME_MODULES:
+        spec = importlib.util.find_spec(module)
+        assert spec is not None, module
+        assert spec.origin is not None, module
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (layout["sdk"] / source.name).symlink_to(source)
+    for path in (layout["task"], layout["yfinance"], layout["tracing"]):
+        for item in (path, *path.rglob("*")):
+            if not item.is_symlink():
+                item.chmod(item.stat().st_mode & ~0o222)  # Lambda's code directories are read-only
+    return {**layout, "yfinance": layout["yfinance"] / "python", "tracing": layout["tracing"] / "python"}
+
+
+def _run_in_lambda_layout(layout: dict[str, Path], script: str, environment: dict[str, str]) -> dict[str, Any]:
+    path = [str(layout[name]) for name in ("task", "yfinance", "tracing", "sdk")]
+    bootstrap = f"import sys; sys.path[:0] = {path!r}\n" + script
+    # -I: no environment-driven paths, no user site; -S: no site-packages (the venv's); -B: write no .pyc.
+    completed = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": os.environ.get("PATH", "/usr/bin"), **environment},
+        cwd=layout["task"],
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+PROD_ENVIRONMENT = {
+    "STAGE": "prod",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_SERVICE_NAME": "market-data",
+    "POWERTOOLS_METRICS_NAMESPACE": "MarketData",
+    "MARKET_DATA_SOURCE": "live",
+    "JWT_ALGORITHM": "RS256",
+    "JWT_JWKS_URL": "https://idp.example.com/.well-known/jwks.json",
+    "JWT_ISSUER": "https://idp.example.com/",
+    "JWT_AUDIENCE": "market-data-api",
+    "CORS_ALLOWED_ORIGINS": "https://dashboard.example.com",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+}
+
+FIRST_REQUEST = """
+import importlib, json, pkgutil, sys
+import app, chalicelib
+modules = [m.name for m in pkgutil.walk_packages(chalicelib.__path__, "chalicelib.")]
+for name in modules:
+    importlib.import_module(name)
+event = {
+    "resource": "/api/v1/openapi.json", "path": "/api/v1/openapi.json", "httpMethod": "GET",
+    "headers": {"Host": "api.example.com"}, "multiValueHeaders": {"Host": ["api.example.com"]},
+    "queryStringParameters": None, "multiValueQueryStringParameters": None, "pathParameters": None,
+    "stageVariables": None, "body": None, "isBase64Encoded": False,
+    "requestContext": {"resourcePath": "/api/v1/openapi.json", "httpMethod": "GET", "stage": "prod",
+                       "path": "/prod/api/v1/openapi.json", "requestId": "r-1", "identity": {"sourceIp": "192.0.2.1"}},
+}
+class Context:
+    function_name = "market-data-prod"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:market-data-prod"
+    aws_request_id = "r-1"
+    def get_remaining_time_in_millis(self):
+        return 20000
+response = app.app(event, Context())
+# RS256 through pyjwt and the stripped cryptography module, as prod verifies tokens.
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+claims = jwt.decode(jwt.encode({"sub": "u-1"}, key, algorithm="RS256"), key.public_key(), algorithms=["RS256"])
+names = ("app", "pydantic", "redis", "cryptography", "aws_lambda_powertools", "aws_xray_sdk", "botocore")
+origins = {name: sys.modules[name].__file__ for name in names}
+print(json.dumps({"status": response["statusCode"], "paths": len(json.loads(response["body"])["paths"]),
+                  "modules": len(modules), "claims": claims, "origins": origins}))
+"""
+
+
+def test_the_app_imports_and_serves_a_first_request_from_the_artifacts_alone(lambda_layout: dict[str, Path]) -> None:
+    """Nothing the zip leaves out (the runtime's SDK, the pruned subpackages) is missing: the app and every
+    chalicelib module import from the read-only unpacked zip, the layers and the runtime's boto3 only, a
+    public route answers, and an RS256 token verifies."""
+    result = _run_in_lambda_layout(lambda_layout, FIRST_REQUEST, PROD_ENVIRONMENT)
+    assert result["status"] == 200
+    assert result["paths"] > 10
+    assert result["modules"] > 50
+    assert result["claims"] == {"sub": "u-1"}
+    origins = result["origins"]
+    for name in ("app", "pydantic", "redis", "cryptography", "aws_lambda_powertools"):
+        assert origins[name].startswith(str(lambda_layout["task"])), (name, origins[name])
+    assert origins["aws_xray_sdk"].startswith(str(lambda_layout["tracing"]))
+    assert origins["botocore"].startswith(str(lambda_layout["sdk"]))
+
+
+def test_the_yahoo_adapter_imports_yfinance_from_its_layer(lambda_layout: dict[str, Path], tmp_path: Path) -> None:
     script = (
         "import json, sys\n"
-        f"sys.path[:0] = [{str(task)!r}, {str(opt / 'python')!r}]\n"
         "from chalicelib.adapters.providers.yahoo import load_yfinance\n"
         f"load_yfinance({str(tmp_path / 'cache')!r})\n"
         "import curl_cffi.requests, lxml.etree, numpy, pandas, requests, yfinance\n"
@@ -255,13 +312,8 @@ def test_the_yahoo_adapter_imports_yfinance_from_the_layer(layer: Layer, package
         "names = ['yfinance', 'pandas', 'numpy', 'curl_cffi', 'lxml', 'requests', 'urllib3', 'dateutil']\n"
         "print(json.dumps({name: sys.modules[name].__file__ for name in names}))\n"
     )
-    # -S: no site-packages (neither the venv's nor the user's), as in the Lambda runtime.
-    completed = subprocess.run(
-        [sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert completed.returncode == 0, completed.stderr
-    origins = json.loads(completed.stdout.strip().splitlines()[-1])
-    for name in ("yfinance", "pandas", "numpy", "curl_cffi", "lxml"):
-        assert origins[name].startswith(str(opt / "python")), (name, origins[name])
-    for name in ("requests", "urllib3", "dateutil"):  # in both trees: the function's copy
-        assert origins[name].startswith(str(task)), (name, origins[name])
+    origins = _run_in_lambda_layout(lambda_layout, script, {})
+    for name in ("yfinance", "pandas", "numpy", "curl_cffi", "lxml", "dateutil"):
+        assert origins[name].startswith(str(lambda_layout["yfinance"])), (name, origins[name])
+    for name in ("requests", "urllib3"):  # in both trees: the function's copy
+        assert origins[name].startswith(str(lambda_layout["task"])), (name, origins[name])
