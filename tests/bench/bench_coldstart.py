@@ -248,6 +248,9 @@ def report(
     print(
         f"  tracing on adds {on - off:+.1f} ms to the import and {on_first - off_first:+.1f} ms to import + first quote"
     )
+    cpu_off = statistics.median(r["import_cpu_ms"] + r["first_invocation_cpu_ms"] for r in results[False])
+    cpu_on = statistics.median(r["import_cpu_ms"] + r["first_invocation_cpu_ms"] for r in results[True])
+    print(f"  tracing on adds {cpu_on - cpu_off:+.1f} ms of CPU to import + first quote (CPU varies less with load)")
     for tracing in (False, True):
         costs = [
             import_costs(probe_once(python, paths, envs[tracing], workdir, importtime=True)["stderr"]) for _ in range(3)
