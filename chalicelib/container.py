@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         dynamodb_connections,
         dynamodb_job_runs,
         http,
+        lambda_dispatcher,
         redis_cache,
         redis_quotas,
         redis_stream_state,
@@ -49,6 +50,7 @@ else:
     dynamodb_connections = lazy.module("chalicelib.adapters.dynamodb_connections")
     dynamodb_job_runs = lazy.module("chalicelib.adapters.dynamodb_job_runs")
     http = lazy.module("chalicelib.adapters.http")
+    lambda_dispatcher = lazy.module("chalicelib.adapters.lambda_dispatcher")  # the jobs' fan-out only
     redis_cache = lazy.module("chalicelib.adapters.redis_cache")
     redis_quotas = lazy.module("chalicelib.adapters.redis_quotas")
     redis_stream_state = lazy.module("chalicelib.adapters.redis_stream_state")
@@ -299,11 +301,9 @@ class Container:
         s = self.settings
         if s.fanout_dispatch is FanoutDispatch.INLINE:
             return None
-        from chalicelib.adapters.lambda_dispatcher import LambdaShardDispatcher, lambda_client  # jobs only
-
         pool = min(s.ws_shard_count, 64)
-        client = lambda_client(s.aws_region, pool_size=pool, timeout_seconds=3.0)
-        return LambdaShardDispatcher(client, s.fanout_worker_function, concurrency=pool)
+        client = lambda_dispatcher.lambda_client(s.aws_region, pool_size=pool, timeout_seconds=3.0)
+        return lambda_dispatcher.LambdaShardDispatcher(client, s.fanout_worker_function, concurrency=pool)
 
     @functools.cached_property
     def job_runs(self) -> dynamodb_job_runs.DynamoDBJobRunStore:
