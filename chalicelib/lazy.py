@@ -13,11 +13,12 @@ of its attributes is read::
 The ``TYPE_CHECKING`` import keeps full typing and keeps the dependency visible to
 tests/unit/test_layering.py (which reads import statements, these included); at run time the name is a
 proxy. Where it is used: the container (the composition root builds adapters on first use, so their SDKs
-load then), ``auth`` (jwt and its crypto backend: first token verified), ``bootstrap`` (Secrets Manager's
-adapter), ``app`` and ``ws_api`` (the AsyncAPI document and the WebSocket message models, which REST
-routes never use). Modules every invocation needs are imported normally: deferring them would only move
-the same cost into the first request. (The X-Ray SDK is the one deferred otherwise: Powertools imports
-it when a Tracer is constructed, so ``observability`` constructs the tracer on the first traced request.)
+load then), ``auth`` (jwt and its crypto backend: first token verified), ``bootstrap`` (Secrets
+Manager's adapter), the Yahoo adapter (yfinance and pandas), ``app`` and ``ws_api`` (the AsyncAPI
+document and the WebSocket message models, which REST routes never use). Modules every invocation needs
+are imported normally: deferring them would only move the same cost into the first request. (The X-Ray
+SDK is deferred otherwise: Powertools imports it when a Tracer is constructed, so ``observability``
+constructs the tracer on the first traced request.)
 """
 
 from __future__ import annotations
