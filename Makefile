@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format token redis chromium clean load load-api load-quotes load-ws bench bench-fanout bench-freshness deploy destroy package deploy-chalice destroy-chalice
+.PHONY: install run test lint format token redis chromium clean load load-api load-quotes load-ws bench bench-fanout bench-freshness bench-coldstart bench-handler deploy destroy package deploy-chalice destroy-chalice
 
 # Re-installs only when a requirements file changes. Output goes to stderr so `$(make -s token)` stays clean.
 $(STAMP): requirements.txt requirements-dev.txt infra/layer/requirements.txt infra/layer/tracing-requirements.txt
@@ -98,6 +98,14 @@ bench-fanout: install redis
 # Quote freshness end to end at the deployed cadence (1-minute refresh): about 5 minutes.
 bench-freshness: install redis
 	$(BIN)/python -m tests.bench.bench_freshness
+
+# Cold start of the packaged prod function (builds it: make package STAGE=prod), 15 fresh processes per
+# tracing mode, and warm in-process cached quotes (README "Cold start"). A few minutes each.
+bench-coldstart: install redis
+	$(BIN)/python -m tests.bench.bench_coldstart
+
+bench-handler: install redis
+	$(BIN)/python -m tests.bench.bench_handler
 
 format: install
 	$(BIN)/ruff format .

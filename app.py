@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Request, Response, WebsocketEvent
 
-from chalicelib import asyncapi, bootstrap, dashboard_api, gateway_auth, jobs_api, ws_api
+from chalicelib import bootstrap, dashboard_api, gateway_auth, jobs_api, lazy, ws_api
 from chalicelib.deadline import remaining_deadline
 from chalicelib.errors import ValidationFailed
 from chalicelib.http_api import (
@@ -46,10 +46,15 @@ from chalicelib.models.api import (
 )
 from chalicelib.models.jobs import JobRunResponse, JobsStatusResponse
 from chalicelib.models.market import SYMBOL_SCHEMA, CacheStatsResponse, QuoteResponse, parse_symbol_parameter
-from chalicelib.models.streaming import WsStatsResponse
+from chalicelib.models.ws_stats import WsStatsResponse
 from chalicelib.openapi import PathParam, RouteDoc, document_for
 from chalicelib.services.jobs import TASK_ID_PATTERN, Trigger
 from chalicelib.services.market_data import MarketDataService, history_combinations
+
+if TYPE_CHECKING:
+    from chalicelib import asyncapi
+else:  # the WebSocket protocol document: built on its own route only (chalicelib/lazy.py)
+    asyncapi = lazy.module("chalicelib.asyncapi")
 
 app = Chalice(app_name="market-data")
 app.experimental_feature_flags.update(["WEBSOCKETS"])

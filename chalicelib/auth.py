@@ -7,17 +7,31 @@ production. The accepted algorithm list holds exactly the configured algorithm, 
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
-
+from chalicelib import lazy
 from chalicelib.errors import ConfigurationError, MissingCredentials, ServiceUnavailable, Unauthorized
 from chalicelib.settings import JwtAlgorithm, Settings
+
+if TYPE_CHECKING:
+    import jwt
+else:  # pyjwt imports its crypto backend (cryptography) at import: first verification only (chalicelib/lazy.py)
+    jwt = lazy.module("jwt")
 
 _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 # Bearer tokens longer than this are not JWTs we issue; refuse before parsing.
 _MAX_TOKEN_LENGTH = 8192
+# A warm container remembers the tokens it verified lately (a client sends the same token with every
+# request; an RS256 signature check is most of a cached request's CPU). A remembered token is accepted
+# until its own expiry (with the leeway, as pyjwt judges it) and for at most this long, so a key
+# withdrawn from the JWKS stops being honoured within a minute, as a fresh container would.
+VERIFIED_TOKEN_MAX_AGE_SECONDS = 60.0
+VERIFIED_TOKEN_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,16 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings, jwks_client: jwt.PyJWKClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jwks_client: jwt.PyJWKClient | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._verified_lock = threading.Lock()
         self._algorithm = settings.jwt_algorithm
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
@@ -68,6 +91,23 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         if len(token) > _MAX_TOKEN_LENGTH:
             raise Unauthorized("token is too long")
+        now = self._clock()
+        with self._verified_lock:
+            remembered = self._verified.get(token)
+            if remembered is not None:
+                if now < remembered[1]:
+                    self._verified.move_to_end(token)
+                    return remembered[0]
+                del self._verified[token]
+        principal = self._verify(token)
+        good_until = min(now + VERIFIED_TOKEN_MAX_AGE_SECONDS, float(principal.claims["exp"]) + self._leeway)
+        with self._verified_lock:
+            self._verified[token] = (principal, good_until)
+            while len(self._verified) > VERIFIED_TOKEN_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             key = self._verification_key(token)
             claims: dict[str, Any] = jwt.decode(

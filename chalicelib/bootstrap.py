@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from requests.adapters import BaseAdapter
-
-from chalicelib.adapters.aws_clients import standard_client
-from chalicelib.adapters.secrets import resolve_secrets
+from chalicelib import lazy
 from chalicelib.container import Container
 from chalicelib.settings import load_settings
+
+if TYPE_CHECKING:
+    from requests.adapters import BaseAdapter
+
+    from chalicelib.adapters import aws_clients, secrets
+else:  # botocore (their import) only when a container is built (chalicelib/lazy.py)
+    aws_clients = lazy.module("chalicelib.adapters.aws_clients")
+    secrets = lazy.module("chalicelib.adapters.secrets")
 
 __all__ = ["Container", "container", "install_replay_transport", "use_container"]
 
@@ -44,14 +49,14 @@ def _environment_with_secrets() -> dict[str, str]:
     """os.environ with the *_SECRET_ARN values fetched from Secrets Manager (deployed stages only)."""
 
     def client() -> Any:  # only called when a secret ARN is set (deployed stages)
-        return standard_client(
+        return aws_clients.standard_client(
             "secretsmanager",
             os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
             read_timeout_seconds=3,
         )
 
-    return resolve_secrets(os.environ, client)
+    return secrets.resolve_secrets(os.environ, client)
 
 
 def use_container(replacement: Container | None) -> None:

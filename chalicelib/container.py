@@ -11,38 +11,62 @@ from __future__ import annotations
 import functools
 import threading
 from datetime import date
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import redis
-from requests.adapters import BaseAdapter
-
-from chalicelib.adapters.apigw_broadcaster import ApiGatewayBroadcaster, management_client
-from chalicelib.adapters.aws_clients import standard_client
-from chalicelib.adapters.dynamodb_connections import DynamoDBConnectionStore
-from chalicelib.adapters.dynamodb_job_runs import DynamoDBJobRunStore
-from chalicelib.adapters.http import build_session
-from chalicelib.adapters.providers.alpha_vantage import AlphaVantageProvider
-from chalicelib.adapters.providers.base import BaseProvider
-from chalicelib.adapters.providers.fmp import FmpProvider
-from chalicelib.adapters.providers.tiingo import TiingoProvider
-from chalicelib.adapters.providers.yahoo import YahooProvider
-from chalicelib.adapters.redis_cache import RedisCache
-from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
-from chalicelib.adapters.redis_stream_state import RedisStreamState
-from chalicelib.adapters.redis_support import redis_client
-from chalicelib.adapters.redis_ws_budget import RedisMessageBudget
-from chalicelib.auth import TokenVerifier
+from chalicelib import lazy
 from chalicelib.errors import ConfigurationError
 from chalicelib.ports import Broadcaster, Cache, MarketDataProvider, QuotaLimits, ShardDispatcher
-from chalicelib.services import job_bodies
-from chalicelib.services.job_bodies import JobDeps
-from chalicelib.services.job_schedules import job_specs
-from chalicelib.services.jobs import JobRunner
-from chalicelib.services.market_data import CacheTimings, MarketDataService
-from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
-from chalicelib.services.providers import ProviderInfo, ProvidersService
-from chalicelib.services.streaming import StreamingLimits, StreamingService
 from chalicelib.settings import DataSource, FanoutDispatch, Settings
+
+# The adapters, their SDKs and the services other functions use are imported when the container first
+# builds them (chalicelib/lazy.py): a cached quote never imports requests, boto3, the providers or the
+# job and streaming services.
+if TYPE_CHECKING:
+    import redis
+    from requests.adapters import BaseAdapter
+
+    from chalicelib import auth
+    from chalicelib.adapters import (
+        apigw_broadcaster,
+        aws_clients,
+        dynamodb_connections,
+        dynamodb_job_runs,
+        http,
+        lambda_dispatcher,
+        redis_cache,
+        redis_quotas,
+        redis_stream_state,
+        redis_support,
+        redis_ws_budget,
+    )
+    from chalicelib.adapters.providers import alpha_vantage, fmp, tiingo, yahoo
+    from chalicelib.adapters.providers.base import BaseProvider
+    from chalicelib.services import job_bodies, job_schedules, jobs, market_data, provider_chain, streaming
+    from chalicelib.services import providers as provider_services
+else:
+    auth = lazy.module("chalicelib.auth")
+    apigw_broadcaster = lazy.module("chalicelib.adapters.apigw_broadcaster")
+    aws_clients = lazy.module("chalicelib.adapters.aws_clients")
+    dynamodb_connections = lazy.module("chalicelib.adapters.dynamodb_connections")
+    dynamodb_job_runs = lazy.module("chalicelib.adapters.dynamodb_job_runs")
+    http = lazy.module("chalicelib.adapters.http")
+    lambda_dispatcher = lazy.module("chalicelib.adapters.lambda_dispatcher")  # the jobs' fan-out only
+    redis_cache = lazy.module("chalicelib.adapters.redis_cache")
+    redis_quotas = lazy.module("chalicelib.adapters.redis_quotas")
+    redis_stream_state = lazy.module("chalicelib.adapters.redis_stream_state")
+    redis_support = lazy.module("chalicelib.adapters.redis_support")
+    redis_ws_budget = lazy.module("chalicelib.adapters.redis_ws_budget")
+    alpha_vantage = lazy.module("chalicelib.adapters.providers.alpha_vantage")
+    fmp = lazy.module("chalicelib.adapters.providers.fmp")
+    tiingo = lazy.module("chalicelib.adapters.providers.tiingo")
+    yahoo = lazy.module("chalicelib.adapters.providers.yahoo")
+    job_bodies = lazy.module("chalicelib.services.job_bodies")
+    job_schedules = lazy.module("chalicelib.services.job_schedules")
+    jobs = lazy.module("chalicelib.services.jobs")
+    market_data = lazy.module("chalicelib.services.market_data")
+    provider_chain = lazy.module("chalicelib.services.provider_chain")
+    provider_services = lazy.module("chalicelib.services.providers")
+    streaming = lazy.module("chalicelib.services.streaming")
 
 REPLAY_SOURCE_LABEL = "replay"
 
@@ -83,14 +107,16 @@ class Container:
     @functools.cached_property
     def redis(self) -> redis.Redis:
         """One client (one connection pool) per container, shared by cache, quotas and breakers."""
-        return redis_client(self.settings.redis_url, socket_timeout_seconds=self.settings.redis_socket_timeout_seconds)
+        return redis_support.redis_client(
+            self.settings.redis_url, socket_timeout_seconds=self.settings.redis_socket_timeout_seconds
+        )
 
     @functools.cached_property
     def cache(self) -> Cache:
         if self._cache_override is not None:
             return self._cache_override
         s = self.settings
-        return RedisCache(
+        return redis_cache.RedisCache(
             self.redis,
             key_prefix=s.cache_key_prefix,
             hot_set_max_symbols=s.quote_hot_set_max_symbols,
@@ -98,13 +124,13 @@ class Container:
         )
 
     @functools.cached_property
-    def quotas(self) -> RedisQuotas:
-        return RedisQuotas(self.redis, key_prefix=self.settings.cache_key_prefix)
+    def quotas(self) -> redis_quotas.RedisQuotas:
+        return redis_quotas.RedisQuotas(self.redis, key_prefix=self.settings.cache_key_prefix)
 
     @functools.cached_property
-    def breaker(self) -> RedisCircuitBreaker:
+    def breaker(self) -> redis_quotas.RedisCircuitBreaker:
         s = self.settings
-        return RedisCircuitBreaker(
+        return redis_quotas.RedisCircuitBreaker(
             self.redis,
             key_prefix=s.cache_key_prefix,
             failure_threshold=s.breaker_failure_threshold,
@@ -126,11 +152,16 @@ class Container:
         }
 
     @functools.cached_property
-    def provider_catalog(self) -> list[ProviderInfo]:
+    def provider_catalog(self) -> list[provider_services.ProviderInfo]:
         """Every vendor in the spec's fallback order, with whether it is in the chain."""
         in_chain = {p.vendor for p in self.providers}
-        vendors: list[type[BaseProvider]] = [YahooProvider, FmpProvider, AlphaVantageProvider, TiingoProvider]
-        return [ProviderInfo(v.vendor_name, v.vendor_name in in_chain, v.supported) for v in vendors]
+        vendors: list[type[BaseProvider]] = [
+            yahoo.YahooProvider,
+            fmp.FmpProvider,
+            alpha_vantage.AlphaVantageProvider,
+            tiingo.TiingoProvider,
+        ]
+        return [provider_services.ProviderInfo(v.vendor_name, v.vendor_name in in_chain, v.supported) for v in vendors]
 
     @functools.cached_property
     def providers(self) -> list[MarketDataProvider]:
@@ -148,14 +179,14 @@ class Container:
                 max_bytes=s.provider_response_max_bytes,
                 deadline_seconds=s.provider_response_deadline_seconds,
             )
-        session = build_session(
+        session = http.build_session(
             timeout_cap_seconds=s.provider_timeout_seconds,
             max_response_bytes=s.provider_response_max_bytes,
             response_deadline_seconds=s.provider_response_deadline_seconds,
             transport=transport,
         )
         chain: list[MarketDataProvider] = [
-            YahooProvider(
+            yahoo.YahooProvider(
                 session,
                 cache_dir=s.yfinance_cache_dir,
                 source_label=REPLAY_SOURCE_LABEL if self.replay or rehearsal else "yahoo",
@@ -164,22 +195,24 @@ class Container:
         if self.replay or rehearsal:  # replay data only: no keyed vendor is reachable offline
             return chain
         if s.financial_modeling_prep_api_key is not None:
-            chain.append(FmpProvider(session, api_key=s.financial_modeling_prep_api_key.get_secret_value()))
+            chain.append(fmp.FmpProvider(session, api_key=s.financial_modeling_prep_api_key.get_secret_value()))
         if s.alpha_vantage_api_key is not None:
-            chain.append(AlphaVantageProvider(session, api_key=s.alpha_vantage_api_key.get_secret_value()))
+            chain.append(
+                alpha_vantage.AlphaVantageProvider(session, api_key=s.alpha_vantage_api_key.get_secret_value())
+            )
         if s.tiingo_api_key is not None:
-            chain.append(TiingoProvider(session, api_key=s.tiingo_api_key.get_secret_value()))
+            chain.append(tiingo.TiingoProvider(session, api_key=s.tiingo_api_key.get_secret_value()))
         return chain
 
     @functools.cached_property
-    def chain(self) -> ProviderChain:
+    def chain(self) -> provider_chain.ProviderChain:
         s = self.settings
-        return ProviderChain(
-            self.providers,
+        return provider_chain.ProviderChain(
+            lambda: self.providers,
             quotas=self.quotas,
             breaker=self.breaker,
             limits=self.quota_limits,
-            retry=RetryPolicy(
+            retry=provider_chain.RetryPolicy(
                 max_attempts=s.provider_max_attempts,
                 base_seconds=s.provider_retry_base_seconds,
                 max_backoff_seconds=s.provider_retry_max_seconds,
@@ -188,12 +221,12 @@ class Container:
         )
 
     @functools.cached_property
-    def market_data(self) -> MarketDataService:
+    def market_data(self) -> market_data.MarketDataService:
         s = self.settings
-        return MarketDataService(
+        return market_data.MarketDataService(
             cache=self.cache,
             chain=self.chain,
-            timings=CacheTimings(
+            timings=market_data.CacheTimings(
                 stale_ttl_seconds=s.cache_stale_ttl_seconds,
                 lock_ttl_seconds=s.cache_lock_ttl_seconds,
                 lock_wait_seconds=s.cache_lock_wait_seconds,
@@ -205,8 +238,8 @@ class Container:
         )
 
     @functools.cached_property
-    def provider_status(self) -> ProvidersService:
-        return ProvidersService(
+    def provider_status(self) -> provider_services.ProvidersService:
+        return provider_services.ProvidersService(
             self.provider_catalog,
             quotas=self.quotas,
             breaker=self.breaker,
@@ -215,20 +248,22 @@ class Container:
         )
 
     @functools.cached_property
-    def token_verifier(self) -> TokenVerifier:
-        return TokenVerifier(self.settings)
+    def token_verifier(self) -> auth.TokenVerifier:
+        return auth.TokenVerifier(self.settings)
 
     @functools.cached_property
     def dynamodb(self) -> Any:
         """One DynamoDB client per container; AWS_ENDPOINT_URL points it at moto locally. Built on first
         use: a REST request that never touches DynamoDB does not pay for importing boto3."""
         s = self.settings
-        return standard_client("dynamodb", s.aws_region, endpoint_url=s.aws_endpoint_url, read_timeout_seconds=5)
+        return aws_clients.standard_client(
+            "dynamodb", s.aws_region, endpoint_url=s.aws_endpoint_url, read_timeout_seconds=5
+        )
 
     @functools.cached_property
-    def connection_store(self) -> DynamoDBConnectionStore:
+    def connection_store(self) -> dynamodb_connections.DynamoDBConnectionStore:
         s = self.settings
-        return DynamoDBConnectionStore(
+        return dynamodb_connections.DynamoDBConnectionStore(
             self.dynamodb,
             connections_table=s.connections_table,
             subscriptions_table=s.subscriptions_table,
@@ -237,21 +272,21 @@ class Container:
         )
 
     @functools.cached_property
-    def stream_state(self) -> RedisStreamState:
-        return RedisStreamState(self.redis, key_prefix=self.settings.cache_key_prefix)
+    def stream_state(self) -> redis_stream_state.RedisStreamState:
+        return redis_stream_state.RedisStreamState(self.redis, key_prefix=self.settings.cache_key_prefix)
 
     @functools.cached_property
-    def message_budget(self) -> RedisMessageBudget:
-        return RedisMessageBudget(self.redis, key_prefix=self.settings.cache_key_prefix)
+    def message_budget(self) -> redis_ws_budget.RedisMessageBudget:
+        return redis_ws_budget.RedisMessageBudget(self.redis, key_prefix=self.settings.cache_key_prefix)
 
     @functools.cached_property
-    def streaming(self) -> StreamingService:
-        return StreamingService(
+    def streaming(self) -> streaming.StreamingService:
+        return streaming.StreamingService(
             store=self.connection_store,
             state=self.stream_state,
             market=self.market_data,
             budget=self.message_budget,
-            limits=StreamingLimits.of(self.settings),
+            limits=streaming.StreamingLimits.of(self.settings),
             dispatcher=self.shard_dispatcher,
         )
 
@@ -261,20 +296,18 @@ class Container:
         s = self.settings
         if s.fanout_dispatch is FanoutDispatch.INLINE:
             return None
-        from chalicelib.adapters.lambda_dispatcher import LambdaShardDispatcher, lambda_client  # jobs only
-
         pool = min(s.ws_shard_count, 64)
-        client = lambda_client(s.aws_region, pool_size=pool, timeout_seconds=3.0)
-        return LambdaShardDispatcher(client, s.fanout_worker_function, concurrency=pool)
+        client = lambda_dispatcher.lambda_client(s.aws_region, pool_size=pool, timeout_seconds=3.0)
+        return lambda_dispatcher.LambdaShardDispatcher(client, s.fanout_worker_function, concurrency=pool)
 
     @functools.cached_property
-    def job_runs(self) -> DynamoDBJobRunStore:
-        return DynamoDBJobRunStore(self.dynamodb, self.settings.job_runs_table)
+    def job_runs(self) -> dynamodb_job_runs.DynamoDBJobRunStore:
+        return dynamodb_job_runs.DynamoDBJobRunStore(self.dynamodb, self.settings.job_runs_table)
 
     @functools.cached_property
-    def jobs(self) -> JobRunner:
+    def jobs(self) -> jobs.JobRunner:
         s = self.settings
-        deps = JobDeps(
+        deps = job_bodies.JobDeps(
             market=self.market_data,
             streaming=self.streaming,
             store=self.connection_store,
@@ -283,8 +316,8 @@ class Container:
             popular_symbols=s.job_popular_symbols,
             quote_refresh_max_symbols=s.job_quote_refresh_max_symbols,
         )
-        return JobRunner(
-            specs=job_specs(),
+        return jobs.JobRunner(
+            specs=job_schedules.job_specs(),
             bodies={name: functools.partial(body, deps) for name, body in job_bodies.BODIES.items()},
             runs=self.job_runs,
             locks=self.cache,
@@ -307,9 +340,9 @@ class Container:
             found = self._broadcasters.get(endpoint)
             if found is None:
                 s = self.settings
-                client = management_client(
+                client = apigw_broadcaster.management_client(
                     endpoint, s.aws_region, pool_size=s.ws_fanout_concurrency, timeout_seconds=3.0
                 )
-                found = ApiGatewayBroadcaster(client, concurrency=s.ws_fanout_concurrency)
+                found = apigw_broadcaster.ApiGatewayBroadcaster(client, concurrency=s.ws_fanout_concurrency)
                 self._broadcasters[endpoint] = found
             return found

@@ -8,6 +8,7 @@ rewritten here into the standard shape.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -32,10 +33,10 @@ from chalicelib.errors import (
     http_status_for,
 )
 from chalicelib.models.errors import ErrorBody, ErrorDetail
+from chalicelib.ports import DeferredRateLimit
 from chalicelib.services.provider_chain import metered_upstream_calls
 
 logger = observability.logger
-tracer = observability.tracer
 
 # Routes reachable without a token: the API descriptions, and the dashboard page, its files and its
 # configuration (chalicelib/dashboard_api.py; the page needs them before it has a token).
@@ -182,6 +183,11 @@ def require_operator(request: Request | None) -> Principal:
     if principal is None or not principal.is_operator:
         logger.info("operator endpoint refused", extra={"user": principal.subject if principal else None})
         raise Forbidden("this endpoint is for operators only")
+    # Operator endpoints read DynamoDB and run jobs before any Redis round trip could carry the
+    # caller's rate-limit hit: decide it now (the middleware turns a refusal into the 429).
+    pending = ((request.context.get("authorizer") or {}) if request is not None else {}).get("rate_limit")
+    if pending is not None and not pending.decision().allowed:
+        raise RateLimited("the rate limit is spent")
     return principal
 
 
@@ -214,8 +220,8 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
 def _authenticate_and_call(
     request: Request, resource: str, request_id: str, get_response: Callable[[Request], Response]
 ) -> Response:
-    limit_headers: dict[str, str] = {}
     subject: str | None = None
+    pending: DeferredRateLimit | None = None
     try:
         if resource not in PUBLIC_RESOURCES:
             container = bootstrap.container()
@@ -223,25 +229,40 @@ def _authenticate_and_call(
             request.context["authorizer"] = {"principal": principal}
             logger.append_keys(user=principal.subject)
             subject = principal.subject
-            decision = container.quotas.hit(principal.subject, container.settings.user_rate_limit_per_minute)
-            limit_headers = {
-                "X-RateLimit-Limit": str(decision.limit),
-                "X-RateLimit-Remaining": str(decision.remaining),
-                "X-RateLimit-Reset": str(decision.reset_seconds),
-            }
-            if not decision.allowed:
-                observability.count("UserRateLimited")
-                error = RateLimited(
-                    f"more than {decision.limit} requests in a minute; retry in {decision.reset_seconds} s",
-                    retry_after_seconds=decision.reset_seconds,
-                )
-                response = error_response(error, request_id)
-                response.headers.update(limit_headers)
-                return response
+            # The per-user budget is decided in the request's first Redis round trip: a cached read
+            # carries it (one round trip per cached request), and nothing upstream happens before it
+            # is known (chalicelib/adapters/redis_quotas.py PendingHit).
+            pending = container.quotas.deferred_hit(principal.subject, container.settings.user_rate_limit_per_minute)
+            request.context["authorizer"]["rate_limit"] = pending
     except AppError as exc:
         return error_response(exc, request_id)
-    with tracer.provider.in_subsegment(f"## {request.method} {resource}"), metered_upstream_calls() as meter:
+    with (
+        pending.riding() if pending is not None else contextlib.nullcontext(),
+        observability.subsegment(f"## {request.method} {resource}"),
+        metered_upstream_calls() as meter,
+    ):
         response = get_response(request)
+    if pending is None:
+        return response
+    try:
+        decision = pending.decision()
+    except AppError as exc:
+        return error_response(exc, request_id)
+    limit_headers = {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(decision.remaining),
+        "X-RateLimit-Reset": str(decision.reset_seconds),
+    }
+    if not decision.allowed:
+        # Whatever the handler answered (it stopped at its first Redis round trip), the answer is 429.
+        observability.count("UserRateLimited")
+        error = RateLimited(
+            f"more than {decision.limit} requests in a minute; retry in {decision.reset_seconds} s",
+            retry_after_seconds=decision.reset_seconds,
+        )
+        response = error_response(error, request_id)
+        response.headers.update(limit_headers)
+        return response
     if subject is not None and meter.calls:
         limit_headers = _charge_upstream_calls(subject, meter.calls, limit_headers)
     response.headers.update(limit_headers)

@@ -12,15 +12,19 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Response, WebsocketEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chalicelib import bootstrap, observability
+from chalicelib import bootstrap, lazy, observability
 from chalicelib.auth import bearer_token
 from chalicelib.errors import AppError, MissingCredentials, Unauthorized, client_message
-from chalicelib.models.streaming import error_message
+
+if TYPE_CHECKING:
+    from chalicelib.models import streaming as streaming_models
+else:  # the WebSocket message models load with the first WebSocket event, not in the REST function
+    streaming_models = lazy.module("chalicelib.models.streaming")
 
 logger = observability.logger
 
@@ -117,7 +121,9 @@ def on_message(event: WebsocketEvent) -> None:
             try:
                 body: str | None = base64.b64decode(str(raw.get("body") or "")).decode("utf-8")
             except (ValueError, UnicodeDecodeError):
-                broadcaster.send(event.connection_id, error_message("invalid_message", "send JSON text frames"))
+                broadcaster.send(
+                    event.connection_id, streaming_models.error_message("invalid_message", "send JSON text frames")
+                )
                 return
         else:
             body = raw.get("body")

@@ -1,9 +1,15 @@
-"""boto3 clients: one place sets their pools, timeouts and retries. boto3 is imported on first use:
-functions that never make these calls stay lighter at cold start."""
+"""boto3 clients: one place sets their pools, timeouts and retries. This module (and boto3 with it) is
+imported when the container first builds a client (chalicelib/lazy.py): functions that never make these
+calls stay lighter at cold start."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from chalicelib import observability
 
 
 def pooled_client(
@@ -12,8 +18,7 @@ def pooled_client(
     """A client whose connection pool fits the threads that share it (botocore's default is 10: more
     threads would queue for a socket), with short timeouts and botocore's own retries off (our tenacity
     retries would multiply them)."""
-    import boto3
-    from botocore.config import Config
+    observability.trace_library("botocore")
 
     return boto3.client(
         service,
@@ -30,8 +35,7 @@ def pooled_client(
 
 def standard_client(service: str, region: str, *, endpoint_url: str | None, read_timeout_seconds: float) -> Any:
     """A client for calls botocore retries itself (its "standard" mode, 3 attempts), 2 s to connect."""
-    import boto3
-    from botocore.config import Config
+    observability.trace_library("botocore")
 
     return boto3.client(
         service,

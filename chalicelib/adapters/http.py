@@ -20,6 +20,8 @@ import requests
 import urllib3
 from requests.adapters import BaseAdapter, HTTPAdapter
 
+from chalicelib import observability
+
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) market-data-service/1.0"
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -122,6 +124,7 @@ def build_session(
     response_deadline_seconds: float = DEFAULT_RESPONSE_DEADLINE_SECONDS,
     transport: BaseAdapter | None = None,
 ) -> requests.Session:
+    observability.trace_library("requests")  # X-Ray subsegments per provider call when tracing is on
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     adapter: BaseAdapter = (

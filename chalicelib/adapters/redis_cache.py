@@ -23,7 +23,7 @@ from pydantic import JsonValue
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES as _REDIS_FAILURES
 from chalicelib.adapters.redis_support import DegradingRedisAdapter, redis_client
-from chalicelib.ports import CacheEntry, KindCounters
+from chalicelib.ports import CacheEntry, KindCounters, LookupCount
 
 logger = Logger(child=True)
 
@@ -79,6 +79,7 @@ class RedisCache(DegradingRedisAdapter):
     # --- values -----------------------------------------------------------------------------------
 
     def get(self, key: str) -> CacheEntry | None:
+        self._settle_riders_alone()
         if not self.available:
             return None
         try:
@@ -99,21 +100,27 @@ class RedisCache(DegradingRedisAdapter):
             logger.warning("discarding unreadable cache entry", extra={"key": key})
             return None
 
-    def get_many(self, keys: Sequence[str], *, touch_hot: Sequence[str] = ()) -> dict[str, CacheEntry]:
+    def get_many(
+        self, keys: Sequence[str], *, touch_hot: Sequence[str] = (), lookups: LookupCount | None = None
+    ) -> dict[str, CacheEntry]:
         """One MGET for many keys (batch quotes); absent and unreadable keys are left out. With
-        ``touch_hot``, the hot set is updated in the same pipeline: one round trip, so marking what
-        readers look at costs them no extra latency."""
-        if not self.available or not (keys or touch_hot):
+        ``touch_hot``, the hot set is updated, and with ``lookups`` the lookup counter, in the same
+        pipeline, which also carries the request's riders (its rate-limit hit): a cached read is one
+        round trip in all."""
+        if not self.available:
+            self._settle_riders_alone()
             return {}
-        pipe = self._client.pipeline(transaction=False)
+        if not (keys or touch_hot or lookups):
+            return {}
+        pipe, carried = self._pipeline_carrying_riders()
         if keys:
             pipe.mget([self._key(k) for k in keys])
         if touch_hot:
             self._queue_hot_touch(pipe, touch_hot)
-        try:
-            replies = pipe.execute()
-        except _REDIS_FAILURES as exc:
-            self._failed("mget", exc)
+        if lookups is not None and lookups.count > 0:
+            pipe.hincrby(self._stats_key(), f"{lookups.kind}:lookups", lookups.count)
+        replies = self._execute_carrying("mget", pipe, carried)
+        if replies is None:
             return {}
         found: dict[str, CacheEntry] = {}
         if not keys:
@@ -142,6 +149,7 @@ class RedisCache(DegradingRedisAdapter):
         pipe.pexpire(key, max(1, int(self._hot_window * 1000)))
 
     def forget_hot(self, symbols: Sequence[str]) -> None:
+        self._settle_riders_alone()
         if not self.available or not symbols:
             return
         try:
@@ -164,6 +172,7 @@ class RedisCache(DegradingRedisAdapter):
 
     def set_many(self, values: Mapping[str, JsonValue], *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
         """Many writes in one round trip (a pipeline, not a transaction: each key stands alone)."""
+        self._settle_riders_alone()
         if not self.available or not values:
             return
         now = self._clock()
@@ -184,6 +193,7 @@ class RedisCache(DegradingRedisAdapter):
     # --- stampede lock ----------------------------------------------------------------------------
 
     def acquire_lock(self, key: str, ttl_seconds: float) -> str | None:
+        self._settle_riders_alone()
         token = uuid.uuid4().hex
         if not self.available:
             return token  # nothing to coordinate with; the caller goes upstream itself
@@ -203,6 +213,7 @@ class RedisCache(DegradingRedisAdapter):
             self._failed("unlock", exc)
 
     def acquire_locks(self, keys: Sequence[str], ttl_seconds: float) -> dict[str, str | None]:
+        self._settle_riders_alone()
         tokens = {key: uuid.uuid4().hex for key in keys}
         if not self.available or not keys:
             return dict(tokens)  # nothing to coordinate with; the caller goes upstream itself
@@ -234,15 +245,34 @@ class RedisCache(DegradingRedisAdapter):
     def _stats_key(self) -> str:
         return self._key("stats:cache")
 
+    # Fields of the stats hash, per kind: ``lookups`` (counted with the read) and ``missed`` (of those,
+    # the misses), so a hit costs no write of its own; ``hits``/``misses`` are what versions before
+    # them wrote (still added in, never written again); ``writes`` counts values stored.
+
     def record_lookup(self, kind: str, *, hit: bool) -> None:
+        self._settle_riders_alone()
         if not self.available:
             return
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hincrby(self._stats_key(), f"{kind}:lookups", 1)
+        if not hit:
+            pipe.hincrby(self._stats_key(), f"{kind}:missed", 1)
         try:
-            self._client.hincrby(self._stats_key(), f"{kind}:{'hits' if hit else 'misses'}", 1)
+            pipe.execute()
+        except _REDIS_FAILURES as exc:
+            self._failed("stats", exc)
+
+    def record_misses(self, kind: str, count: int) -> None:
+        self._settle_riders_alone()
+        if not self.available or count <= 0:
+            return
+        try:
+            self._client.hincrby(self._stats_key(), f"{kind}:missed", count)
         except _REDIS_FAILURES as exc:
             self._failed("stats", exc)
 
     def lookup_counters(self) -> Mapping[str, KindCounters] | None:
+        self._settle_riders_alone()
         if not self.available:
             return None
         try:
@@ -253,9 +283,16 @@ class RedisCache(DegradingRedisAdapter):
         counts: dict[str, dict[str, int]] = {}
         for field, value in raw.items():
             kind, _, what = field.decode().rpartition(":")
-            counts.setdefault(kind, {"hits": 0, "misses": 0, "writes": 0})[what] = int(value)
+            counts.setdefault(kind, dict.fromkeys(("hits", "misses", "lookups", "missed", "writes"), 0))[what] = int(
+                value
+            )
         return {
-            kind: KindCounters(hits=c["hits"], misses=c["misses"], writes=c["writes"]) for kind, c in counts.items()
+            kind: KindCounters(
+                hits=c["hits"] + max(0, c["lookups"] - c["missed"]),
+                misses=c["misses"] + c["missed"],
+                writes=c["writes"],
+            )
+            for kind, c in counts.items()
         }
 
 

@@ -14,15 +14,17 @@ chain moves on to the next vendor), and the per-user budget still bounds what ea
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Unpack, cast
+from typing import Any, Unpack, cast
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, subject_key
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, riding, subject_key
+from chalicelib.errors import RateLimited
 from chalicelib.ports import (
     BreakerState,
     BreakerStatus,
@@ -206,6 +208,14 @@ class RedisQuotas(DegradingRedisAdapter):
             day_resets_in_seconds=day_left,
         )
 
+    def deferred_hit(self, subject: str, limit_per_minute: int) -> PendingHit:
+        """``hit(subject, limit_per_minute)`` decided in the request's next Redis round trip: use it as
+        ``with pending.riding(): ...`` around the handler, then read ``pending.decision()``. The cache read
+        a cached request makes anyway carries it (one round trip for both); a Redis call of any other
+        kind settles it first, on its own; ``decision()`` settles it if nothing did. When it rides and the
+        budget is spent, the request stops there (``RateLimited`` from the read), before any upstream call."""
+        return PendingHit(self, subject, limit_per_minute)
+
     def hit(self, subject: str, limit_per_minute: int, *, units: int = 1) -> RateLimitDecision:
         """Add ``units`` to the subject's budget for this minute; allowed while the total stays within
         ``limit_per_minute``. The request itself costs 1; its upstream calls are charged afterwards
@@ -217,6 +227,65 @@ class RedisQuotas(DegradingRedisAdapter):
         if count is None:
             return self._local.add(subject, units, limit_per_minute)
         return _rate_decision(count, limit_per_minute, reset)
+
+
+class PendingHit:
+    """One request's rate-limit hit, waiting to ride the request's next Redis round trip
+    (``redis_support.Rider``). Keys and windows are fixed when the request starts, as ``hit`` fixes them."""
+
+    def __init__(self, quotas: RedisQuotas, subject: str, limit_per_minute: int) -> None:
+        self._quotas = quotas
+        self._subject = subject
+        self._limit = limit_per_minute
+        now = quotas._clock()
+        self._reset = 60 - int(now % 60)
+        self._key = quotas._key(f"ratelimit:{subject_key(subject)}:{int(now // 60)}")
+        self._decision: RateLimitDecision | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._quotas._client
+
+    @contextlib.contextmanager
+    def riding(self) -> Iterator[None]:
+        if not self._quotas.available:  # no round trip is coming: the local limiter decides now
+            self._decision = self._quotas._local.add(self._subject, 1, self._limit)
+            yield
+            return
+        with riding(self):
+            yield
+
+    def queue(self, pipe: redis.client.Pipeline) -> int:
+        # The script's text, not its SHA: a pipeline cannot recover from NOSCRIPT (see RedisCache).
+        pipe.eval(_HIT, 1, self._key, (self._reset + 5) * 1000, 1)
+        return 1
+
+    def settle(self, replies: list[Any]) -> None:
+        decision = _rate_decision(int(replies[0]), self._limit, self._reset)
+        self._decision = decision
+        if not decision.allowed:
+            raise RateLimited(
+                f"more than {decision.limit} requests in a minute; retry in {decision.reset_seconds} s",
+                retry_after_seconds=decision.reset_seconds,
+            )
+
+    def settle_failed(self, exc: Exception) -> None:
+        self._quotas._failed("rate limit", exc)
+        self._decision = self._quotas._local.add(self._subject, 1, self._limit)
+
+    def settle_alone(self) -> None:
+        self._decision = self._quotas.hit(self._subject, self._limit)
+        if not self._decision.allowed:
+            raise RateLimited(
+                f"more than {self._decision.limit} requests in a minute; retry in {self._decision.reset_seconds} s",
+                retry_after_seconds=self._decision.reset_seconds,
+            )
+
+    def decision(self) -> RateLimitDecision:
+        """The request's decision (settled now, with a round trip of its own, if nothing carried it)."""
+        if self._decision is None:
+            self._decision = self._quotas.hit(self._subject, self._limit)
+        return self._decision
 
 
 class RedisCircuitBreaker(DegradingRedisAdapter):

@@ -7,11 +7,13 @@ timeout per call.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import re
 import time
-from collections.abc import Callable
-from typing import Required, TypedDict, TypeVar, Unpack
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, Required, TypedDict, TypeVar, Unpack
 
 import redis
 from aws_lambda_powertools import Logger
@@ -41,6 +43,52 @@ def redis_client(url: str, *, socket_timeout_seconds: float) -> redis.Redis:
         # Our own back-off handles outages; redis-py's retries would multiply the socket timeout.
         retry_on_timeout=False,
     )
+
+
+class Rider(Protocol):
+    """Commands that wait for the request's next round trip to Redis instead of making one of their own
+    (the per-user rate limit: a cached read then costs one round trip, not two). The first pipeline
+    this request executes on ``client`` carries them (``queue`` them first, ``settle`` with their
+    replies; ``settle`` may end the request by raising, e.g. the budget is spent); any other Redis call
+    of the request settles them first on their own (``settle_alone``), so nothing else the request does
+    (a provider call, a write) happens before their outcome is known."""
+
+    @property
+    def client(self) -> redis.Redis: ...
+
+    def queue(self, pipe: redis.client.Pipeline) -> int:
+        """Queue the commands; how many."""
+        ...
+
+    def settle(self, replies: list[Any]) -> None: ...
+
+    def settle_failed(self, exc: Exception) -> None: ...
+
+    def settle_alone(self) -> None: ...
+
+
+_riders: contextvars.ContextVar[tuple[Rider, ...]] = contextvars.ContextVar("redis_riders", default=())
+
+
+@contextlib.contextmanager
+def riding(rider: Rider) -> Iterator[None]:
+    """While the block runs (one request, one thread), ``rider`` waits for the next round trip."""
+    token = _riders.set((*_riders.get(), rider))
+    try:
+        yield
+    finally:
+        _riders.reset(token)
+
+
+def _take_riders(client: redis.Redis) -> list[Rider]:
+    """The riders waiting for a round trip on ``client``; they no longer wait once taken."""
+    waiting = _riders.get()
+    if not waiting:
+        return []
+    taken = [r for r in waiting if r.client is client]
+    if taken:
+        _riders.set(tuple(r for r in waiting if r.client is not client))
+    return taken
 
 
 class RedisOptions(TypedDict, total=False):
@@ -82,9 +130,38 @@ class DegradingRedisAdapter:
     def _key(self, key: str) -> str:
         return self._prefix + key
 
+    def _settle_riders_alone(self) -> None:
+        for rider in _take_riders(self._client):
+            rider.settle_alone()
+
+    def _pipeline_carrying_riders(self) -> tuple[redis.client.Pipeline, list[tuple[Rider, int]]]:
+        """A pipeline whose first commands are the request's riders' (taken now), with how many each
+        queued; the caller queues its own after them and runs it with ``_execute_carrying``."""
+        pipe = self._client.pipeline(transaction=False)
+        return pipe, [(rider, rider.queue(pipe)) for rider in _take_riders(self._client)]
+
+    def _execute_carrying(
+        self, operation: str, pipe: redis.client.Pipeline, carried: list[tuple[Rider, int]]
+    ) -> list[Any] | None:
+        """The caller's own replies, or None when Redis cannot be reached (the riders then settle
+        without it). The riders settle first; one may raise (the request ends there)."""
+        try:
+            replies = list(pipe.execute())
+        except REDIS_FAILURES as exc:
+            self._failed(operation, exc)
+            for rider, _ in carried:
+                rider.settle_failed(exc)
+            return None
+        start = 0
+        for rider, count in carried:
+            rider.settle(replies[start : start + count])
+            start += count
+        return replies[start:]
+
     def _guarded(self, operation: str, call: Callable[[], T], fallback: T) -> T:
         """``call()``, or ``fallback`` while Redis is down (no socket timeout paid) or when this call
         finds it down (which starts the back-off). The one place the adapters degrade."""
+        self._settle_riders_alone()
         if not self.available:
             return fallback
         try:

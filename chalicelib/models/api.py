@@ -29,7 +29,7 @@ from chalicelib.models.market import (
 class QueryModel(BaseModel):
     """Query strings: unknown parameters are refused, so a typo is a 400, not silently ignored."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 MAX_BATCH_SYMBOLS = 50
@@ -83,7 +83,7 @@ def _integral_float(value: object) -> object:
 
 class SearchRequest(QueryModel):
     # strict: a JSON body has real types, so "5" or true for the limit is refused as the schema says.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, defer_build=True)
 
     query: str = Field(
         min_length=1,

@@ -83,7 +83,7 @@ Symbol = Annotated[str, AfterValidator(_check_symbol)]
 
 
 class MarketModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class Quote(MarketModel):

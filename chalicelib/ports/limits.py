@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -53,6 +54,17 @@ class RateLimiter(Protocol):
         """Add ``units`` to the subject's per-minute budget; never allows everything when the shared
         store is down (a per-container limiter takes over)."""
         ...
+
+
+class DeferredRateLimit(Protocol):
+    """One request's rate-limit hit, decided in the request's first round trip to the limiter's store
+    (a cached request's read carries it), or by ``decision()`` if nothing did."""
+
+    def riding(self) -> AbstractContextManager[None]:
+        """Around the handler: while it runs, the hit waits for the request's first round trip."""
+        ...
+
+    def decision(self) -> RateLimitDecision: ...
 
 
 @dataclass(frozen=True)

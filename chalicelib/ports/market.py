@@ -42,6 +42,15 @@ class KindCounters:
     writes: int = 0  # values written (fetched and stored) for this kind
 
 
+@dataclass(frozen=True)
+class LookupCount:
+    """Lookups of one data kind a read stands for, counted in the read's own round trip (as hits, until
+    ``record_misses`` says how many of them missed)."""
+
+    kind: str
+    count: int = 1
+
+
 class Cache(Protocol):
     """A TTL cache shared by every Lambda (Redis in AWS). Never raises for an unreachable backend:
     reads miss, writes are dropped, and ``available`` turns false, so the service degrades to uncached."""
@@ -51,9 +60,12 @@ class Cache(Protocol):
 
     def get(self, key: str) -> CacheEntry | None: ...
 
-    def get_many(self, keys: Sequence[str], *, touch_hot: Sequence[str] = ()) -> dict[str, CacheEntry]:
+    def get_many(
+        self, keys: Sequence[str], *, touch_hot: Sequence[str] = (), lookups: LookupCount | None = None
+    ) -> dict[str, CacheEntry]:
         """The entries found, keyed by key. ``touch_hot`` symbols are marked as read now in the hot set
-        (what the quote refresh keeps fresh ahead of readers), in the same round trip as the read."""
+        (what the quote refresh keeps fresh ahead of readers) and ``lookups`` are counted, in the same
+        round trip as the read: a cached read costs one round trip in all."""
         ...
 
     def forget_hot(self, symbols: Sequence[str]) -> None:
@@ -88,7 +100,13 @@ class Cache(Protocol):
         """``release_lock`` for many keys (key → token) in one round trip."""
         ...
 
-    def record_lookup(self, kind: str, *, hit: bool) -> None: ...
+    def record_lookup(self, kind: str, *, hit: bool) -> None:
+        """Count one lookup that was not counted with its read."""
+        ...
+
+    def record_misses(self, kind: str, count: int) -> None:
+        """Of the lookups counted with a read (``get_many(lookups=...)``), ``count`` missed."""
+        ...
 
     def lookup_counters(self) -> Mapping[str, KindCounters] | None:
         """Hits, misses and writes per data kind since the counters began (one counter read, never a

@@ -25,12 +25,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from chalicelib import observability
 from chalicelib.errors import AppError, NotFound, ValidationFailed
 from chalicelib.models.jobs import JobHealth, JobRunResponse, JobsStatusResponse, JobStatus
 from chalicelib.ports import Cache, JobRun, JobRunStore, RunStatus
-from chalicelib.services.streaming import PublishReport
+
+if TYPE_CHECKING:  # annotation only: the jobs' runner must not import the streaming service for the REST routes
+    from chalicelib.services.streaming import PublishReport
 
 logger = observability.logger
 

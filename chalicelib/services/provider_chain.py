@@ -76,9 +76,10 @@ T = TypeVar("T")
 DEADLINE_MARGIN_SECONDS = 0.5
 
 
-@dataclass(frozen=True, slots=True)
+# Not slotted: `providers` is a cached property (built on first use).
+@dataclass(frozen=True)
 class ProviderChain:
-    providers: Sequence[MarketDataProvider]
+    vendors: Sequence[MarketDataProvider] | Callable[[], Sequence[MarketDataProvider]]
     _: KW_ONLY
     quotas: Quotas
     breaker: CircuitBreaker
@@ -87,6 +88,12 @@ class ProviderChain:
     provider_timeout_seconds: float
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+
+    @functools.cached_property
+    def providers(self) -> list[MarketDataProvider]:
+        """The vendors, in fallback order. A callable builds them when the chain is first asked for one: a
+        request served from the cache never builds them (nor imports requests and the vendor adapters)."""
+        return list(self.vendors() if callable(self.vendors) else self.vendors)
 
     def serving(self, kind: DataKind) -> list[MarketDataProvider]:
         return [p for p in self.providers if kind in p.capabilities]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pydantic import JsonValue
 
 from chalicelib.adapters.redis_cache import DEFAULT_HOT_SET_MAX_SYMBOLS, DEFAULT_HOT_SET_WINDOW_SECONDS
-from chalicelib.ports import CacheEntry, KindCounters
+from chalicelib.ports import CacheEntry, KindCounters, LookupCount
 from tests.fakes.clock import FakeClock
 
 
@@ -60,8 +60,10 @@ class InMemoryCache:
             self.reads += 1
             return self._live(key, self._clock())
 
-    def get_many(self, keys: Sequence[str], *, touch_hot: Sequence[str] = ()) -> dict[str, CacheEntry]:
-        if self.down or not (keys or touch_hot):
+    def get_many(
+        self, keys: Sequence[str], *, touch_hot: Sequence[str] = (), lookups: LookupCount | None = None
+    ) -> dict[str, CacheEntry]:
+        if self.down or not (keys or touch_hot or lookups):
             return {}
         now = self._clock()
         with self._lock:
@@ -69,6 +71,8 @@ class InMemoryCache:
             found = {key: entry for key in keys if (entry := self._live(key, now)) is not None}
             if touch_hot:
                 self._touch(touch_hot, now)
+            if lookups is not None:
+                self._count(lookups.kind, "hits", lookups.count)
         return found
 
     def set(self, key: str, value: JsonValue, *, fresh_ttl_seconds: float, stale_ttl_seconds: float) -> None:
@@ -142,14 +146,22 @@ class InMemoryCache:
 
     # --- counters ---------------------------------------------------------------------------------
 
-    def _count(self, kind: str, what: str) -> None:
-        self._counters.setdefault(kind, {"hits": 0, "misses": 0, "writes": 0})[what] += 1
+    def _count(self, kind: str, what: str, by: int = 1) -> None:
+        self._counters.setdefault(kind, {"hits": 0, "misses": 0, "writes": 0})[what] += by
 
     def record_lookup(self, kind: str, *, hit: bool) -> None:
         if self.down:
             return
         with self._lock:
             self._count(kind, "hits" if hit else "misses")
+
+    def record_misses(self, kind: str, count: int) -> None:
+        """Lookups counted with their read (as hits) that missed, as RedisCache keeps them."""
+        if self.down or count <= 0:
+            return
+        with self._lock:
+            self._count(kind, "hits", -count)
+            self._count(kind, "misses", count)
 
     def lookup_counters(self) -> Mapping[str, KindCounters] | None:
         if self.down:

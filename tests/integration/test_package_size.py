@@ -279,6 +279,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 claims = jwt.decode(jwt.encode({"sub": "u-1"}, key, algorithm="RS256"), key.public_key(), algorithms=["RS256"])
+# What the tracer imports when tracing is on (it is built on the first traced request only:
+# chalicelib/observability.py), from the tracing layer.
+import aws_xray_sdk.core
 names = ("app", "pydantic", "redis", "cryptography", "aws_lambda_powertools", "aws_xray_sdk", "botocore")
 origins = {name: sys.modules[name].__file__ for name in names}
 print(json.dumps({"status": response["statusCode"], "paths": len(json.loads(response["body"])["paths"]),

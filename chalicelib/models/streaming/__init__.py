@@ -85,7 +85,7 @@ from chalicelib.models.streaming.outbound import (
     sectors_update,
     sentiment_update,
 )
-from chalicelib.models.streaming.stats import (
+from chalicelib.models.ws_stats import (  # a REST response: its own module, so app.py need not import this package
     MessageCounts,
     TopicCount,
     WsStatsResponse,

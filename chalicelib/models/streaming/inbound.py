@@ -151,7 +151,7 @@ def parse_client_message(raw: str | None, *, max_bytes: int, max_items: int) -> 
 
 class ClientModel(BaseModel):
     # The parser ignores keys it does not know, so the documented shapes allow them too.
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
 
 
 class MarketDataSelection(ClientModel):

@@ -61,7 +61,7 @@ ERROR_CODES: dict[str, str] = {
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     @field_serializer("*", when_used="json", check_fields=False)
     def _utc_iso(self, value: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from chalicelib.errors import AppError, ServiceUnavailable
+from chalicelib.errors import AppError, RateLimited, ServiceUnavailable
 from chalicelib.models.api import (
     IndexQuote,
     IndicesPayload,
@@ -141,6 +141,8 @@ class MarketPanels(ChainReads):
         def part(name: str, call: Callable[[], R]) -> R | None:
             try:
                 return call()
+            except RateLimited:  # the caller's own budget is spent: the whole request ends, not one part
+                raise
             except AppError as exc:
                 errors[name] = exc.message
                 return None
@@ -159,6 +161,8 @@ class MarketPanels(ChainReads):
     def _optional(call: Callable[[], R]) -> R | None:
         try:
             return call()
+        except RateLimited:  # the caller's own budget is spent: the whole request ends
+            raise
         except AppError:
             return None
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from chalicelib import observability
 from chalicelib.errors import NotFound, ServiceUnavailable
-from chalicelib.ports import Cache
+from chalicelib.ports import Cache, LookupCount
 from chalicelib.services.market_data.cached import (
     CacheKind,
     CacheTimings,
@@ -94,21 +94,26 @@ class ReadThrough:
         negative = negative_key(kind, symbol) if symbol is not None and self._negatives_on else None
         # The negative entry rides in the same read: a known-unknown symbol costs no extra round trip.
         keys = [key] if negative is None else [key, negative]
-        entries = self.cache.get_many(keys, touch_hot=[symbol] if kind.hot and symbol and not force else ())
+        # The lookup is counted in the read's own round trip (as a hit until a miss is recorded).
+        entries = self.cache.get_many(
+            keys,
+            touch_hot=[symbol] if kind.hot and symbol and not force else (),
+            lookups=None if force else LookupCount(kind.name),
+        )
         now = self.clock()
         entry = entries.get(key)
         found = decode(kind, entry)
         if not force:
             if found is not None and entry is not None and entry.is_fresh(now):
-                self._record_lookup(kind, hit=True)
+                self._count_lookups(kind, hits=1)
                 return found
             said = entries.get(negative) if negative is not None else None
             if symbol is not None and said is not None and said.is_fresh(now):
-                self._record_lookup(kind, hit=True)
+                self._count_lookups(kind, hits=1)
                 if kind.hot:
                     self.cache.forget_hot([symbol])
                 raise symbol_not_found(symbol, negative_reason(said))
-            self._record_lookup(kind, hit=False)
+            self._count_lookups(kind, misses=1)
 
         token = self.cache.acquire_lock(key, self.timings.lock_ttl_seconds)
         if token is None:
@@ -156,7 +161,11 @@ class ReadThrough:
         result: Many[P] = Many()
         negatives = {s: negative_key(kind, s) for s in symbols} if self._negatives_on else {}
         keys = [kind.key(s) for s in symbols]
-        entries = self.cache.get_many([*keys, *negatives.values()], touch_hot=symbols if kind.hot and not force else ())
+        entries = self.cache.get_many(
+            [*keys, *negatives.values()],
+            touch_hot=symbols if kind.hot and not force else (),
+            lookups=None if force or not symbols else LookupCount(kind.name, len(symbols)),
+        )
         now = self.clock()
         stale: dict[str, Served[P]] = {}
         missing: list[str] = []
@@ -164,20 +173,17 @@ class ReadThrough:
             entry = entries.get(key)
             found = decode(kind, entry)
             if found is not None and entry is not None and entry.is_fresh(now) and not force:
-                self._record_lookup(kind, hit=True)
                 result.served[symbol] = found
                 continue
             said = entries.get(negatives[symbol]) if negatives else None
             if said is not None and said.is_fresh(now):
-                if not force:
-                    self._record_lookup(kind, hit=True)
                 result.unknown[symbol] = negative_reason(said)
                 continue
-            if not force:
-                self._record_lookup(kind, hit=False)
             if found is not None:
                 stale[symbol] = found
             missing.append(symbol)
+        if not force:
+            self._count_lookups(kind, hits=len(symbols) - len(missing), misses=len(missing))
         if result.unknown and kind.hot:
             self.cache.forget_hot(list(result.unknown))
         if not missing:
@@ -301,6 +307,10 @@ class ReadThrough:
 
     # --- hit/miss counters (/cache/stats reads them) ------------------------------------------------
 
-    def _record_lookup(self, kind: CacheKind[P], *, hit: bool) -> None:
-        self.cache.record_lookup(kind.name, hit=hit)
-        observability.count("CacheHit" if hit else "CacheMiss", dimensions={"kind": kind.name})
+    def _count_lookups(self, kind: CacheKind[P], *, hits: int = 0, misses: int = 0) -> None:
+        """The read counted its lookups already (as hits): only misses are written, and the metrics."""
+        if misses:
+            self.cache.record_misses(kind.name, misses)
+            observability.count("CacheMiss", dimensions={"kind": kind.name}, value=misses)
+        if hits:
+            observability.count("CacheHit", dimensions={"kind": kind.name}, value=hits)

@@ -10,8 +10,8 @@ Errors: the body's Yahoo error object decides what an HTTP error means (the data
 per endpoint). A 401 is Yahoo's "Invalid Crumb" (session plumbing, a retry gets a new crumb) →
 ProviderUnavailable; 403 → ProviderAuthError. Yahoo takes no API key, so no secret can leak.
 
-yfinance (and pandas under it) is imported on first use only: a request that never reaches Yahoo does
-not pay for it at cold start.
+yfinance (and pandas under it, from the layer) is imported on the first call to Yahoo only
+(chalicelib/lazy.py): a request that never reaches Yahoo does not pay for it at cold start.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
 
+from chalicelib import lazy
 from chalicelib.adapters.providers.base import BaseProvider
 from chalicelib.adapters.providers.calls import ProviderRequest, Reply, routes_of
 from chalicelib.adapters.providers.yahoo import historical, movers, news, profile, quote, search
@@ -38,16 +40,22 @@ from chalicelib.errors import (
 )
 from chalicelib.models.market import DataKind
 
+if TYPE_CHECKING:
+    import yfinance
+    from yfinance import data as yfinance_data
+    from yfinance import exceptions as yfinance_errors
+else:
+    yfinance = lazy.module("yfinance")
+    yfinance_data = lazy.module("yfinance.data")
+    yfinance_errors = lazy.module("yfinance.exceptions")
+
 
 @functools.cache
 def load_yfinance(cache_dir: str) -> ModuleType:
     """Import yfinance once per container and point its sqlite caches at a writable path (/tmp on Lambda)."""
-    import yfinance
-
-    module: ModuleType = yfinance
-
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     yfinance.set_tz_cache_location(cache_dir)  # also moves the cookie and ISIN caches
+    module: ModuleType = yfinance
     return module
 
 
@@ -73,16 +81,13 @@ class YahooProvider(BaseProvider):
 
     def _send(self, request: ProviderRequest, timeout_seconds: float) -> requests.Response:
         load_yfinance(self._cache_dir)
-        from yfinance.data import YfData  # imported here, not at module level: cold start
-        from yfinance.exceptions import YFException, YFRateLimitError
-
         # YfData is yfinance's per-process singleton; passing the session (re)binds it to ours.
-        data = YfData(session=self._session)
+        data = yfinance_data.YfData(session=self._session)
         try:
             response: requests.Response = data.get(request.url, params=dict(request.params), timeout=timeout_seconds)
-        except YFRateLimitError as exc:
+        except yfinance_errors.YFRateLimitError as exc:
             raise ProviderRateLimited(self._label, "rate limited by Yahoo") from exc
-        except YFException as exc:
+        except yfinance_errors.YFException as exc:
             raise ProviderUnavailable(self._label, f"yfinance: {str(exc)[:200]}") from exc
         return response
 

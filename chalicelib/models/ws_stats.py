@@ -1,4 +1,5 @@
-"""GET /api/v1/market/ws/stats."""
+"""GET /api/v1/market/ws/stats: a REST response, kept out of the WebSocket message models' package so the
+REST function does not import those (chalicelib/lazy.py: cold start)."""
 
 from __future__ import annotations
 

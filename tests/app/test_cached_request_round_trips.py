@@ -1,0 +1,125 @@
+"""A cached quote request costs one Redis round trip: the per-user rate limit rides the cache read.
+
+Round trips are counted at the adapter boundary: the container's Redis client uses a connection class
+that counts what it sends (one packed send per command or per pipeline), against the suite's own Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from chalice.test import Client
+from redis.connection import Connection
+
+import app as app_module
+from chalicelib import bootstrap
+from chalicelib.settings import load_settings
+from infra.local.replay.transport import YahooReplayTransport
+from tests.app.conftest import app_settings_env
+from tests.fakes.broadcaster import RecordingBroadcaster
+
+QUOTE = "/api/v1/market/quote/"
+
+
+class CountingConnection(Connection):
+    """A redis-py connection that counts its sends: each is one round trip (a pipeline sends once)."""
+
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+def counted_client(redis_url: str) -> redis.Redis:
+    # The client the container builds (redis_support.redis_client), over the counting connection.
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool.from_url(
+            redis_url,
+            connection_class=CountingConnection,
+            socket_timeout=0.25,
+            socket_connect_timeout=0.25,
+            health_check_interval=30,
+        ),
+    )
+
+
+def client_with(redis_url: str, tmp_path: Path, replay_transport: YahooReplayTransport, **env: str) -> Iterator[Client]:
+    settings = load_settings(app_settings_env(redis_url, tmp_path, **env))
+    container = bootstrap.Container(settings, replay_transport=replay_transport, broadcaster=RecordingBroadcaster())
+    container.__dict__["redis"] = counted_client(redis_url)  # before any adapter is built from it
+    bootstrap.use_container(container)
+    with Client(app_module.app, stage_name="local") as test_client:
+        yield test_client
+    bootstrap.use_container(None)
+
+
+@pytest.fixture
+def counted(
+    aws: None, redis_url: str, redis_client: redis.Redis, tmp_path: Path, replay_transport: YahooReplayTransport
+) -> Iterator[Client]:
+    yield from client_with(redis_url, tmp_path, replay_transport)
+
+
+@pytest.fixture
+def strict_budget(
+    aws: None, redis_url: str, redis_client: redis.Redis, tmp_path: Path, replay_transport: YahooReplayTransport
+) -> Iterator[Client]:
+    yield from client_with(redis_url, tmp_path, replay_transport, USER_RATE_LIMIT_PER_MINUTE="3")
+
+
+def round_trips_of(call: Any) -> tuple[int, Any]:
+    before = CountingConnection.sends
+    result = call()
+    return CountingConnection.sends - before, result
+
+
+def test_a_cached_quote_request_is_one_round_trip(counted: Client, auth_headers: dict[str, str]) -> None:
+    # GIVEN AAPL in the cache (the first request fetched it) and a warm connection
+    assert counted.http.get(QUOTE + "AAPL", headers=auth_headers).status_code == 200
+    assert json.loads(counted.http.get(QUOTE + "AAPL", headers=auth_headers).body)["cached"] is True
+
+    # WHEN it is requested again, five times
+    for _ in range(5):
+        trips, response = round_trips_of(lambda: counted.http.get(QUOTE + "AAPL", headers=auth_headers))
+
+        # THEN each is one round trip: rate limit, read, hot set and lookup counter in one pipeline
+        assert trips == 1
+        assert response.status_code == 200
+        assert json.loads(response.body)["cached"] is True
+        assert int(response.headers["X-RateLimit-Remaining"]) < int(response.headers["X-RateLimit-Limit"])
+
+
+def test_hits_and_misses_are_still_counted(counted: Client, auth_headers: dict[str, str]) -> None:
+    counted.http.get(QUOTE + "AAPL", headers=auth_headers)  # a miss: fetched and stored
+    for _ in range(3):
+        counted.http.get(QUOTE + "AAPL", headers=auth_headers)  # hits
+    container = bootstrap.container()
+    counters = container.cache.lookup_counters()
+    assert counters is not None
+    assert (counters["quote"].hits, counters["quote"].misses) == (3, 1)
+
+
+def test_a_spent_budget_is_still_a_429_and_stops_before_any_upstream_call(
+    strict_budget: Client, auth_headers: dict[str, str], redis_client: redis.Redis
+) -> None:
+    # GIVEN a budget of 3 requests a minute, spent by a miss (which also costs its upstream call) and hits
+    first = strict_budget.http.get(QUOTE + "AAPL", headers=auth_headers)
+    assert first.status_code == 200
+    assert strict_budget.http.get(QUOTE + "AAPL", headers=auth_headers).status_code == 429
+
+    # WHEN the spent user asks for a symbol nobody cached
+    trips, response = round_trips_of(lambda: strict_budget.http.get(QUOTE + "MSFT", headers=auth_headers))
+
+    # THEN the answer is the standard 429, decided in the one read's round trip, and nothing was fetched
+    assert response.status_code == 429
+    assert json.loads(response.body)["error"]["code"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert trips == 1
+    assert redis_client.exists("app:quote:MSFT") == 0
