@@ -18,30 +18,23 @@ def pooled_client(
     """A client whose connection pool fits the threads that share it (botocore's default is 10: more
     threads would queue for a socket), with short timeouts and botocore's own retries off (our tenacity
     retries would multiply them)."""
-    observability.trace_library("botocore")
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name=region,
-        config=Config(
-            connect_timeout=timeout_seconds,
-            read_timeout=timeout_seconds,
-            max_pool_connections=pool_size,
-            retries={"total_max_attempts": 1},
-        ),
+    config = Config(
+        connect_timeout=timeout_seconds,
+        read_timeout=timeout_seconds,
+        max_pool_connections=pool_size,
+        retries={"total_max_attempts": 1},
     )
+    return _client(service, region, endpoint_url, config)
 
 
 def standard_client(service: str, region: str, *, endpoint_url: str | None, read_timeout_seconds: float) -> Any:
     """A client for calls botocore retries itself (its "standard" mode, 3 attempts), 2 s to connect."""
-    observability.trace_library("botocore")
-
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(
-            connect_timeout=2, read_timeout=read_timeout_seconds, retries={"mode": "standard", "max_attempts": 3}
-        ),
+    config = Config(
+        connect_timeout=2, read_timeout=read_timeout_seconds, retries={"mode": "standard", "max_attempts": 3}
     )
+    return _client(service, region, endpoint_url, config)
+
+
+def _client(service: str, region: str, endpoint_url: str | None, config: Config) -> Any:
+    observability.trace_library("botocore")
+    return boto3.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
