@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 
 from chalicelib import observability
@@ -83,9 +82,7 @@ class InstrumentReads(ChainReads):
         )
         try:
             served = self._read(self.kinds.search, f"search:{normalized}", fetch, deadline)
-            served = dataclasses.replace(
-                served, payload=served.payload.model_copy(update={"results": served.payload.results[:limit]})
-            )
+            payload = served.payload.model_copy(update={"results": served.payload.results[:limit]})
         except ServiceUnavailable as exc:
             # No provider and no cached copy: the bundled S&P 500 list still answers (not cached, so
             # real results return as soon as a provider does).
@@ -93,4 +90,4 @@ class InstrumentReads(ChainReads):
             now = datetime.now(UTC)
             payload = SearchPayload(query=normalized, results=search_constituents(normalized, limit), as_of=now)
             served = Served(payload=payload, source=DIRECTORY_SOURCE, retrieved_at=now, cached=False, stale=False)
-        return served.wire(SearchResponse)
+        return served.wire(SearchResponse, payload)
