@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -220,6 +220,12 @@ class FanOut:
             max_age_seconds=REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS,
             max_age_with_removals_seconds=REGISTRY_COPY_MAX_AGE_SECONDS,
         )
+
+    def read_shards(self, shards: Iterable[int] | None = None) -> None:
+        """Read shards' connections from the store into new copies (every shard by default): after writes
+        made past this service (the daily cleanup's removals and repairs)."""
+        for shard in range(self._shard_count) if shards is None else shards:
+            self._shard_copy(shard).read()
 
     def removed(self, connection_id: str, *, shard: int | None = None) -> int:
         """Remove a connection (and its subscriptions and registry counts), then record the removal in the

@@ -134,6 +134,7 @@ def cleanup(deps: JobDeps, context: JobContext) -> None:
     context.add("registry_counters_fixed", repair.counters_fixed)
     context.add("registry_repairs_skipped", repair.skipped)
     deps.streaming.read_registry()  # the recount may have restored pairs the copy lacks, and drops removed ones
+    deps.streaming.read_shards()  # and the shards' copies drop the connections removed above
     context.add("job_runs_removed", deps.runs.delete_expired(now=now))
 
 
