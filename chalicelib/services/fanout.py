@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chalicelib import observability
+from chalicelib.errors import StoreUnavailable
 from chalicelib.models.market import QuoteResponse
 from chalicelib.models.streaming import QUOTE_TOPIC_PREFIX, StreamUpdate, quote_update
 from chalicelib.ports import (
@@ -290,7 +291,12 @@ class FanOut:
         for connection_id in dict.fromkeys(report.gone_connections):
             self.removed(connection_id, shard=shard)
         if cached is not None and now - cached.built_at >= SHARD_COPY_MAX_AGE_SECONDS:
-            copy.read()  # after the posts: the round does not wait for the Queries
+            # After the posts: the round does not wait for the Queries, nor fails with them (the old copy
+            # stays in use; the next round tries again).
+            try:
+                copy.read()
+            except StoreUnavailable as exc:
+                logger.warning("shard copy not renewed", extra={"shard": shard, "detail": exc.message})
         self._state.add_counts({"sent": report.sent, "gone": report.gone, "failed": report.failed})
         observability.count("FanoutSent", value=report.sent)
         observability.count("ConnectionGone", value=report.gone)

@@ -210,3 +210,18 @@ def test_the_copy_documents_round_trip() -> None:
         1: {"quote:A": 2},
         3: {"quote:B": 1},
     }
+
+
+def test_read_shards_drops_what_was_removed_past_the_service(world: World) -> None:
+    a, b = _ids_in_one_shard(2)
+    for cid, user in ((a, "alice"), (b, "bob")):
+        world.service.connect(cid, user)
+        world.subscribe(cid, "AAPL")
+    _publish(world, 191.0)
+    world.store.remove_connection(b)  # as the daily cleanup does, without the service
+    copy = world.state.read_copy(shard_copy(shard_for(b, SHARDS)))
+    assert copy is not None
+    assert f"x|{b}" not in copy.changes, "nothing recorded the removal"
+    world.service.read_shards()
+    _publish(world, 192.0)
+    assert (_prices(world, a), _prices(world, b)) == ([192.0], [])
