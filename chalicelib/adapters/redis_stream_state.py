@@ -14,14 +14,16 @@ every claim). ``allow_resync`` is a SET NX EX per connection.
 A publish round's changed items are stored once (``ws:round:<key>``, one JSON document, kept a few
 minutes) for the shard workers it dispatches, so an invocation carries only the round key and a shard.
 
-The topic registry's copy: ``ws:registry:version`` names the current version; ``ws:registry@<v>`` holds
-the registry as read for version v (and when), ``ws:registry+<v>`` the (shard, topic) pairs subscribes
-added under v (a set, ``<shard>|<topic>``). A reader opens a new version (INCR) before reading the
-registry, and a subscribe records its pairs under the version current after its DynamoDB writes; so a
-pair written before the read is in the snapshot and one written after it is in that version's
-additions, and ``registry_copy`` (one Lua call) returns their union. Removals are not recorded: the
-copy may name pairs since removed until the next read (a worker invocation that finds nobody to send to);
-they are counted (``ws:registry-<v>``) so that a copy nothing was removed from is not read again early.
+Versioned copies of what the connection store holds (the topic registry, each shard's connections), one
+mechanism for all: under ``ws:copy:{<name>}`` (``{}``: one cluster slot per copy), ``:version`` names the
+current version, ``@<v>`` holds the document read from the store for version v (and when), ``+<v>`` the
+changes writers recorded under v (a hash, member → value, the last write winning) and ``-<v>`` a count
+of removals. A reader opens a new version (INCR) before reading the store, and a writer records its
+change under the version current after its store writes; so a write made before the read is in the
+document and one made after it is in that version's changes. ``read_copy`` (one Lua call) returns the
+document with the previous version's changes and then the current one's, so a write the read missed
+because an index lagged is applied as well; what a member's value means is the caller's
+(chalicelib/services/store_copies.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 import redis
 
 from chalicelib.adapters.redis_support import DegradingRedisAdapter
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, RegistryCopy, SequenceClaim, StoredRound, TopicRegistry
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, CopyChange, SequenceClaim, StoredCopy, StoredRound
 
 COUNTER_NAMES = ("sent", "gone", "failed")
 _FINGERPRINT_TTL_SECONDS = 24 * 3600
@@ -61,35 +63,44 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return seq - count + 1
 """
 
-# The registry copy's keys live this long after their last write: longer than any rebuild interval, so a
-# copy in use never expires under a reader (an expired copy is simply read again).
-_REGISTRY_COPY_TTL_SECONDS = 3600
+# A copy's keys live this long after their last write: longer than any re-read interval, so a copy in
+# use never expires under a reader (an expired copy is simply read again).
+_COPY_TTL_SECONDS = 3600
 
-# KEYS: version key, snapshot key prefix, additions key prefix, removals key prefix.
-# Returns {version, snapshot or false, additions, removals}.
-_REGISTRY_COPY = """
-local version = redis.call('GET', KEYS[1]) or '0'
-local snapshot = redis.call('GET', KEYS[2] .. version)
-if not snapshot then return {version, false, {}, 0} end
+# KEYS: version key, document key prefix, changes key prefix, removals key prefix.
+# Returns {version, document or false, previous version's changes, this version's, removals of both}.
+_READ_COPY = """
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+local document = redis.call('GET', KEYS[2] .. version)
+if not document then return {version, false, {}, {}, 0} end
+local previous = redis.call('HGETALL', KEYS[3] .. (version - 1))
+local current = redis.call('HGETALL', KEYS[3] .. version)
 local removals = tonumber(redis.call('GET', KEYS[4] .. version) or '0')
-return {version, snapshot, redis.call('SMEMBERS', KEYS[3] .. version), removals}
+  + tonumber(redis.call('GET', KEYS[4] .. (version - 1)) or '0')
+return {version, document, previous, current, removals}
 """
 
-# KEYS: version key, removals key prefix. ARGV: ttl seconds.
-_REGISTRY_REMOVAL = """
-local key = KEYS[2] .. (redis.call('GET', KEYS[1]) or '0')
-redis.call('INCR', key)
-redis.call('EXPIRE', key, ARGV[1])
+# KEYS: version key, changes key prefix, removals key prefix. ARGV: ttl seconds, removals, then
+# member, value pairs.
+_RECORD_COPY_CHANGE = """
+local version = redis.call('GET', KEYS[1]) or '0'
+if #ARGV > 2 then
+  local key = KEYS[2] .. version
+  redis.call('HSET', key, unpack(ARGV, 3))
+  redis.call('EXPIRE', key, ARGV[1])
+end
+if tonumber(ARGV[2]) > 0 then
+  local key = KEYS[3] .. version
+  redis.call('INCRBY', key, ARGV[2])
+  redis.call('EXPIRE', key, ARGV[1])
+end
 return 1
 """
 
-# KEYS: version key, additions key prefix. ARGV: ttl seconds, members ("<shard>|<topic>").
-_REGISTRY_ADD = """
-local key = KEYS[2] .. (redis.call('GET', KEYS[1]) or '0')
-redis.call('SADD', key, unpack(ARGV, 2))
-redis.call('EXPIRE', key, ARGV[1])
-return 1
-"""
+
+def _pairs(flat: Sequence[bytes]) -> dict[str, str]:
+    """HGETALL's flat [field, value, ...] reply as a dict."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat) - 1, 2)}
 
 
 class RedisStreamState(DegradingRedisAdapter):
@@ -97,9 +108,8 @@ class RedisStreamState(DegradingRedisAdapter):
         super().__init__(client, key_prefix=key_prefix, clock=clock)
         self._claim = client.register_script(_CLAIM)
         self._sequence = client.register_script(_SEQUENCE)
-        self._registry_copy = client.register_script(_REGISTRY_COPY)
-        self._registry_add = client.register_script(_REGISTRY_ADD)
-        self._registry_removal = client.register_script(_REGISTRY_REMOVAL)
+        self._read_copy = client.register_script(_READ_COPY)
+        self._record_copy_change = client.register_script(_RECORD_COPY_CHANGE)
 
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
         if not changes:
@@ -201,64 +211,53 @@ class RedisStreamState(DegradingRedisAdapter):
 
         return self._guarded("counts_last_hour", read, None)
 
-    def _registry_keys(self) -> tuple[str, str, str, str]:
-        return (
-            self._key("ws:registry:version"),
-            self._key("ws:registry@"),
-            self._key("ws:registry+"),
-            self._key("ws:registry-"),
-        )
+    def _copy_key(self, name: str, suffix: str) -> str:
+        return self._key(f"ws:copy:{{{name}}}{suffix}")
 
-    def registry_copy(self) -> RegistryCopy | None:
-        keys = list(self._registry_keys())
-        found = self._guarded("registry_copy", lambda: self._registry_copy(keys=keys), None)
+    def read_copy(self, name: str) -> StoredCopy | None:
+        keys = [self._copy_key(name, part) for part in (":version", "@", "+", "-")]
+        found = self._guarded("read_copy", lambda: self._read_copy(keys=keys), None)
         if found is None:
             return None
-        version, snapshot, additions, removals = found
-        if not snapshot:
+        version, document, previous, current, removals = found
+        if not document:
             return None
-        document = json.loads(snapshot)
-        counts: dict[int, dict[str, int]] = {
-            int(shard): dict(by_topic) for shard, by_topic in document["counts"].items()
-        }
-        for member in additions:
-            shard, _, topic = member.decode().partition("|")
-            by_topic = counts.setdefault(int(shard), {})
-            by_topic[topic] = max(by_topic.get(topic, 0), 1)
-        return RegistryCopy(int(version), TopicRegistry(counts), float(document["built_at"]), int(removals))
+        header, _, body = document.decode().partition("\n")
+        return StoredCopy(
+            version=int(version),
+            document=body,
+            built_at=float(header),
+            changes={**_pairs(previous), **_pairs(current)},
+            removals=int(removals),
+        )
 
-    def start_registry_copy(self) -> int | None:
-        return self._guarded("start_registry_copy", lambda: int(self._client.incr(self._registry_keys()[0])), None)
+    def open_copy(self, name: str) -> int | None:
+        return self._guarded("open_copy", lambda: int(self._client.incr(self._copy_key(name, ":version"))), None)
 
-    def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None:
-        document = {"built_at": built_at, "counts": {str(shard): dict(c) for shard, c in registry.counts.items()}}
+    def store_copy(self, name: str, version: int, document: str, *, built_at: float) -> None:
+        # The build time ahead of the caller's document, so the document is stored as given.
         self._guarded(
-            "store_registry_copy",
+            "store_copy",
             lambda: self._client.set(
-                f"{self._registry_keys()[1]}{version}",
-                json.dumps(document, separators=(",", ":")),
-                ex=_REGISTRY_COPY_TTL_SECONDS,
+                self._copy_key(name, f"@{version}"), f"{built_at!r}\n{document}", ex=_COPY_TTL_SECONDS
             ),
             None,
         )
 
-    def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
-        if not pairs:
+    def record_copy_changes(self, changes: Sequence[CopyChange]) -> None:
+        wanted = [change for change in changes if change.members or change.removals]
+        if not wanted:
             return
-        version_key, _, additions_prefix, _ = self._registry_keys()
-        self._guarded(
-            "add_to_registry_copy",
-            lambda: self._registry_add(
-                keys=[version_key, additions_prefix],
-                args=[_REGISTRY_COPY_TTL_SECONDS, *(f"{shard}|{topic}" for shard, topic in pairs)],
-            ),
-            None,
-        )
 
-    def note_registry_removal(self) -> None:
-        version_key, _, _, removals_prefix = self._registry_keys()
-        self._guarded(
-            "note_registry_removal",
-            lambda: self._registry_removal(keys=[version_key, removals_prefix], args=[_REGISTRY_COPY_TTL_SECONDS]),
-            None,
-        )
+        def record() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for change in wanted:
+                flat = [part for member, value in change.members.items() for part in (member, value)]
+                self._record_copy_change(
+                    keys=[self._copy_key(change.name, part) for part in (":version", "+", "-")],
+                    args=[_COPY_TTL_SECONDS, change.removals, *flat],
+                    client=pipe,
+                )
+            pipe.execute()
+
+        self._guarded("record_copy_changes", record, None)

@@ -67,14 +67,28 @@ class TopicRegistry:
 
 
 @dataclass(frozen=True)
-class RegistryCopy:
-    """A copy of the topic registry kept beside the stream state: as read at ``built_at`` plus every pair
-    added since (a superset: pairs removed since are still in it until the next read)."""
+class StoredCopy:
+    """A versioned copy, kept beside the stream state, of something the connection store holds (the store
+    stays the source of truth): the topic registry, and each shard's connections with their topic sets.
+    ``document`` is what was read from the store for ``version`` (at ``built_at``); ``changes`` is what
+    writers recorded since, one value per member, the last write winning (the previous version's changes
+    first, then this version's, so a write the read missed through an index's lag is still applied);
+    ``removals`` counts the removals noted under both versions."""
 
     version: int
-    registry: TopicRegistry
+    document: str
     built_at: float
-    removals: int = 0  # removals (unsubscribes, disconnects, cleanups) noted since it was read
+    changes: Mapping[str, str] = field(default_factory=dict)
+    removals: int = 0
+
+
+@dataclass(frozen=True)
+class CopyChange:
+    """What one write changed in one copy (``name``): members set to values, and removals to note."""
+
+    name: str
+    members: Mapping[str, str] = field(default_factory=dict)
+    removals: int = 0
 
 
 @dataclass(frozen=True)
@@ -254,22 +268,19 @@ class StreamState(Protocol):
         """Totals per counter name over the last 60 minutes; None when the backend is down."""
         ...
 
-    def registry_copy(self) -> RegistryCopy | None:
-        """The current version's copy of the topic registry with every pair added since it was read
-        (one round trip); None when there is no such copy or the backend is down."""
+    def read_copy(self, name: str) -> StoredCopy | None:
+        """The current version of the copy ``name`` with the changes recorded since (one round trip);
+        None when that version has no stored document yet or the backend is down."""
         ...
 
-    def start_registry_copy(self) -> int | None:
-        """Open a new version (additions from now on are recorded under it) before the registry is read
-        for it; None when the backend is down."""
+    def open_copy(self, name: str) -> int | None:
+        """Open a new version of the copy ``name`` (changes from now on are recorded under it) before the
+        store is read for it; None when the backend is down."""
         ...
 
-    def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None: ...
+    def store_copy(self, name: str, version: int, document: str, *, built_at: float) -> None: ...
 
-    def note_registry_removal(self) -> None:
-        """A subscription or connection was removed: the copy may now name a pair no longer held."""
-        ...
-
-    def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
-        """Record (shard, topic) pairs just written to the registry under the current version."""
+    def record_copy_changes(self, changes: Sequence[CopyChange]) -> None:
+        """Record each change under its copy's current version (one round trip for all), after the
+        store's writes it mirrors."""
         ...

@@ -3,9 +3,11 @@
 - ``publish`` starts a round with the updates whose value changed since the last publish (a fingerprint
   in Redis, compare-and-set) and that someone subscribes to (the topic registry's copy in Redis, kept
   current by every subscribe and read again from DynamoDB, one Query per shard, every few minutes; see
-  ``topic_registry``):
+  ``topic_registry`` and services/store_copies.py):
   the round is stored once and one worker per shard holding a subscriber is dispatched (Lambda async
-  invoke). ``deliver_shard`` (the worker) reads its shard's connections in a few paged Queries and gives
+  invoke). ``deliver_shard`` (the worker) reads its shard's connections with their topic sets from the
+  shard's copy in Redis (the same mechanism: read from DynamoDB, a few paged Queries, when missing or
+  older than SHARD_COPY_MAX_AGE_SECONDS; kept by every subscribe, unsubscribe and removal) and gives
   each subscriber the round in its format (chalicelib/services/frames.py: one message per item, or one
   ``batch`` frame), numbered with its ``seq``, connections in parallel on a bounded pool; a 410 Gone
   deletes that connection, its subscriptions and its registry counts.
@@ -18,15 +20,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chalicelib import observability
+from chalicelib.errors import StoreUnavailable
 from chalicelib.models.market import QuoteResponse
 from chalicelib.models.streaming import QUOTE_TOPIC_PREFIX, StreamUpdate, quote_update
 from chalicelib.ports import (
     Broadcaster,
+    ConnectionRecord,
     ConnectionStore,
     DeliveryStatus,
     ShardDispatcher,
@@ -34,8 +38,9 @@ from chalicelib.ports import (
     StoredRound,
     StreamState,
     TopicRegistry,
+    shard_for,
 )
-from chalicelib.services import frames
+from chalicelib.services import frames, store_copies
 from chalicelib.services.frames import FrameBuilder, FrameTarget
 
 logger = observability.logger
@@ -49,6 +54,9 @@ REGISTRY_COPY_MAX_AGE_SECONDS = 300
 # ... and, whatever happened, once it is this old: it bounds how long a pair added while Redis was
 # unreachable (the subscribe could not record it in the copy) goes unseen.
 REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS = 1800
+# A shard's copy records removals exactly (unlike the registry's counts), so only this bounds how long a
+# change recorded nowhere (Redis unreachable at that moment) goes unseen; re-read after the round.
+SHARD_COPY_MAX_AGE_SECONDS = 1800
 
 
 def lane_of(updates: Sequence[StreamUpdate]) -> str:
@@ -98,8 +106,10 @@ class FanOut:
         clock: Callable[[], float],
         lookup_concurrency: int,
         dispatcher: ShardDispatcher | None,
+        shard_count: int,
     ) -> None:
         self._store = store
+        self._shard_count = shard_count
         self._state = state
         self._frames = frames
         self._connection_ttl_seconds = connection_ttl_seconds
@@ -174,40 +184,58 @@ class FanOut:
         observability.milliseconds("PublishDuration", (time.monotonic() - started) * 1000)
         return report
 
+    def _registry_copy(self) -> store_copies.StoreCopy[TopicRegistry]:
+        return store_copies.StoreCopy(
+            self._state,
+            store_copies.REGISTRY_COPY,
+            read_store=self._store.topic_registry,
+            encode=store_copies.encode_registry,
+            decode=store_copies.decode_registry,
+            clock=self._clock,
+        )
+
+    def _shard_copy(self, shard: int) -> store_copies.StoreCopy[list[ConnectionRecord]]:
+        return store_copies.StoreCopy(
+            self._state,
+            store_copies.shard_copy(shard),
+            read_store=lambda: list(self._store.connections_in_shard(shard, now=self._clock())),
+            encode=store_copies.encode_shard,
+            decode=store_copies.shard_decoder(shard),
+            clock=self._clock,
+        )
+
     def topic_registry(self) -> TopicRegistry:
         """Which topics have subscribers in which shards: the registry's copy in Redis (one round trip),
         or, without one, the registry itself (SHARD_COUNT Queries), copied for the next reader."""
-        copy = self._state.registry_copy()
-        return copy.registry if copy is not None else self.read_registry()
+        return self._registry_copy().current()
 
     def read_registry(self) -> TopicRegistry:
-        """Read the registry from the store into a new copy: a new version is opened first, so a subscribe
-        whose writes the read misses records its pairs under it."""
-        version = self._state.start_registry_copy()
-        built_at = self._clock()
-        registry = self._store.topic_registry()
-        if version is not None:
-            self._state.store_registry_copy(version, registry, built_at=built_at)
-        return registry
+        """Read the registry from the store into a new copy."""
+        return self._registry_copy().read()
 
     def renew_registry_copy(self) -> bool:
         """Read the registry again when its copy is older than REGISTRY_COPY_MAX_AGE_SECONDS and something
         was removed since, or older than REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS (a refresh calls this
         after dispatching its round, off the round's path). True when it did."""
-        copy = self._state.registry_copy()
-        if copy is not None:
-            age = self._clock() - copy.built_at
-            limit = REGISTRY_COPY_MAX_AGE_SECONDS if copy.removals else REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS
-            if age < limit:
-                return False
-        self.read_registry()
-        return True
+        return self._registry_copy().renew(
+            max_age_seconds=REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS,
+            max_age_with_removals_seconds=REGISTRY_COPY_MAX_AGE_SECONDS,
+        )
 
-    def removed(self, connection_id: str) -> int:
-        """Remove a connection (and its subscriptions and registry counts), noting the removal for the
-        registry's copy."""
+    def read_shards(self, shards: Iterable[int] | None = None) -> None:
+        """Read shards' connections from the store into new copies (every shard by default): after writes
+        made past this service (the daily cleanup's removals and repairs)."""
+        for shard in range(self._shard_count) if shards is None else shards:
+            self._shard_copy(shard).read()
+
+    def removed(self, connection_id: str, *, shard: int | None = None) -> int:
+        """Remove a connection (and its subscriptions and registry counts), then record the removal in the
+        registry's copy and its shard's copy (``shard``: where it is known, else from its id)."""
         removed = self._store.remove_connection(connection_id)
-        self._state.note_registry_removal()
+        where = shard if shard is not None else shard_for(connection_id, self._shard_count)
+        self._state.record_copy_changes(
+            [store_copies.registry_removal(), store_copies.shard_removed(connection_id, where)]
+        )
         return removed
 
     def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
@@ -227,7 +255,10 @@ class FanOut:
         report = PublishReport()
         topics = {topic for topic, _ in stored.items}
         now = self._clock()
-        records = list(self._store.connections_in_shard(shard, now=now))
+        copy = self._shard_copy(shard)
+        cached = copy.cached()
+        # The copy may hold connections whose record expired (DynamoDB's TTL deletes late; reads filter).
+        records = [r for r in (cached.value if cached is not None else copy.read()) if r.expires_at > now]
         # A connection whose token expired gets nothing more: it is closed (and removed) here.
         expired = [r for r in records if r.token_expires_at is not None and r.token_expires_at <= now]
         for record in expired:
@@ -258,7 +289,14 @@ class FanOut:
         for topic in result.undelivered_topics:
             self._state.forget(topic)
         for connection_id in dict.fromkeys(report.gone_connections):
-            self.removed(connection_id)
+            self.removed(connection_id, shard=shard)
+        if cached is not None and now - cached.built_at >= SHARD_COPY_MAX_AGE_SECONDS:
+            # After the posts: the round does not wait for the Queries, nor fails with them (the old copy
+            # stays in use; the next round tries again).
+            try:
+                copy.read()
+            except StoreUnavailable as exc:
+                logger.warning("shard copy not renewed", extra={"shard": shard, "detail": exc.message})
         self._state.add_counts({"sent": report.sent, "gone": report.gone, "failed": report.failed})
         observability.count("FanoutSent", value=report.sent)
         observability.count("ConnectionGone", value=report.gone)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chalicelib import observability
-from chalicelib.errors import AppError
+from chalicelib.errors import AppError, StoreUnavailable
 from chalicelib.models.market import Interval, MoverType, Period
 from chalicelib.models.streaming import (
     QUOTE_TOPIC_PREFIX,
@@ -77,8 +77,13 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     wanted = set(subscribed)
     report = deps.streaming.publish_quotes([q for s, q in quotes.items() if s in wanted], deps.broadcaster())
     context.add_publish(report)
-    # After the round is on its way: a stale copy is renewed here rather than on some round's path.
-    context.add("registry_read", int(deps.streaming.renew_registry_copy()))
+    # After the round is on its way: a stale copy is renewed here rather than on some round's path. The
+    # round went out, so a failed renewal does not fail the run: the copy stays in use, the next run retries.
+    try:
+        context.add("registry_read", int(deps.streaming.renew_registry_copy()))
+    except StoreUnavailable as exc:
+        context.add("registry_read_failed")
+        logger.warning("registry copy not renewed", extra={"detail": exc.message})
 
 
 def _publish(deps: JobDeps, context: JobContext, updates: list[StreamUpdate]) -> None:
@@ -134,6 +139,7 @@ def cleanup(deps: JobDeps, context: JobContext) -> None:
     context.add("registry_counters_fixed", repair.counters_fixed)
     context.add("registry_repairs_skipped", repair.skipped)
     deps.streaming.read_registry()  # the recount may have restored pairs the copy lacks, and drops removed ones
+    deps.streaming.read_shards()  # and the shards' copies drop the connections removed above
     context.add("job_runs_removed", deps.runs.delete_expired(now=now))
 
 

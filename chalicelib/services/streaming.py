@@ -124,6 +124,7 @@ class StreamingService(FanOut):
             clock=clock,
             lookup_concurrency=lookup_concurrency,
             dispatcher=dispatcher,
+            shard_count=limits.shard_count,
         )
         self._market = market  # what subscriptions quote and snapshot from
         self._limits = limits

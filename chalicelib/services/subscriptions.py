@@ -39,7 +39,7 @@ from chalicelib.models.streaming import (
     sentiment_update,
 )
 from chalicelib.ports import ConnectionRecord, ConnectionStore, StreamState
-from chalicelib.services import frames
+from chalicelib.services import frames, store_copies
 from chalicelib.services.frames import FrameBuilder
 from chalicelib.services.market_data import MarketDataService
 from chalicelib.services.stream_limits import StreamingLimits
@@ -78,8 +78,11 @@ class Subscriptions:
             remaining = self.store.remove_subscriptions(connection_id, request.topics)
             if remaining is None:
                 raise unknown_connection()
-            if connection.topics.intersection(request.topics):  # only a held topic leaves the registry
-                self.state.note_registry_removal()
+            held = connection.topics.intersection(request.topics)
+            if held:  # only a held topic leaves the registry (and the shard's copy)
+                self.state.record_copy_changes(
+                    [store_copies.registry_removal(), store_copies.shard_unsubscribed(connection, held)]
+                )
             return [_ack("unsubscribed", remaining)]
         if request.action is Action.RESYNC:
             interval = self.limits.resync_interval_seconds
@@ -110,8 +113,15 @@ class Subscriptions:
         current = self.store.add_subscriptions(connection_id, new_topics, expires_at=connection.expires_at)
         if current is None:
             raise unknown_connection()
-        # After the registry writes: the copy of the registry every refresh reads gains these pairs.
-        self.state.add_to_registry_copy([(connection.shard, topic) for topic in new_topics])
+        # After the store's writes: the registry's copy every refresh reads gains these pairs, and the
+        # shard's copy its worker reads gains these topics (services/store_copies.py).
+        if new_topics:
+            self.state.record_copy_changes(
+                [
+                    store_copies.registry_added(connection.shard, new_topics),
+                    store_copies.shard_subscribed(connection, new_topics),
+                ]
+            )
         snapshots = [quote_update(item.quote, snapshot=True) for item in items if item.quote]
         snapshots.extend(self._channel_snapshots(request.channels))
         errors = [

@@ -19,6 +19,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib import bootstrap
+from chalicelib.errors import StoreUnavailable
 from chalicelib.ports import ConnectionRecord, JobRun, RunStatus
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
@@ -113,6 +114,25 @@ def test_quote_refresh_caches_publishes_changes_and_records_the_run(
     again = invoke(jobs_client, "refresh_quotes")
     assert again["counts"]["messages_sent"] == 0
     assert again["counts"]["unchanged"] == 1
+
+
+def test_a_failed_registry_renewal_after_the_round_does_not_fail_the_refresh(
+    jobs_client: Client, broadcaster: RecordingBroadcaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = Lambda()
+    assert ws.connect("sub-1", token=issue_dev_token("alice"))["statusCode"] == 200
+    ws.send("sub-1", {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["NVDA"]}})
+    broadcaster.clear()
+
+    def timed_out() -> bool:
+        raise StoreUnavailable("connection store: query failed (ReadTimeoutError)")
+
+    monkeypatch.setattr(_container().streaming, "renew_registry_copy", timed_out)
+    result = invoke(jobs_client, "refresh_quotes")
+
+    assert result["status"] == "succeeded", result
+    assert (result["counts"]["messages_sent"], result["counts"]["registry_read_failed"]) == (1, 1)
+    assert broadcaster.messages_to("sub-1")[0]["data"]["symbol"] == "NVDA", "the round went out first"
 
 
 @pytest.mark.parametrize(

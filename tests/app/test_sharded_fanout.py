@@ -215,3 +215,30 @@ def test_the_copy_is_read_again_once_old_and_then_drops_removed_pairs(
 
     assert streaming.renew_registry_copy() is True, "old, and a connection was removed since"
     assert streaming.topic_registry().shards_for(["quote:AAPL"]) == [shard_for(a, SHARDS)]
+
+
+def test_a_shard_worker_reads_its_copy_in_redis_which_subscribes_and_removals_keep_exact(
+    ws: Lambda, broadcaster: RecordingBroadcaster, dispatcher: QueuedDispatcher
+) -> None:
+    ids = [f"conn-{i}" for i in range(64)]
+    shard = shard_for(ids[0], SHARDS)
+    a, late, leaves, unsubscribes = [cid for cid in ids if shard_for(cid, SHARDS) == shard][:4]
+    for cid, user in ((a, "u1"), (leaves, "u3"), (unsubscribes, "u4")):
+        _subscribe(ws, cid, user, ["AAPL"])
+    client = bootstrap.container().dynamodb
+
+    def round_(price: float) -> list[str]:
+        broadcaster.clear()
+        _streaming().publish([quote_update(_aapl(price))], broadcaster)
+        (task,) = dispatcher.dispatched[-1:]
+        with dynamodb_operations(client) as operations:
+            _streaming().deliver_shard(task.round_id, task.shard, broadcaster)
+        return operations
+
+    assert "Query" in round_(90.0), "no copy yet: the shard's connections are read from DynamoDB"
+    _subscribe(ws, late, "u2", ["AAPL"])  # after the copy was made
+    ws.disconnect(leaves)
+    ws.send(unsubscribes, {"type": "unsubscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL"]}})
+    assert round_(91.0) == [], "then no DynamoDB call at all: the copy in Redis"
+    prices = {cid: [m["data"]["quote"]["price"] for m in broadcaster.messages_to(cid)] for cid in ids[:64]}
+    assert (prices[a], prices[late], prices[leaves], prices[unsubscribes]) == ([91.0], [91.0], [], [])

@@ -2,11 +2,12 @@
 
     python -m tests.bench.bench_fanout [--connections 1000] [--rounds 5] [--period 15] [--seed 1]
 
-1. Starts one local stack (`python -m infra.local.run`: moto, a Redis of its own, the gateway with its
-   Lambda worker pool and Invoke API, the scheduler) with only `refresh_quotes` scheduled, every
+1. Starts, for each format in turn, a fresh local stack of its own (`python -m infra.local.run`: moto, a
+   Redis of its own, the gateway with its Lambda worker pool and Invoke API, the scheduler; so one
+   format's teardown cannot load the other's measurement) with only `refresh_quotes` scheduled, every
    --period seconds, and the replay clock stepping to the next real trading day every --period seconds,
    half a period out of phase with the refresh, so every subscribed price changes once per round.
-2. For each format (spec, then batch): a client process of its own opens N WebSocket connections
+2. For each format (spec, then batch), in its stack: a client process of its own opens N WebSocket connections
    (aiohttp, real sockets, at most --connect-rate new connections per second, one user per connection),
    subscribes each to its 20 symbols (Zipf, s = --zipf, seeded, drawn from the stocks listed on the
    replay start day), waits for every ack and snapshot, then listens.
@@ -25,7 +26,7 @@
    days from the measured billed messages per connection per round. Then the acceptance (issue 12):
    batch p99 ≤ 2 s, batch p99 ≤ 1/10 of spec p99, no round lost in either format; exit 1 on failure.
 
-Only 127.0.0.1; the stack is stopped at the end and only its keys are removed.
+Only 127.0.0.1; each stack is stopped after its format and only its keys are removed.
 """
 
 from __future__ import annotations
@@ -629,7 +630,12 @@ def main() -> int:
     parser.add_argument("--setup-concurrency", type=int, default=8, help="connections being set up at once")
     parser.add_argument("--drain", type=float, default=20.0, help="seconds to wait for late messages")
     parser.add_argument("--formats", default="spec,batch")
-    parser.add_argument("--stack-log", type=Path, default=None, help="write the stack's output here")
+    parser.add_argument(
+        "--stack-log",
+        type=Path,
+        default=None,
+        help="write each stack's output here (one file per format: <stem>.<format><suffix>)",
+    )
     args = parser.parse_args()
     if not (1 <= args.connections <= 20_000 and 1 <= args.rounds <= 50 and 5 <= args.period <= 300):
         parser.error("--connections 1..20000, --rounds 1..50, --period 5..300")
@@ -639,34 +645,39 @@ def main() -> int:
     started = time.monotonic()
     plans, ranking = zipf_plans(args.connections, args.symbols, args.zipf, args.seed, dict(os.environ))
     distinct = len({s for plan in plans for s in plan})
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.time()
-        env_extra = {
-            "LOCAL_SCHEDULE": f"refresh_quotes={args.period:g}s,{OTHER_JOBS_OFF}",
-            "REPLAY_STEP_SECONDS": f"{args.period:g}",
-            # Step boundaries half a period after each expected fire: a refresh and its price read fall
-            # well inside one replay day.
-            "REPLAY_EPOCH": f"{t0 + STARTUP_GUESS_SECONDS + args.period / 2:.3f}",
-            "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": str(max(50, args.symbols)),
-        }
-        stack = start_stack(env_extra, Path(tmp) / "moto-recording.jsonl", args.stack_log)
-        phase = (stack.scheduler_started - float(env_extra["REPLAY_EPOCH"])) % args.period
-        print(
-            f"Fan-out benchmark: {args.connections} connections x {args.symbols} symbols (Zipf s={args.zipf:g}, "
-            f"seed {args.seed}, {len(ranking)} stocks listed on the replay start day, {distinct} distinct "
-            f"subscribed; top ranks {', '.join(ranking[:5])}), {args.rounds} rounds per format, "
-            f"refresh and replay step every {args.period:g} s (fires {phase:.1f} s into a replay step), "
-            f"gateway {stack.host}"
-        )
-        results: list[FormatResult] = []
-        try:
-            for fmt in formats:
+    results: list[FormatResult] = []
+    # Each format in a fresh stack of its own (moto, Redis, gateway, workers, scheduler): one format's
+    # teardown (its disconnects, the registry's copy renewed after them) cannot fall in the other's window.
+    for index, fmt in enumerate(formats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            env_extra = {
+                "LOCAL_SCHEDULE": f"refresh_quotes={args.period:g}s,{OTHER_JOBS_OFF}",
+                "REPLAY_STEP_SECONDS": f"{args.period:g}",
+                # Step boundaries half a period after each expected fire: a refresh and its price read fall
+                # well inside one replay day.
+                "REPLAY_EPOCH": f"{t0 + STARTUP_GUESS_SECONDS + args.period / 2:.3f}",
+                "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": str(max(50, args.symbols)),
+            }
+            log_path = args.stack_log.with_suffix(f".{fmt}{args.stack_log.suffix}") if args.stack_log else None
+            stack = start_stack(env_extra, Path(tmp) / "moto-recording.jsonl", log_path)
+            phase = (stack.scheduler_started - float(env_extra["REPLAY_EPOCH"])) % args.period
+            if index == 0:
+                print(
+                    f"Fan-out benchmark: {args.connections} connections x {args.symbols} symbols (Zipf "
+                    f"s={args.zipf:g}, seed {args.seed}, {len(ranking)} stocks listed on the replay start day, "
+                    f"{distinct} distinct subscribed; top ranks {', '.join(ranking[:5])}), {args.rounds} rounds "
+                    f"per format, refresh and replay step every {args.period:g} s, each format in a fresh "
+                    "local stack of its own"
+                )
+            try:
                 result = measure_format(stack, fmt, plans, args)
                 print(f"[{fmt}]")
+                print(f"  stack: gateway {stack.host}, refresh fires {phase:.1f} s into a replay step")
                 print("\n".join(result.lines), flush=True)
                 results.append(result)
-        finally:
-            stop_stack(stack)
+            finally:
+                stop_stack(stack)
     print(f"total duration: {time.monotonic() - started:.0f} s")
     by_format = {r.fmt: r for r in results}
     if "spec" not in by_format or "batch" not in by_format:

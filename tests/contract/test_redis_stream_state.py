@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from chalicelib.adapters.redis_stream_state import RedisStreamState
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, SequenceClaim, StreamState, TopicRegistry
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, CopyChange, SequenceClaim, StreamState
 from infra.local.run import free_port
 from tests.fakes.stream_state import InMemoryStreamState
 
@@ -184,44 +184,79 @@ def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_c
     assert state.claim_changes([]) == []
 
 
-# --- the topic registry's cached copy -------------------------------------------------------------------
+# --- versioned copies of the store (the registry's, each shard's) -----------------------------------
 
 
-def test_the_registry_copy_is_the_snapshot_plus_the_pairs_added_under_its_version(make_state: MakeState) -> None:
-    state = make_state("t:reg:")
-    assert state.registry_copy() is None, "no copy before the first read"
-    state.add_to_registry_copy([(3, "quote:MSFT")])  # before any copy: recorded under version 0, unused
+def test_a_copy_is_its_document_plus_the_changes_recorded_under_its_version_and_the_one_before(
+    make_state: MakeState,
+) -> None:
+    state = make_state("t:copy:")
+    assert state.read_copy("shard:3") is None, "no copy before the first read"
+    state.record_copy_changes([CopyChange("shard:3", {"t|c0|quote:MSFT": "1"})])  # before any copy: version 0
 
-    version = state.start_registry_copy()
-    assert version == 1
-    assert state.registry_copy() is None, "opened but not stored yet: readers read the registry themselves"
-    state.add_to_registry_copy([(7, "quote:AAPL"), (2, "quote:NVDA")])  # a subscribe during the read
-    state.store_registry_copy(1, TopicRegistry({0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1}}), built_at=123.5)
+    assert state.open_copy("shard:3") == 1
+    assert state.read_copy("shard:3") is None, "opened but not stored yet: readers read the store themselves"
+    # A write during the read (after the version was opened), and one to another copy.
+    state.record_copy_changes(
+        [CopyChange("shard:3", {"t|c1|quote:AAPL": "1", "c|c1": "[1]"}), CopyChange("registry", {"3|quote:AAPL": "1"})]
+    )
+    state.store_copy("shard:3", 1, '[["c2"]]', built_at=123.5)
 
-    copy = state.registry_copy()
+    copy = state.read_copy("shard:3")
     assert copy is not None
-    assert (copy.version, copy.built_at) == (1, 123.5)
-    assert copy.registry.counts == {0: {"quote:AAPL": 2}, 7: {"quote:AAPL": 1}, 2: {"quote:NVDA": 1}}
-    assert copy.registry.shards_for(["quote:MSFT"]) == [], "pairs of an older version are not in it"
+    assert (copy.version, copy.document, copy.built_at) == (1, '[["c2"]]', 123.5)
+    assert copy.changes == {"t|c0|quote:MSFT": "1", "t|c1|quote:AAPL": "1", "c|c1": "[1]"}, (
+        "the previous version's changes too: a write the read missed through an index's lag is applied"
+    )
     assert copy.removals == 0
-    state.note_registry_removal()
-    state.note_registry_removal()
-    again = state.registry_copy()
+    assert state.read_copy("registry") is None, "each name is a copy of its own"
+
+    # The last write of a member wins; removals are counted.
+    state.record_copy_changes([CopyChange("shard:3", {"t|c1|quote:AAPL": "0"}, removals=1)])
+    state.record_copy_changes([CopyChange("shard:3", {"x|c2": "1"}, removals=1), CopyChange("shard:3")])
+    again = state.read_copy("shard:3")
     assert again is not None
+    assert again.changes["t|c1|quote:AAPL"] == "0"
+    assert again.changes["x|c2"] == "1"
     assert again.removals == 2
 
-    assert state.start_registry_copy() == 2
-    assert state.registry_copy() is None, "a new version needs its own snapshot"
-    state.store_registry_copy(2, TopicRegistry({}), built_at=124.0)
-    fresh = state.registry_copy()
+    assert state.open_copy("shard:3") == 2
+    assert state.read_copy("shard:3") is None, "a new version needs its own document"
+    state.store_copy("shard:3", 2, "[]", built_at=124.0)
+    fresh = state.read_copy("shard:3")
     assert fresh is not None
-    assert fresh.removals == 0, "removals are counted per version"
+    assert "t|c0|quote:MSFT" not in fresh.changes, "changes two versions old are no longer applied"
+    assert fresh.changes["x|c2"] == "1"
+    assert fresh.removals == 2, "the previous version's removals still count"
+    assert state.open_copy("shard:3") == 3
+    state.store_copy("shard:3", 3, "[]", built_at=125.0)
+    settled = state.read_copy("shard:3")
+    assert settled is not None
+    assert (settled.changes, settled.removals) == ({}, 0)
 
 
-def test_unreachable_redis_has_no_registry_copy() -> None:
+def test_a_copys_changes_are_one_round_trip(redis_client: redis.Redis) -> None:
+    state = RedisStreamState(redis_client, key_prefix="copytrip:")
+    calls: list[int] = []
+    real_pipeline = redis_client.pipeline
+
+    def counting_pipeline(*args: object, **kwargs: object) -> redis.client.Pipeline:
+        calls.append(1)
+        return real_pipeline(*args, **kwargs)
+
+    redis_client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        state.record_copy_changes([CopyChange("registry", {"1|quote:A": "1"}), CopyChange("shard:1", {"c|x": "[]"})])
+    finally:
+        redis_client.pipeline = real_pipeline  # type: ignore[method-assign]
+    assert len(calls) == 1
+    assert 0 < redis_client.ttl("copytrip:ws:copy:{shard:1}+0") <= 3600, "changes expire with the copy"
+
+
+def test_unreachable_redis_has_no_copy() -> None:
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
     state = RedisStreamState(dead, key_prefix="t:")
-    assert state.start_registry_copy() is None
-    state.store_registry_copy(1, TopicRegistry({0: {"quote:AAPL": 1}}), built_at=1.0)
-    state.add_to_registry_copy([(0, "quote:AAPL")])
-    assert state.registry_copy() is None
+    assert state.open_copy("registry") is None
+    state.store_copy("registry", 1, "{}", built_at=1.0)
+    state.record_copy_changes([CopyChange("registry", {"0|quote:AAPL": "1"})])
+    assert state.read_copy("registry") is None

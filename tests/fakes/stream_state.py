@@ -1,5 +1,5 @@
 """An in-memory StreamState: compare-and-set fingerprints, per-connection sequence numbers with lanes,
-resync allowances, stored rounds, per-minute counters and the versioned registry copy, with the same
+resync allowances, stored rounds, per-minute counters and the versioned store copies, with the same
 expiries as RedisStreamState on an injected clock. ``down`` makes it degrade as the Redis adapter does.
 
 Runs through the StreamState contract tests with RedisStreamState (tests/contract/test_redis_stream_state.py)."""
@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chalicelib.adapters.redis_stream_state import COUNTER_NAMES
-from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, RegistryCopy, SequenceClaim, StoredRound, TopicRegistry
+from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, CopyChange, SequenceClaim, StoredCopy, StoredRound
 from tests.fakes.clock import FakeClock
 
 
@@ -31,10 +31,11 @@ class InMemoryStreamState:
         self._resync: dict[str, float] = {}  # connection → allowed again at
         self._rounds: dict[str, tuple[StoredRound, float]] = {}  # key → (round, expires at)
         self._counts: dict[tuple[str, int], int] = {}  # (name, epoch minute) → count
-        self._version = 0
-        self._snapshots: dict[int, tuple[TopicRegistry, float]] = {}
-        self._additions: dict[int, set[tuple[int, str]]] = {}
-        self._removals: dict[int, int] = {}  # version → removals noted under it
+        # Per copy name: its current version, and per version its document (with when), changes, removals.
+        self._versions: dict[str, int] = {}
+        self._documents: dict[tuple[str, int], tuple[str, float]] = {}
+        self._changes: dict[tuple[str, int], dict[str, str]] = {}
+        self._removals: dict[tuple[str, int], int] = {}
         self.down = False
 
     def claim_changes(self, changes: Sequence[tuple[str, str]]) -> list[bool]:
@@ -119,41 +120,38 @@ class InMemoryStreamState:
                 for name in COUNTER_NAMES
             }
 
-    def registry_copy(self) -> RegistryCopy | None:
+    def read_copy(self, name: str) -> StoredCopy | None:
         if self.down:
             return None
         with self._lock:
-            snapshot = self._snapshots.get(self._version)
-            if snapshot is None:
+            version = self._versions.get(name, 0)
+            found = self._documents.get((name, version))
+            if found is None:
                 return None
-            registry, built_at = snapshot
-            counts = {shard: dict(by_topic) for shard, by_topic in registry.counts.items()}
-            for shard, topic in self._additions.get(self._version, set()):
-                by_topic = counts.setdefault(shard, {})
-                by_topic[topic] = max(by_topic.get(topic, 0), 1)
-            return RegistryCopy(self._version, TopicRegistry(counts), built_at, self._removals.get(self._version, 0))
+            document, built_at = found
+            changes = {**self._changes.get((name, version - 1), {}), **self._changes.get((name, version), {})}
+            removals = self._removals.get((name, version - 1), 0) + self._removals.get((name, version), 0)
+            return StoredCopy(version, document, built_at, changes, removals)
 
-    def start_registry_copy(self) -> int | None:
+    def open_copy(self, name: str) -> int | None:
         if self.down:
             return None
         with self._lock:
-            self._version += 1
-            return self._version
+            self._versions[name] = self._versions.get(name, 0) + 1
+            return self._versions[name]
 
-    def store_registry_copy(self, version: int, registry: TopicRegistry, *, built_at: float) -> None:
+    def store_copy(self, name: str, version: int, document: str, *, built_at: float) -> None:
         if self.down:
             return
         with self._lock:
-            self._snapshots[version] = (registry, built_at)
+            self._documents[(name, version)] = (document, built_at)
 
-    def note_registry_removal(self) -> None:
+    def record_copy_changes(self, changes: Sequence[CopyChange]) -> None:
         if self.down:
             return
         with self._lock:
-            self._removals[self._version] = self._removals.get(self._version, 0) + 1
-
-    def add_to_registry_copy(self, pairs: Sequence[tuple[int, str]]) -> None:
-        if self.down or not pairs:
-            return
-        with self._lock:
-            self._additions.setdefault(self._version, set()).update(pairs)
+            for change in changes:
+                key = (change.name, self._versions.get(change.name, 0))
+                self._changes.setdefault(key, {}).update(change.members)
+                if change.removals:
+                    self._removals[key] = self._removals.get(key, 0) + change.removals

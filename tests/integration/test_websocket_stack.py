@@ -265,9 +265,11 @@ def test_a_410_during_fan_out_deletes_the_stale_connection(stack: Stack, tmp_pat
                               expires_at=int(time.time()) + 3600)  # fmt: skip
     store.add_connection(record)
     store.add_subscriptions(ghost, ["quote:SPY"], expires_at=record.expires_at)
-    # Written past the service, so the registry's copy in Redis is read again (as a refresh does every
-    # few minutes); a connection subscribed through $default adds its pairs to the copy itself.
+    # Written past the service, so the registry's copy and the shard's copy in Redis are read again (as a
+    # refresh and a worker do once their copy is old); a connection subscribed through $default records
+    # its change in both copies itself.
     publisher.streaming.read_registry()
+    publisher.streaming.read_shards([record.shard])
     live = _open(stack, "live-user")
     try:
         live.send(json.dumps({"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["SPY"]}}))

@@ -200,7 +200,7 @@ def test_only_removing_a_held_topic_counts_as_a_removal_for_the_registrys_copy(w
     world.service.read_registry()
 
     def removals() -> int:
-        copy = world.state.registry_copy()
+        copy = world.state.read_copy("registry")
         assert copy is not None
         return copy.removals
 
