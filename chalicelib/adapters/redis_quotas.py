@@ -23,7 +23,7 @@ from typing import Any, Unpack, cast
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, riding, subject_key
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, riding, subject_key, withdraw
 from chalicelib.errors import RateLimited
 from chalicelib.ports import (
     BreakerState,
@@ -274,7 +274,7 @@ class PendingHit:
         self._decision = self._quotas._local.add(self._subject, 1, self._limit)
 
     def settle_alone(self) -> None:
-        self._decision = self._quotas.hit(self._subject, self._limit)
+        self._decision = self.decision()
         if not self._decision.allowed:
             raise RateLimited(
                 f"more than {self._decision.limit} requests in a minute; retry in {self._decision.reset_seconds} s",
@@ -284,6 +284,7 @@ class PendingHit:
     def decision(self) -> RateLimitDecision:
         """The request's decision (settled now, with a round trip of its own, if nothing carried it)."""
         if self._decision is None:
+            withdraw(self)  # else hit()'s own Redis call would take this rider and count it a second time
             self._decision = self._quotas.hit(self._subject, self._limit)
         return self._decision
 

@@ -80,6 +80,14 @@ def riding(rider: Rider) -> Iterator[None]:
         _riders.reset(token)
 
 
+def withdraw(rider: Rider) -> None:
+    """``rider`` stops waiting for a round trip (it is settling on its own): a Redis call it makes then
+    cannot take it again, which would settle it twice."""
+    waiting = _riders.get()
+    if rider in waiting:
+        _riders.set(tuple(r for r in waiting if r is not rider))
+
+
 def _take_riders(client: redis.Redis) -> list[Rider]:
     """The riders waiting for a round trip on ``client``; they no longer wait once taken."""
     waiting = _riders.get()

@@ -7,6 +7,7 @@ that counts what it sends (one packed send per command or per pipeline), against
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import app as app_module
 from chalicelib import bootstrap
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
+from infra.local.token import issue_dev_token
 from tests.app.conftest import app_settings_env
 from tests.fakes.broadcaster import RecordingBroadcaster
 
@@ -123,3 +125,31 @@ def test_a_spent_budget_is_still_a_429_and_stops_before_any_upstream_call(
     assert response.headers["X-RateLimit-Remaining"] == "0"
     assert trips == 1
     assert redis_client.exists("app:quote:MSFT") == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "operator", "status"),
+    [
+        # An operator endpoint decides the budget before it reads DynamoDB (require_operator).
+        ("/api/v1/market/jobs/status", True, 200),
+        # A request refused by validation before any Redis call: decided after the handler.
+        ("/api/v1/market/quote/" + "A" * 40, False, 400),
+        # A cached read carries it.
+        (QUOTE + "AAPL", False, 200),
+    ],
+)
+def test_every_request_costs_its_user_exactly_one_unit(
+    counted: Client, auth_headers: dict[str, str], path: str, operator: bool, status: int
+) -> None:
+    # GIVEN AAPL cached by someone else (a miss would also charge its upstream call), and a user who has
+    # made no request this minute
+    assert counted.http.get(QUOTE + "AAPL", headers=auth_headers).status_code == 200
+    headers = {"Authorization": f"Bearer {issue_dev_token(f'one-unit-{uuid.uuid4().hex}', operator=operator)}"}
+
+    # WHEN it makes one request
+    response = counted.http.get(path, headers=headers)
+
+    # THEN the budget shows one unit used, however the request's first Redis call came (or did not)
+    assert response.status_code == status
+    limit = int(response.headers["X-RateLimit-Limit"])
+    assert int(response.headers["X-RateLimit-Remaining"]) == limit - 1
