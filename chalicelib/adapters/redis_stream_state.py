@@ -68,16 +68,26 @@ return seq - count + 1
 _COPY_TTL_SECONDS = 3600
 
 # KEYS: version key, document key prefix, changes key prefix, removals key prefix.
-# Returns {version, document or false, previous version's changes, this version's, removals of both}.
+# Returns {version, document or false, the changes recorded from the document's version - 1 on (flat, in
+# version order: a later value wins), their removals}. While a reader has opened the current version and
+# is still reading the store (or failed to), the previous version's document, with every change recorded
+# since, serves: without it each reader in that window would find no copy and read the store itself.
 _READ_COPY = """
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-local document = redis.call('GET', KEYS[2] .. version)
-if not document then return {version, false, {}, {}, 0} end
-local previous = redis.call('HGETALL', KEYS[3] .. (version - 1))
-local current = redis.call('HGETALL', KEYS[3] .. version)
-local removals = tonumber(redis.call('GET', KEYS[4] .. version) or '0')
-  + tonumber(redis.call('GET', KEYS[4] .. (version - 1)) or '0')
-return {version, document, previous, current, removals}
+local base = version
+local document = redis.call('GET', KEYS[2] .. base)
+if not document then
+  base = version - 1
+  document = redis.call('GET', KEYS[2] .. base)
+  if not document then return {version, false, {}, 0} end
+end
+local changes = {}
+local removals = 0
+for v = base - 1, version do
+  for _, item in ipairs(redis.call('HGETALL', KEYS[3] .. v)) do table.insert(changes, item) end
+  removals = removals + tonumber(redis.call('GET', KEYS[4] .. v) or '0')
+end
+return {version, document, changes, removals}
 """
 
 # KEYS: version key, changes key prefix, removals key prefix. ARGV: ttl seconds, removals, then
@@ -219,16 +229,12 @@ class RedisStreamState(DegradingRedisAdapter):
         found = self._guarded("read_copy", lambda: self._read_copy(keys=keys), None)
         if found is None:
             return None
-        version, document, previous, current, removals = found
+        version, document, changes, removals = found
         if not document:
             return None
         header, _, body = document.decode().partition("\n")
         return StoredCopy(
-            version=int(version),
-            document=body,
-            built_at=float(header),
-            changes={**_pairs(previous), **_pairs(current)},
-            removals=int(removals),
+            version=int(version), document=body, built_at=float(header), changes=_pairs(changes), removals=int(removals)
         )
 
     def open_copy(self, name: str) -> int | None:

@@ -125,12 +125,16 @@ class InMemoryStreamState:
             return None
         with self._lock:
             version = self._versions.get(name, 0)
-            found = self._documents.get((name, version))
+            # The current version's document; while its reader is still reading, the previous one's.
+            base = version if (name, version) in self._documents else version - 1
+            found = self._documents.get((name, base))
             if found is None:
                 return None
             document, built_at = found
-            changes = {**self._changes.get((name, version - 1), {}), **self._changes.get((name, version), {})}
-            removals = self._removals.get((name, version - 1), 0) + self._removals.get((name, version), 0)
+            changes: dict[str, str] = {}
+            for v in range(base - 1, version + 1):
+                changes.update(self._changes.get((name, v), {}))
+            removals = sum(self._removals.get((name, v), 0) for v in range(base - 1, version + 1))
             return StoredCopy(version, document, built_at, changes, removals)
 
     def open_copy(self, name: str) -> int | None:
