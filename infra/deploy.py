@@ -466,23 +466,28 @@ def _rest_api_id(stage: str) -> str | None:
     return _deployed_id(stage, "rest_api", "rest_api_id")
 
 
-def _ensure_bucket(s3: Any, name: str, region: str) -> None:
+def ensure_bucket(s3: Any, name: str, region: str) -> None:
+    from botocore.exceptions import ClientError
+
     try:
         s3.head_bucket(Bucket=name)
-    except Exception:  # 404 or 403: try to create it; a real permission problem fails right below
-        arguments: dict[str, Any] = {"Bucket": name}
-        if region != "us-east-1":
-            arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        s3.create_bucket(**arguments)
-        s3.put_public_access_block(
-            Bucket=name,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
+        return
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise  # 403: a bucket of that name that is not ours
+    arguments: dict[str, Any] = {"Bucket": name}
+    if region != "us-east-1":
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    s3.create_bucket(**arguments)
+    s3.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
 
 
 def _deploy_stack(cloudformation: Any, stack: str, parameters: Mapping[str, str]) -> None:
@@ -570,7 +575,7 @@ def deploy(
         digest = hashlib.sha256(layer_zip.read_bytes()).hexdigest()[:16]
         bucket = f"{STACK_PREFIX}-{stage}-artifacts-{account}-{region}"
         s3 = session.client("s3")
-        _ensure_bucket(s3, bucket, region)
+        ensure_bucket(s3, bucket, region)
         key = f"layers/yfinance-{digest}.zip"
         s3.upload_file(str(layer_zip), bucket, key)
         cloudformation = session.client("cloudformation")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -596,10 +595,6 @@ def modules_without_bytecode(archive: Path) -> list[str]:
 # --- the whole package -----------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _merged_template(stage: str, work: Path, *, dependencies: bool = True) -> tuple[dict[str, Any], Path]:
     """`chalice package --merge-template` of the stage in ``work``, its placeholders resolved: (the
     template, chalice's zip). ``dependencies=False`` packages the app without requirements.txt (the
@@ -676,7 +671,7 @@ def main() -> int:
         parser.exit(2, f"package refused: {exc}\n")
     for path in (artifacts.function_zip, *artifacts.layers, artifacts.template):
         print(f"{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}: "
-              f"{path.stat().st_size / build.MB:.2f} MB, sha256 {_sha256(path)[:16]}")  # fmt: skip
+              f"{path.stat().st_size / build.MB:.2f} MB, sha256 {build.sha256_of(path)[:16]}")  # fmt: skip
     size = artifacts.function_zip.stat().st_size
     if size > FUNCTION_ZIP_LIMIT:
         print(f"{FUNCTION_ZIP} is {size / build.MB:.1f} MB: over the {FUNCTION_ZIP_LIMIT / build.MB:.0f} MB budget")

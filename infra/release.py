@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import deploy, package
+from infra.layer import build
 
 STACK_PREFIX = deploy.STACK_PREFIX
 ARTIFACT_PREFIX = "package"
@@ -71,17 +72,9 @@ def artifact_bucket(stage: str, account: str, region: str) -> str:
     return f"{STACK_PREFIX}-{stage}-artifacts-{account}-{region}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def artifact_key(path: Path) -> str:
     """Content-addressed: the same bytes, the same key."""
-    return f"{ARTIFACT_PREFIX}/{path.stem}-{_sha256(path)}{path.suffix}"
+    return f"{ARTIFACT_PREFIX}/{path.stem}-{build.sha256_of(path)}{path.suffix}"
 
 
 def local_artifacts(template: Mapping[str, Any], directory: Path) -> dict[str, Path]:
@@ -130,30 +123,6 @@ def upload_artifacts(
         if prop is not None and resource["Properties"][prop] in uris:
             resource["Properties"][prop] = uris[resource["Properties"][prop]]
     return rewritten, {Path(uri).name: s3_uri for uri, s3_uri in uris.items()}
-
-
-def ensure_bucket(s3: Any, name: str, region: str) -> None:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.head_bucket(Bucket=name)
-        return
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise  # 403: a bucket of that name that is not ours
-    arguments: dict[str, Any] = {"Bucket": name}
-    if region != "us-east-1":
-        arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    s3.create_bucket(**arguments)
-    s3.put_public_access_block(
-        Bucket=name,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
 
 
 def template_source(
@@ -318,7 +287,7 @@ def deploy_package(
     account = account or str(client("sts").get_caller_identity()["Account"])
     s3 = client("s3")
     bucket = artifact_bucket(stage, account, region)
-    ensure_bucket(s3, bucket, region)
+    deploy.ensure_bucket(s3, bucket, region)
     rewritten, uploaded = upload_artifacts(s3, bucket, template, directory)
     for name, uri in uploaded.items():
         report(f"artifact {name}: {uri}")

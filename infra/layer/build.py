@@ -150,7 +150,7 @@ def function_distributions(requirements: Path = FUNCTION_REQUIREMENTS) -> dict[s
     return {item.name: item.version for item in resolve(requirements) if item.name not in RUNTIME_PROVIDED}
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1024 * 1024), b""):
@@ -166,7 +166,7 @@ def fetch(resolved: list[Resolved], wheelhouse: Path) -> None:
     missing = []
     for item in resolved:
         cached = wheelhouse / item.filename
-        if cached.is_file() and (item.sha256 is None or _sha256(cached) == item.sha256):
+        if cached.is_file() and (item.sha256 is None or sha256_of(cached) == item.sha256):
             continue
         cached.unlink(missing_ok=True)
         missing.append(item.pin)
