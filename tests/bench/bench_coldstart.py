@@ -40,13 +40,13 @@ from tests.bench.lambda_env import (
     Identity,
     lambda_context_source,
     make_writable,
-    own_redis,
     prod_environment,
     quote_event,
     read_only_copy,
     seed_cached_quote,
 )
 from tests.conftest import REPO_ROOT
+from tests.redis_server import own_redis
 
 TARGET_IMPORT_MS = 250.0
 TARGET_FIRST_QUOTE_MS = 400.0

@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.bench.lambda_env import QUOTE_RESOURCE, SYMBOL, Identity, own_redis, prod_environment, quote_event
+from tests.bench.lambda_env import QUOTE_RESOURCE, SYMBOL, Identity, prod_environment, quote_event
 from tests.bench.lambda_env import seed_cached_quote as seed
 from tests.conftest import REPO_ROOT
+from tests.redis_server import own_redis
 
 TARGET_P50_MS = 1.0
 

@@ -12,13 +12,10 @@ import ipaddress
 import json
 import shutil
 import ssl
-import subprocess
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,42 +55,6 @@ STACK_VALUES = {
     "JwtAudience": AUDIENCE,
     "CorsAllowedOrigins": CORS_ORIGINS,
 }
-
-
-@contextmanager
-def own_redis() -> Iterator[str]:
-    """A redis-server on a free port (persistence off), stopped on exit; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (make redis installs it)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_timeout=0.5)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"own redis-server on port {port} did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def seed_cached_quote(redis_url: str, *, key_prefix: str = "mkt:", fresh_seconds: float = 3600) -> None:
