@@ -642,10 +642,8 @@ def destroy(stage: str) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["deploy", "destroy"])
-    parser.add_argument("--stage", required=True, choices=DEPLOYABLE_STAGES)
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The stage's settings both deploy paths take (this one and infra/release.py's packaged one)."""
     parser.add_argument("--alarm-email", default="", help="subscribed to the alarm topic (confirm the e-mail)")
     parser.add_argument("--jwks-url", default=None, help="prod: the identity provider's JWKS URL (RS256)")
     parser.add_argument("--jwt-issuer", default=None, help="the identity provider's issuer (the tokens' iss)")
@@ -655,6 +653,13 @@ def main() -> int:
     parser.add_argument(
         "--api-gateway-logs-role-arn", default="", help="an existing account-wide API Gateway logging role"
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["deploy", "destroy"])
+    parser.add_argument("--stage", required=True, choices=DEPLOYABLE_STAGES)
+    add_stage_arguments(parser)
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     if args.action == "deploy":

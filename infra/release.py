@@ -369,15 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package-dir", type=Path, default=None, help="default build/<stage>/package")
     parser.add_argument("--endpoint-url", default=None, help="an AWS emulator's endpoint (default: AWS)")
     parser.add_argument("--no-execute", action="store_true", help="create the change set only")
-    parser.add_argument("--alarm-email", default="", help="subscribed to the alarm topic (confirm the e-mail)")
-    parser.add_argument("--jwks-url", default=None, help="prod: the identity provider's JWKS URL (RS256)")
-    parser.add_argument("--jwt-issuer", default=None, help="the identity provider's issuer (the tokens' iss)")
-    parser.add_argument("--jwt-audience", default=None, help="this API's audience (the tokens' aud)")
-    parser.add_argument("--cors-origins", default=None, help="the dashboard's https origins, comma-separated")
-    parser.add_argument("--waf", choices=["stage-default", "on", "off"], default="stage-default")
-    parser.add_argument(
-        "--api-gateway-logs-role-arn", default="", help="an existing account-wide API Gateway logging role"
-    )
+    deploy.add_stage_arguments(parser)
     args = parser.parse_args(argv)
     if args.action == "destroy":
         destroy_package(args.stage, endpoint_url=args.endpoint_url)

@@ -388,6 +388,18 @@ def test_a_refresh_changes_a_watched_price_on_screen_without_a_reload(dashboard:
     assert dashboard.console_errors == []
 
 
+def _record_statuses(page: Page) -> None:
+    """Every text the connection indicator shows from now on, in order, in ``window.__statuses``."""
+    page.evaluate(
+        """() => {
+          window.__statuses = [];
+          const node = document.querySelector('[data-testid="connection-status"]');
+          new MutationObserver(() => window.__statuses.push(node.textContent))
+            .observe(node, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
+
+
 def _page_connections(board: Dashboard) -> list[str]:
     """The page's WebSocket connections: its user is the token's subject, its connections the by-user index."""
     token = board.page.evaluate("() => sessionStorage.getItem('market-dashboard.token')")
@@ -426,14 +438,7 @@ def _wait(page: Page, condition: Callable[[], bool], timeout: float, message: st
 
 def test_dropping_the_websocket_shows_reconnecting_then_live_with_the_watchlist_current(dashboard: Dashboard) -> None:
     page = dashboard.page
-    page.evaluate(
-        """() => {
-          window.__statuses = [];
-          const node = document.querySelector('[data-testid="connection-status"]');
-          new MutationObserver(() => window.__statuses.push(node.textContent))
-            .observe(node, { childList: true, characterData: true, subtree: true });
-        }"""
-    )
+    _record_statuses(page)
     dropped = _drop_connections(dashboard)
     assert dropped, "the page holds a WebSocket connection"
     page.wait_for_function(
@@ -591,14 +596,7 @@ def test_the_page_moves_to_a_new_connection_before_the_two_hour_limit_without_sh
         board = Dashboard(dashboard.run, page)
         first = _page_connections(board)
         assert len(first) == 1
-        page.evaluate(
-            """() => {
-              window.__statuses = [];
-              const node = document.querySelector('[data-testid="connection-status"]');
-              new MutationObserver(() => window.__statuses.push(node.textContent))
-                .observe(node, { childList: true, characterData: true, subtree: true });
-            }"""
-        )
+        _record_statuses(page)
         page.clock.fast_forward("01:59:00")
         _wait(page, lambda: (ids := _page_connections(board)) != first and len(ids) == 1, 20, "no rotation")
         assert page.inner_text('[data-testid="connection-status"]') == "live"
