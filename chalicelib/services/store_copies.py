@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
@@ -47,42 +47,34 @@ class Copied(Generic[_T]):
     removals: int
 
 
+@dataclass(frozen=True)
 class StoreCopy(Generic[_T]):
     """One named copy: ``read_store`` reads the source of truth, ``encode`` turns it into the stored
     document, ``decode`` turns a document plus the recorded changes back into the value."""
 
-    def __init__(
-        self,
-        state: StreamState,
-        name: str,
-        *,
-        read_store: Callable[[], _T],
-        encode: Callable[[_T], str],
-        decode: Callable[[str, Mapping[str, str]], _T],
-        clock: Callable[[], float],
-    ) -> None:
-        self._state = state
-        self._name = name
-        self._read_store = read_store
-        self._encode = encode
-        self._decode = decode
-        self._clock = clock
+    state: StreamState
+    name: str
+    _: KW_ONLY
+    read_store: Callable[[], _T]
+    encode: Callable[[_T], str]
+    decode: Callable[[str, Mapping[str, str]], _T]
+    clock: Callable[[], float]
 
     def cached(self) -> Copied[_T] | None:
         """The copy (one Redis round trip), or None when there is none (or Redis is down)."""
-        stored = self._state.read_copy(self._name)
+        stored = self.state.read_copy(self.name)
         if stored is None:
             return None
-        return Copied(self._decode(stored.document, stored.changes), stored.built_at, stored.removals)
+        return Copied(self.decode(stored.document, stored.changes), stored.built_at, stored.removals)
 
     def read(self) -> _T:
         """Read the store into a new version of the copy: the version is opened first, so a writer whose
         store writes the read misses records its change under it."""
-        version = self._state.open_copy(self._name)
-        built_at = self._clock()
-        value = self._read_store()
+        version = self.state.open_copy(self.name)
+        built_at = self.clock()
+        value = self.read_store()
         if version is not None:
-            self._state.store_copy(self._name, version, self._encode(value), built_at=built_at)
+            self.state.store_copy(self.name, version, self.encode(value), built_at=built_at)
         return value
 
     def current(self) -> _T:
@@ -95,7 +87,7 @@ class StoreCopy(Generic[_T]):
         ``max_age_with_removals_seconds`` with removals noted since. True when it did."""
         cached = self.cached()
         if cached is not None:
-            age = self._clock() - cached.built_at
+            age = self.clock() - cached.built_at
             limit = max_age_seconds
             if cached.removals and max_age_with_removals_seconds is not None:
                 limit = max_age_with_removals_seconds
