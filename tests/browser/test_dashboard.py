@@ -14,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ import boto3
 import pytest
 import requests
 from boto3.dynamodb.conditions import Key
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route, WebSocketRoute, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Route,
+    WebSocketRoute,
+    sync_playwright,
+)
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from infra.local.token import issue_dev_token
@@ -388,6 +398,28 @@ def test_a_refresh_changes_a_watched_price_on_screen_without_a_reload(dashboard:
     assert dashboard.console_errors == []
 
 
+@contextmanager
+def _another_page(
+    dashboard: Dashboard, *, fake_clock: bool = False
+) -> Iterator[tuple[BrowserContext, Dashboard, list[str]]]:
+    """A second page in a browser context of its own (1280x800), loaded and filled, its console errors
+    collected; ``fake_clock``: Playwright's fake timers installed before the page loads."""
+    browser = dashboard.page.context.browser
+    assert browser is not None
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        _watch(page, errors, [])
+        if fake_clock:
+            page.clock.install()
+        page.goto(f"{dashboard.base}/")
+        _wait_until_filled(page, errors)
+        yield context, Dashboard(dashboard.run, page), errors
+    finally:
+        context.close()
+
+
 def _record_statuses(page: Page) -> None:
     """Every text the connection indicator shows from now on, in order, in ``window.__statuses``."""
     page.evaluate(
@@ -583,17 +615,8 @@ def test_the_page_moves_to_a_new_connection_before_the_two_hour_limit_without_sh
     """With the page's clock jumped forward two hours (Playwright's fake timers), the page opens its next
     connection before API Gateway's 2-hour maximum, closes the old one once the new one has its snapshot,
     and the status never leaves `live`."""
-    browser = dashboard.page.context.browser
-    assert browser is not None
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        page = context.new_page()
-        errors: list[str] = []
-        _watch(page, errors, [])
-        page.clock.install()
-        page.goto(f"{dashboard.base}/")
-        _wait_until_filled(page, errors)
-        board = Dashboard(dashboard.run, page)
+    with _another_page(dashboard, fake_clock=True) as (_, board, errors):
+        page = board.page
         first = _page_connections(board)
         assert len(first) == 1
         _record_statuses(page)
@@ -603,24 +626,14 @@ def test_the_page_moves_to_a_new_connection_before_the_two_hour_limit_without_sh
         assert "reconnecting" not in page.evaluate("() => window.__statuses")
         _wait_for_a_new_price(page, "AAPL")
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_offline_shows_offline_and_coming_back_online_goes_live_at_once(dashboard: Dashboard) -> None:
     """The browser loses its network (Playwright's offline emulation): the page says `offline` at once,
     whatever its socket looks like; back online it moves to a fresh connection (the old one may be dead
     without knowing it) and is `live` again within seconds, prices moving."""
-    browser = dashboard.page.context.browser
-    assert browser is not None
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        page = context.new_page()
-        errors: list[str] = []
-        _watch(page, errors, [])
-        page.goto(f"{dashboard.base}/")
-        _wait_until_filled(page, errors)
-        board = Dashboard(dashboard.run, page)
+    with _another_page(dashboard) as (context, board, errors):
+        page = board.page
         before = _page_connections(board)
         context.set_offline(True)
         _wait_for_status(page, "offline", timeout_ms=5_000)
@@ -632,5 +645,3 @@ def test_offline_shows_offline_and_coming_back_online_goes_live_at_once(dashboar
         _wait(page, lambda: (ids := _page_connections(board)) != before and len(ids) == 1, 10, "no fresh connection")
         _wait_for_a_new_price(page, "AAPL")
         assert errors == []
-    finally:
-        context.close()
