@@ -93,6 +93,7 @@ def _asyncapi_discriminators(node: Any) -> Any:
 def _description(limits: ProtocolLimits) -> str:
     codes = "\n".join(f"- `{code}`: {meaning}" for code, meaning in ERROR_CODES.items())
     s = limits.service
+    budget = s.message_budget
     costs = ", ".join(f"`{action.value}` {cost}" for action, cost in MESSAGE_COSTS.items())
     return f"""Real-time market data over one API Gateway WebSocket API.
 
@@ -119,10 +120,10 @@ is past its freshness TTL because every source failed: the cached copy was serve
 messages up to {s.max_message_bytes} bytes (API Gateway closes past {limits.max_api_gateway_message_bytes});
 {s.max_symbols_per_user} distinct symbols per user over all its connections; one `resync` per
 {s.resync_interval_seconds} s per connection. **Message budgets** (token buckets): a message costs units ({costs},
-anything malformed {INVALID_MESSAGE_COST}); a connection holds {s.connection_budget.capacity} units refilled
-at {s.connection_budget.refill_per_second}/s, a user (all its connections) {s.user_budget.capacity} refilled at
-{s.user_budget.refill_per_second}/s. Over budget: `rate_limited` with `retry_after` seconds, and the message is not
-acted on; {s.close_after_rejections} refusals within {s.rejection_window_seconds} s close the connection.
+anything malformed {INVALID_MESSAGE_COST}); a connection holds {budget.per_connection.capacity} units refilled
+at {budget.per_connection.refill_per_second}/s, a user (all its connections) {budget.per_user.capacity} refilled at
+{budget.per_user.refill_per_second}/s. Over budget: `rate_limited` with `retry_after` seconds, and the message is not
+acted on; {s.close_after_rejections} refusals within {budget.rejection_window_seconds} s close the connection.
 Connections close after
 {limits.idle_timeout_seconds} s idle and at most {limits.max_connection_seconds} s.
 

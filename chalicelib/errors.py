@@ -7,12 +7,23 @@ message text: the class decides the status and the machine-readable ``code``.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class AppError(Exception):
-    """Base of every error the service raises on purpose."""
+    """Base of every error the service raises on purpose. A subclass names its HTTP status and its
+    machine-readable code as class keywords (``class NotFound(AppError, status=404, code="not_found")``);
+    either left out is inherited."""
 
-    status_code = 500
-    code = "internal_error"
+    status_code: ClassVar[int] = 500
+    code: str = "internal_error"  # an instance may name its own (ProtocolError)
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
         super().__init__(message)
@@ -20,72 +31,59 @@ class AppError(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
-class ConfigurationError(AppError):
+class ConfigurationError(AppError, code="configuration_error"):
     """The environment is invalid; raised at cold start."""
 
-    status_code = 500
-    code = "configuration_error"
+
+class ValidationFailed(AppError, status=400, code="validation_error"): ...
 
 
-class ValidationFailed(AppError):
-    status_code = 400
-    code = "validation_error"
-
-
-class Unauthorized(AppError):
-    status_code = 401
-    code = "unauthorized"
+class Unauthorized(AppError, status=401, code="unauthorized"): ...
 
 
 class MissingCredentials(Unauthorized):
     """No token at all (RFC 6750 §3.1: the challenge then carries no error code)."""
 
 
-class Forbidden(AppError):
-    status_code = 403
-    code = "forbidden"
+class Forbidden(AppError, status=403, code="forbidden"): ...
 
 
-class NotFound(AppError):
-    status_code = 404
-    code = "not_found"
+class NotFound(AppError, status=404, code="not_found"): ...
 
 
-class SymbolNotFound(NotFound):
-    code = "symbol_not_found"
+class SymbolNotFound(NotFound, code="symbol_not_found"): ...
 
 
-class RateLimited(AppError):
-    status_code = 429
-    code = "rate_limited"
+class RateLimited(AppError, status=429, code="rate_limited"): ...
 
 
-class ServiceUnavailable(AppError):
+class ServiceUnavailable(AppError, status=503, code="service_unavailable"):
     """Nothing could serve the request: every source failed and no stale copy exists."""
 
-    status_code = 503
-    code = "service_unavailable"
 
-
-class StoreUnavailable(AppError):
+class StoreUnavailable(AppError, status=503, code="store_unavailable"):
     """The connection store (DynamoDB) failed or could not be reached."""
-
-    status_code = 503
-    code = "store_unavailable"
 
 
 # --- Provider-side failures: raised by adapters, consumed by the market-data service. ---
 
 
-class ProviderError(AppError):
-    """A provider could not answer. Subclasses say whether trying another provider makes sense."""
+class ProviderError(AppError, status=502, code="provider_error"):
+    """A provider could not answer. Subclasses say whether trying another provider makes sense, as class
+    keywords: ``retryable`` (worth asking the same provider again after a short backoff: network blips,
+    timeouts, 5xx) and ``counts_as_failure`` (counts towards opening the provider's circuit breaker)."""
 
-    status_code = 502
-    code = "provider_error"
-    # Worth asking the same provider again after a short backoff (network blips, timeouts, 5xx).
-    retryable = False
-    # Counts towards opening the provider's circuit breaker.
-    counts_as_failure = True
+    retryable: ClassVar[bool] = False
+    counts_as_failure: ClassVar[bool] = True
+
+    def __init_subclass__(
+        cls, *, retryable: bool | None = None, counts_as_failure: bool | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if retryable is not None:
+            cls.retryable = retryable
+        if counts_as_failure is not None:
+            cls.counts_as_failure = counts_as_failure
 
     def __init__(self, provider: str, detail: str, *, retry_after_seconds: int | None = None) -> None:
         super().__init__(f"{provider}: {detail}", retry_after_seconds=retry_after_seconds)
@@ -102,76 +100,49 @@ class ProviderError(AppError):
         )
 
 
-class ProviderUnavailable(ProviderError):
+class ProviderUnavailable(ProviderError, code="provider_unavailable", retryable=True):
     """Network failure or 5xx: retry with backoff, then try the next provider."""
 
-    code = "provider_unavailable"
-    retryable = True
 
-
-class ProviderAuthError(ProviderError):
+class ProviderAuthError(ProviderError, code="provider_auth_error"):
     """The provider refused our key or plan (401/402/403): next provider; retrying cannot help."""
 
-    code = "provider_auth_error"
 
-
-class ProviderNoData(ProviderError):
+class ProviderNoData(ProviderError, code="provider_no_data", counts_as_failure=False):
     """The provider answered but holds nothing for this request (e.g. no bars in the range): next provider."""
 
-    code = "provider_no_data"
-    counts_as_failure = False
 
-
-class ProviderUnsupported(ProviderError):
+class ProviderUnsupported(ProviderError, code="provider_unsupported", counts_as_failure=False):
     """The provider does not offer this request (an interval, a period): skipped, not a failure."""
 
-    code = "provider_unsupported"
-    counts_as_failure = False
+
+class ProviderTimeout(ProviderUnavailable, code="provider_timeout"): ...
 
 
-class ProviderTimeout(ProviderUnavailable):
-    code = "provider_timeout"
-
-
-class ProviderResponseCut(ProviderError):
+class ProviderResponseCut(ProviderError, code="provider_response_cut"):
     """The vendor's answer was cut: over the byte cap or still trickling at the deadline. A vendor
     failure (the breaker counts it); not retried (a second try would hold the Lambda as long again):
     the chain moves on to the next vendor."""
 
-    code = "provider_response_cut"
+
+class ProviderRateLimited(ProviderError, code="provider_rate_limited"): ...
 
 
-class ProviderRateLimited(ProviderError):
-    code = "provider_rate_limited"
-
-
-class ProviderParseError(ProviderError):
+class ProviderParseError(ProviderError, code="provider_parse_error"):
     """The provider answered with something that is not the documented payload."""
-
-    code = "provider_parse_error"
 
 
 # Raised by the provider chain itself, before any call: our own guards, not the vendor's answer.
-class QuotaExhausted(ProviderRateLimited):
+class QuotaExhausted(ProviderRateLimited, code="quota_exhausted", counts_as_failure=False):
     """Our own shared quota for the vendor is used up: skip it (never wait)."""
 
-    code = "quota_exhausted"
-    counts_as_failure = False
 
-
-class CircuitOpen(ProviderError):
+class CircuitOpen(ProviderError, code="circuit_open", counts_as_failure=False):
     """The vendor's breaker is open: skip it until the cool-down ends."""
 
-    code = "circuit_open"
-    counts_as_failure = False
 
-
-class ProviderSymbolNotFound(ProviderError):
+class ProviderSymbolNotFound(ProviderError, status=404, code="symbol_not_found", counts_as_failure=False):
     """The provider positively says the symbol does not exist."""
-
-    status_code = 404
-    code = "symbol_not_found"
-    counts_as_failure = False
 
 
 # Every 401 says the same to the client: naming the failure (expired, wrong audience, bad signature...)

@@ -28,7 +28,7 @@ from typing import Unpack
 import redis
 
 from chalicelib.adapters.redis_support import DegradingRedisAdapter, RedisOptions, subject_key
-from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity
+from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity, MessageBudgetLimits
 
 # KEYS: the connection's hash. ARGV: now ms, cost, connection capacity, connection refill per ms, user
 # capacity, user refill per ms, the user bucket key's prefix, rejection window ms, user bucket ttl ms.
@@ -103,9 +103,8 @@ class _LocalBudget:
                 self._buckets.pop(f"c:{gone}", None)
                 self._rejections.pop(gone, None)
 
-    def take(
-        self, connection_id: str, cost: int, now: float, conn: BucketLimits, user: BucketLimits, window: int
-    ) -> BudgetDecision:
+    def take(self, connection_id: str, cost: int, now: float, limits: MessageBudgetLimits) -> BudgetDecision:
+        conn, user = limits.per_connection, limits.per_user
         with self._lock:
             identity = self._identities.get(connection_id)
             if identity is None:
@@ -122,7 +121,7 @@ class _LocalBudget:
                 (cost - u) / user.refill_per_second if u < cost else 0.0,
             )
             since, count = self._rejections.get(connection_id, (now, 0))
-            if now - since >= window:
+            if now - since >= limits.rejection_window_seconds:
                 since, count = now, 0
             self._rejections[connection_id] = (since, count + 1)
             return BudgetDecision(
@@ -157,16 +156,9 @@ class RedisMessageBudget(DegradingRedisAdapter):
 
         self._guarded("register", write, None)
 
-    def take(
-        self,
-        connection_id: str,
-        cost: int,
-        *,
-        per_connection: BucketLimits,
-        per_user: BucketLimits,
-        rejection_window_seconds: int,
-    ) -> BudgetDecision:
+    def take(self, connection_id: str, cost: int, limits: MessageBudgetLimits) -> BudgetDecision:
         now = self._clock()
+        per_connection, per_user = limits.per_connection, limits.per_user
         user_ttl_ms = int(per_user.capacity / per_user.refill_per_second * 1000) + 60_000
         result = self._guarded(
             "take",
@@ -180,14 +172,14 @@ class RedisMessageBudget(DegradingRedisAdapter):
                     per_user.capacity,
                     repr(per_user.refill_per_second / 1000),
                     self._key("ws:budget:user:"),
-                    rejection_window_seconds * 1000,
+                    limits.rejection_window_seconds * 1000,
                     user_ttl_ms,
                 ],
             ),
             None,
         )
         if result is None:
-            return self._local.take(connection_id, cost, now, per_connection, per_user, rejection_window_seconds)
+            return self._local.take(connection_id, cost, now, limits)
         return self._decision(result)
 
     @staticmethod

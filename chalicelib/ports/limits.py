@@ -76,6 +76,16 @@ class BucketLimits:
 
 
 @dataclass(frozen=True)
+class MessageBudgetLimits:
+    """What a client message's cost is taken from: its connection's bucket and its user's (all the user's
+    connections share one); refusals are counted within the rejection window."""
+
+    per_connection: BucketLimits
+    per_user: BucketLimits
+    rejection_window_seconds: int
+
+
+@dataclass(frozen=True)
 class ConnectionIdentity:
     """Who holds a WebSocket connection, and until when its token is valid (epoch seconds; None: unknown)."""
 
@@ -105,15 +115,7 @@ class MessageBudget(Protocol):
         """Remember who holds the connection (at $connect), with full buckets."""
         ...
 
-    def take(
-        self,
-        connection_id: str,
-        cost: int,
-        *,
-        per_connection: BucketLimits,
-        per_user: BucketLimits,
-        rejection_window_seconds: int,
-    ) -> BudgetDecision:
+    def take(self, connection_id: str, cost: int, limits: MessageBudgetLimits) -> BudgetDecision:
         """Atomically take ``cost`` from both buckets, or nothing when either lacks it (then count a
         rejection). Never raises for an unreachable backend: each container then keeps its own buckets,
         so a flood is still refused (per container) rather than let through."""

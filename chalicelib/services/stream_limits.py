@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.ports import BucketLimits
+from chalicelib.ports import BucketLimits, MessageBudgetLimits
 from chalicelib.services.frames import API_GATEWAY_FRAME_BYTES
 from chalicelib.settings import Settings
 
 # API Gateway closes every WebSocket connection after 2 hours.
 API_GATEWAY_MAX_CONNECTION_SECONDS = 2 * 3600
 
-_CONNECTION_BUDGET = BucketLimits(capacity=60, refill_per_second=1.0)
-_USER_BUDGET = BucketLimits(capacity=150, refill_per_second=2.5)
+_MESSAGE_BUDGET = MessageBudgetLimits(
+    per_connection=BucketLimits(capacity=60, refill_per_second=1.0),
+    per_user=BucketLimits(capacity=150, refill_per_second=2.5),
+    rejection_window_seconds=60,
+)
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,8 @@ class StreamingLimits:
     resync_interval_seconds: int = 10
     shard_count: int = 16  # WS_SHARD_COUNT: a connection's shard is shard_for(its id, shard_count)
     max_symbols_per_user: int = 100
-    connection_budget: BucketLimits = _CONNECTION_BUDGET
-    user_budget: BucketLimits = _USER_BUDGET
-    close_after_rejections: int = 10
-    rejection_window_seconds: int = 60
+    message_budget: MessageBudgetLimits = _MESSAGE_BUDGET
+    close_after_rejections: int = 10  # refusals within the budget's rejection window that close a connection
 
     @property
     def connection_ttl_seconds(self) -> int:
@@ -45,10 +46,12 @@ class StreamingLimits:
             resync_interval_seconds=settings.ws_resync_interval_seconds,
             shard_count=settings.ws_shard_count,
             max_symbols_per_user=settings.ws_max_symbols_per_user,
-            connection_budget=BucketLimits(
-                settings.ws_budget_connection_capacity, settings.ws_budget_connection_refill_per_second
+            message_budget=MessageBudgetLimits(
+                per_connection=BucketLimits(
+                    settings.ws_budget_connection_capacity, settings.ws_budget_connection_refill_per_second
+                ),
+                per_user=BucketLimits(settings.ws_budget_user_capacity, settings.ws_budget_user_refill_per_second),
+                rejection_window_seconds=settings.ws_budget_rejection_window_seconds,
             ),
-            user_budget=BucketLimits(settings.ws_budget_user_capacity, settings.ws_budget_user_refill_per_second),
             close_after_rejections=settings.ws_budget_close_after_rejections,
-            rejection_window_seconds=settings.ws_budget_rejection_window_seconds,
         )

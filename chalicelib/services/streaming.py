@@ -78,13 +78,10 @@ logger = observability.logger
 _TOKEN_EXPIRED = "the token this connection was opened with has expired; reconnect with a fresh token"  # noqa: S105 - a message
 
 
-class TooManyConnections(AppError):
-    status_code = 429
-    code = "too_many_connections"
+class TooManyConnections(AppError, status=429, code="too_many_connections"): ...
 
 
-class UnknownFormat(ValidationFailed):
-    code = "unknown_format"
+class UnknownFormat(ValidationFailed, code="unknown_format"): ...
 
 
 def parse_format(value: str | None) -> StreamFormat:
@@ -239,14 +236,7 @@ class StreamingService(FanOut):
         """The budget's decision; None for a connection neither the budget nor the store knows. The
         budget learns a connection it lost (Redis restarted, or down and this container never saw its
         $connect) from the store: a read, no write."""
-        take = functools.partial(
-            self._budget.take,
-            connection_id,
-            cost,
-            per_connection=self._limits.connection_budget,
-            per_user=self._limits.user_budget,
-            rejection_window_seconds=self._limits.rejection_window_seconds,
-        )
+        take = functools.partial(self._budget.take, connection_id, cost, self._limits.message_budget)
         decision = take()
         if decision.identity is not None:
             return decision

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from chalicelib.adapters.redis_ws_budget import RedisMessageBudget
-from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity, MessageBudget
+from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity, MessageBudget, MessageBudgetLimits
 from infra.local.run import free_port
 from tests.fakes.ws_budget import InMemoryMessageBudget
 
@@ -44,7 +44,9 @@ def make_budget(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Ma
 
 
 def _take(budget: MessageBudget, connection_id: str, cost: int, *, user: BucketLimits = USER) -> BudgetDecision:
-    return budget.take(connection_id, cost, per_connection=CONN, per_user=user, rejection_window_seconds=60)
+    return budget.take(
+        connection_id, cost, MessageBudgetLimits(per_connection=CONN, per_user=user, rejection_window_seconds=60)
+    )
 
 
 def test_a_bucket_gives_its_capacity_then_refuses_with_the_wait_then_refills(make_budget: MakeBudget) -> None:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity
+from chalicelib.ports import BucketLimits, BudgetDecision, ConnectionIdentity, MessageBudgetLimits
 from tests.fakes.clock import FakeClock
 
 
@@ -43,16 +43,9 @@ class InMemoryMessageBudget:
         with self._lock:
             self._connections[connection_id] = _Connection(identity, self._clock() + ttl_seconds)
 
-    def take(
-        self,
-        connection_id: str,
-        cost: int,
-        *,
-        per_connection: BucketLimits,
-        per_user: BucketLimits,
-        rejection_window_seconds: int,
-    ) -> BudgetDecision:
+    def take(self, connection_id: str, cost: int, limits: MessageBudgetLimits) -> BudgetDecision:
         now = self._clock()
+        per_connection, per_user = limits.per_connection, limits.per_user
         with self._lock:
             connection = self._connections.get(connection_id)
             if connection is not None and now >= connection.expires_at:
@@ -72,7 +65,7 @@ class InMemoryMessageBudget:
                 (cost - c) / per_connection.refill_per_second if c < cost else 0.0,
                 (cost - u) / per_user.refill_per_second if u < cost else 0.0,
             )
-            if now - connection.rejections_since >= rejection_window_seconds:
+            if now - connection.rejections_since >= limits.rejection_window_seconds:
                 connection.rejections, connection.rejections_since = 0, now
             connection.rejections += 1
             return BudgetDecision(

@@ -5,6 +5,7 @@ the Chalice handlers: tests/app/test_websocket_handlers.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,10 @@ def test_the_batch_format_gets_one_frame_per_round(world: World) -> None:
 
 
 def test_the_message_budget_refuses_a_flood_with_retry_after() -> None:
-    world = _world(connection_budget=BucketLimits(capacity=2, refill_per_second=0.1))
+    budget = dataclasses.replace(
+        StreamingLimits().message_budget, per_connection=BucketLimits(capacity=2, refill_per_second=0.1)
+    )
+    world = _world(message_budget=budget)
     world.service.connect("c1", "alice")
     ping = {"type": "ping"}
     assert [world.send("c1", ping)[0]["type"] for _ in range(2)] == ["pong", "pong"]
