@@ -41,12 +41,9 @@ class JwtAlgorithm(StrEnum):
     RS256 = "RS256"
 
 
-_TABLE_SUFFIXES = {
-    "connections_table": "connections",
-    "subscriptions_table": "subscriptions",
-    "registry_table": "registry",
-    "job_runs_table": "job-runs",
-}
+# The DynamoDB table settings. Each defaults to infra/template.yaml's `market-data-<stage>-<table>`, where
+# <table> is the setting's name without "_table", dashed: job_runs_table → market-data-dev-job-runs.
+_TABLE_FIELDS = ("connections_table", "subscriptions_table", "registry_table", "job_runs_table")
 
 
 def _split_origins(value: Any) -> Any:
@@ -317,8 +314,8 @@ class Settings(BaseModel):
         if isinstance(data, dict):
             data = dict(data)  # never change the caller's mapping
             stage = str(data.get("stage", Stage.LOCAL.value))
-            for field, suffix in _TABLE_SUFFIXES.items():
-                data.setdefault(field, f"market-data-{stage}-{suffix}")
+            for field in _TABLE_FIELDS:
+                data.setdefault(field, f"market-data-{stage}-{field.removesuffix('_table').replace('_', '-')}")
         return data
 
     @property
