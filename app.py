@@ -16,6 +16,7 @@ from chalicelib.http_api import (
     ASYNCAPI_PATH,
     OPENAPI_PATH,
     api_view,
+    decide_rate_limit_now,
     http_middleware,
     json_response,
     parse_body,
@@ -94,15 +95,19 @@ def route(doc: RouteDoc) -> Callable[[Callable[..., Response]], Callable[..., Re
     def decorate(fn: Callable[..., Response]) -> Callable[..., Response]:
         ROUTES.append(doc)
         handler = fn
-        if doc.operator:
+        if doc.operator or not doc.reads_cache_first:
 
             @functools.wraps(fn)
-            def operators_only(*args: Any, **kwargs: Any) -> Response:
-                # Before the handler parses anything: a non-operator learns nothing about the endpoint.
-                require_operator(app.current_request)
+            def guarded(*args: Any, **kwargs: Any) -> Response:
+                request = app.current_request
+                if doc.operator:
+                    # Before the handler parses anything: a non-operator learns nothing about the endpoint.
+                    require_operator(request)
+                if not doc.reads_cache_first:
+                    decide_rate_limit_now(request)
                 return fn(*args, **kwargs)
 
-            handler = operators_only
+            handler = guarded
         wrapped = view(handler)
         app.route(doc.path, methods=[doc.method], authorizer=jwt_authorizer)(wrapped)
         app.route(doc.path, methods=["OPTIONS"])(wrapped)
@@ -125,7 +130,11 @@ def _no_query() -> None:
 
 @route(
     RouteDoc(
-        "/api/v1/market/overview", "GET", "Indices, sectors, movers and sentiment in one payload", OverviewResponse
+        "/api/v1/market/overview",
+        "GET",
+        "Indices, sectors, movers and sentiment in one payload",
+        OverviewResponse,
+        reads_cache_first=True,
     )
 )
 def get_overview() -> Response:
@@ -133,27 +142,45 @@ def get_overview() -> Response:
     return json_response(_market().get_overview(deadline=_deadline()))
 
 
-@route(RouteDoc("/api/v1/market/indices", "GET", "S&P 500, Dow, Nasdaq Composite, Russell 2000, VIX", IndicesResponse))
+@route(
+    RouteDoc(
+        "/api/v1/market/indices", "GET", "S&P 500, Dow, Nasdaq Composite, Russell 2000, VIX", IndicesResponse,
+        reads_cache_first=True,
+    )
+)  # fmt: skip
 def get_indices() -> Response:
     _no_query()
     return json_response(_market().get_indices(deadline=_deadline()))
 
 
-@route(RouteDoc("/api/v1/market/sectors", "GET", "Performance of the 11 GICS sectors", SectorsResponse))
+@route(
+    RouteDoc(
+        "/api/v1/market/sectors", "GET", "Performance of the 11 GICS sectors", SectorsResponse,
+        reads_cache_first=True,
+    )
+)  # fmt: skip
 def get_sectors() -> Response:
     _no_query()
     return json_response(_market().get_sectors(deadline=_deadline()))
 
 
 @route(
-    RouteDoc("/api/v1/market/movers", "GET", "Top gainers, losers or most active", MoversResponse, query=MoversQuery)
-)
+    RouteDoc(
+        "/api/v1/market/movers", "GET", "Top gainers, losers or most active", MoversResponse, query=MoversQuery,
+        reads_cache_first=True,
+    )
+)  # fmt: skip
 def get_movers() -> Response:
     query = parse_query(MoversQuery, app.current_request)
     return json_response(_market().get_movers(query.type, query.limit, deadline=_deadline()))
 
 
-@route(RouteDoc("/api/v1/market/sentiment", "GET", "Composite market sentiment (formula in README)", SentimentResponse))
+@route(
+    RouteDoc(
+        "/api/v1/market/sentiment", "GET", "Composite market sentiment (formula in README)", SentimentResponse,
+        reads_cache_first=True,
+    )
+)  # fmt: skip
 def get_sentiment() -> Response:
     _no_query()
     return json_response(_market().get_sentiment(deadline=_deadline()))
@@ -167,6 +194,7 @@ def get_sentiment() -> Response:
         QuoteResponse,
         path_params=_SYMBOL,
         errors=(404,),
+        reads_cache_first=True,
     )
 )
 def get_quote(symbol: str) -> Response:
@@ -181,6 +209,7 @@ def get_quote(symbol: str) -> Response:
         "Many quotes; per-symbol errors inside a 200",
         BatchQuotesResponse,
         query=QuotesQuery,
+        reads_cache_first=True,
     )
 )
 def get_quotes() -> Response:
@@ -203,6 +232,7 @@ def get_quotes() -> Response:
     RouteDoc(
         "/api/v1/market/historical/{symbol}", "GET", "Price history (OHLCV bars, oldest first)", HistoricalResponse,
         query=HistoricalQuery, path_params=_SYMBOL, errors=(404,), description=history_combinations(),
+        reads_cache_first=True,
     )
 )  # fmt: skip
 def get_historical(symbol: str) -> Response:
@@ -215,7 +245,7 @@ def get_historical(symbol: str) -> Response:
 @route(
     RouteDoc(
         "/api/v1/market/profile/{symbol}", "GET", "Company profile", ProfileResponse,
-        path_params=_SYMBOL, errors=(404,),
+        path_params=_SYMBOL, errors=(404,), reads_cache_first=True,
     )
 )  # fmt: skip
 def get_profile(symbol: str) -> Response:
@@ -226,7 +256,7 @@ def get_profile(symbol: str) -> Response:
 @route(
     RouteDoc(
         "/api/v1/market/news/{symbol}", "GET", "Recent news about a symbol", NewsResponse,
-        query=NewsQuery, path_params=_SYMBOL, errors=(404,),
+        query=NewsQuery, path_params=_SYMBOL, errors=(404,), reads_cache_first=True,
     )
 )  # fmt: skip
 def get_news(symbol: str) -> Response:
@@ -237,7 +267,7 @@ def get_news(symbol: str) -> Response:
 @route(
     RouteDoc(
         "/api/v1/market/search", "POST", "Search symbols by ticker or name", SearchResponse, body=SearchRequest,
-        errors=(415,),
+        errors=(415,), reads_cache_first=True,
     )
 )  # fmt: skip
 def search() -> Response:

@@ -183,12 +183,16 @@ def require_operator(request: Request | None) -> Principal:
     if principal is None or not principal.is_operator:
         logger.info("operator endpoint refused", extra={"user": principal.subject if principal else None})
         raise Forbidden("this endpoint is for operators only")
-    # Operator endpoints read DynamoDB and run jobs before any Redis round trip could carry the
-    # caller's rate-limit hit: decide it now (the middleware turns a refusal into the 429).
+    return principal
+
+
+def decide_rate_limit_now(request: Request | None) -> None:
+    """Before a handler whose first I/O is not the cache read (RouteDoc.reads_cache_first): settle the
+    caller's rate-limit hit on its own, so nothing the handler does happens over a spent budget (the
+    middleware turns the refusal into the standard 429 with its headers)."""
     pending = ((request.context.get("authorizer") or {}) if request is not None else {}).get("rate_limit")
     if pending is not None and not pending.decision().allowed:
         raise RateLimited("the rate limit is spent")
-    return principal
 
 
 def http_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:

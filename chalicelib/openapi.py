@@ -40,6 +40,10 @@ class RouteDoc:
     public: bool = False
     # Operators only (the identity provider's operator group or scope); everyone else gets 403.
     operator: bool = False
+    # The handler's first I/O is the market-data cache read (Redis): the per-user rate-limit hit rides that
+    # read's round trip, so a cached request costs one. Any other route has the hit decided before its
+    # handler runs (nothing it does happens for a user whose budget is spent).
+    reads_cache_first: bool = False
     # Statuses besides COMMON_ERRORS this route can answer (404 unknown symbol, ...); 403 comes with operator.
     errors: tuple[int, ...] = ()
     description: str | None = None

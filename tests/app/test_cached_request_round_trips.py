@@ -130,7 +130,7 @@ def test_a_spent_budget_is_still_a_429_and_stops_before_any_upstream_call(
 @pytest.mark.parametrize(
     ("path", "operator", "status"),
     [
-        # An operator endpoint decides the budget before it reads DynamoDB (require_operator).
+        # A route that does not read the cache first decides the budget before its handler (operators' too).
         ("/api/v1/market/jobs/status", True, 200),
         # A request refused by validation before any Redis call: decided after the handler.
         ("/api/v1/market/quote/" + "A" * 40, False, 400),
@@ -153,3 +153,47 @@ def test_every_request_costs_its_user_exactly_one_unit(
     assert response.status_code == status
     limit = int(response.headers["X-RateLimit-Limit"])
     assert int(response.headers["X-RateLimit-Remaining"]) == limit - 1
+
+
+def test_routes_that_do_not_read_the_cache_first_decide_the_budget_before_their_handler(
+    strict_budget: Client, auth_headers: dict[str, str]
+) -> None:
+    # GIVEN a route whose first I/O is not the cache read, with a handler that records whether it ran
+    (providers_route,) = [doc for doc in app_module.ROUTES if doc.path == "/api/v1/market/providers"]
+    assert not providers_route.reads_cache_first
+    container = bootstrap.container()
+    real = container.provider_status
+    ran: list[bool] = []
+
+    class RecordingProviderStatus:
+        def status(self, *, detail: bool) -> Any:
+            ran.append(True)
+            return real.status(detail=detail)
+
+    container.__dict__["provider_status"] = RecordingProviderStatus()  # the container's cached property
+    # ... and a user who has spent its budget (3 a minute)
+    for _ in range(3):
+        assert strict_budget.http.get("/api/v1/market/providers", headers=auth_headers).status_code == 200
+    assert len(ran) == 3
+
+    # WHEN that user calls it again
+    response = strict_budget.http.get("/api/v1/market/providers", headers=auth_headers)
+
+    # THEN the answer is the standard 429 and the handler never ran
+    assert response.status_code == 429
+    assert json.loads(response.body)["error"]["code"] == "rate_limited"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert len(ran) == 3
+
+
+def test_the_routes_whose_hit_rides_the_cache_read_are_the_market_data_reads() -> None:
+    riding = {doc.path for doc in app_module.ROUTES if doc.reads_cache_first}
+    # Each of these reads the market-data cache (Redis) before anything else; operators' routes never ride.
+    assert riding == {
+        "/api/v1/market/" + name
+        for name in (
+            "overview", "indices", "sectors", "movers", "sentiment", "quote/{symbol}", "quotes",
+            "historical/{symbol}", "profile/{symbol}", "news/{symbol}", "search",
+        )
+    }  # fmt: skip
+    assert not any(doc.operator and doc.reads_cache_first for doc in app_module.ROUTES)
