@@ -23,6 +23,7 @@ from chalicelib.http_api import (
     principal_of,
     require_operator,
 )
+from chalicelib.market_api import batch_response, overview_response, to_wire
 from chalicelib.models.api import (
     MAX_BATCH_SYMBOLS,
     BatchQuotesResponse,
@@ -130,19 +131,19 @@ def _no_query() -> None:
 )
 def get_overview() -> Response:
     _no_query()
-    return json_response(_market().get_overview(deadline=_deadline()))
+    return json_response(overview_response(_market().get_overview(deadline=_deadline())))
 
 
 @route(RouteDoc("/api/v1/market/indices", "GET", "S&P 500, Dow, Nasdaq Composite, Russell 2000, VIX", IndicesResponse))
 def get_indices() -> Response:
     _no_query()
-    return json_response(_market().get_indices(deadline=_deadline()))
+    return json_response(to_wire(_market().get_indices(deadline=_deadline()), IndicesResponse))
 
 
 @route(RouteDoc("/api/v1/market/sectors", "GET", "Performance of the 11 GICS sectors", SectorsResponse))
 def get_sectors() -> Response:
     _no_query()
-    return json_response(_market().get_sectors(deadline=_deadline()))
+    return json_response(to_wire(_market().get_sectors(deadline=_deadline()), SectorsResponse))
 
 
 @route(
@@ -150,13 +151,13 @@ def get_sectors() -> Response:
 )
 def get_movers() -> Response:
     query = parse_query(MoversQuery, app.current_request)
-    return json_response(_market().get_movers(query.type, query.limit, deadline=_deadline()))
+    return json_response(to_wire(_market().get_movers(query.type, query.limit, deadline=_deadline()), MoversResponse))
 
 
 @route(RouteDoc("/api/v1/market/sentiment", "GET", "Composite market sentiment (formula in README)", SentimentResponse))
 def get_sentiment() -> Response:
     _no_query()
-    return json_response(_market().get_sentiment(deadline=_deadline()))
+    return json_response(to_wire(_market().get_sentiment(deadline=_deadline()), SentimentResponse))
 
 
 @route(
@@ -171,7 +172,9 @@ def get_sentiment() -> Response:
 )
 def get_quote(symbol: str) -> Response:
     _no_query()
-    return json_response(_market().get_quote(parse_symbol_parameter(symbol), deadline=_deadline()))
+    return json_response(
+        to_wire(_market().get_quote(parse_symbol_parameter(symbol), deadline=_deadline()), QuoteResponse)
+    )
 
 
 @route(
@@ -196,7 +199,7 @@ def get_quotes() -> Response:
             symbols.append(parse_symbol_parameter(entry))
         except ValidationFailed as exc:
             raise ValidationFailed(f"symbols: entry {position}: {exc.message}") from None
-    return json_response(_market().get_quotes(symbols, deadline=_deadline()))
+    return json_response(batch_response(_market().get_quotes(symbols, deadline=_deadline())))
 
 
 @route(
@@ -207,9 +210,10 @@ def get_quotes() -> Response:
 )  # fmt: skip
 def get_historical(symbol: str) -> Response:
     query = parse_query(HistoricalQuery, app.current_request)
-    return json_response(
-        _market().get_historical(parse_symbol_parameter(symbol), query.period, query.interval, deadline=_deadline())
+    history = _market().get_historical(
+        parse_symbol_parameter(symbol), query.period, query.interval, deadline=_deadline()
     )
+    return json_response(to_wire(history, HistoricalResponse))
 
 
 @route(
@@ -220,7 +224,9 @@ def get_historical(symbol: str) -> Response:
 )  # fmt: skip
 def get_profile(symbol: str) -> Response:
     _no_query()
-    return json_response(_market().get_profile(parse_symbol_parameter(symbol), deadline=_deadline()))
+    return json_response(
+        to_wire(_market().get_profile(parse_symbol_parameter(symbol), deadline=_deadline()), ProfileResponse)
+    )
 
 
 @route(
@@ -231,7 +237,8 @@ def get_profile(symbol: str) -> Response:
 )  # fmt: skip
 def get_news(symbol: str) -> Response:
     query = parse_query(NewsQuery, app.current_request)
-    return json_response(_market().get_news(parse_symbol_parameter(symbol), query.limit, deadline=_deadline()))
+    news = _market().get_news(parse_symbol_parameter(symbol), query.limit, deadline=_deadline())
+    return json_response(to_wire(news, NewsResponse))
 
 
 @route(
@@ -243,7 +250,7 @@ def get_news(symbol: str) -> Response:
 def search() -> Response:
     _no_query()
     request = parse_body(SearchRequest, app.current_request)
-    return json_response(_market().search(request.query, request.limit, deadline=_deadline()))
+    return json_response(to_wire(_market().search(request.query, request.limit, deadline=_deadline()), SearchResponse))
 
 
 @route(
