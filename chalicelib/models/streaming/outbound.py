@@ -1,5 +1,6 @@
 """What the service pushes to clients: acks, ``pong``, ``error``, the updates and the batch frame, and
-the fan-out's unit (StreamUpdate) with its builders.
+the fan-out's unit (StreamUpdate) with its builders, which make each update from the market-data
+service's answer (``Served``) and put its provenance on the wire in one place (``_update``).
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ class QuoteRefresh(Mapping[str, Served[Quote]]):
 
 @dataclass(frozen=True)
 class BatchQuote:
-    """One symbol of a batch, as the request spelled it when it is not a valid ticker: its served quote,
-    or the error that says why it has none."""
+    """One symbol of a batch (normalized; as the request spelled it when it is not a valid ticker): its
+    served quote, or the error that says why it has none."""
 
     symbol: str
     quote: Served[Quote] | None = None
