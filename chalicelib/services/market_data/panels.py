@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pydantic import BaseModel
-
 from chalicelib.errors import AppError, RateLimited, ServiceUnavailable
 from chalicelib.models.api import (
     IndexQuote,
@@ -24,7 +22,6 @@ from chalicelib.services import sentiment
 from chalicelib.services.market_data.reads import ChainReads, newest
 from chalicelib.services.provider_chain import AllProvidersFailed
 
-P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
 
 # The indices the dashboard shows, in display order (Yahoo's symbols; FMP uses the same).
