@@ -24,6 +24,7 @@ from chalicelib.http_api import (
     principal_of,
     require_operator,
 )
+from chalicelib.market_api import batch_response, overview_response, to_wire
 from chalicelib.models.api import (
     MAX_BATCH_SYMBOLS,
     BatchQuotesResponse,
@@ -139,7 +140,7 @@ def _no_query() -> None:
 )
 def get_overview() -> Response:
     _no_query()
-    return json_response(_market().get_overview(deadline=_deadline()))
+    return json_response(overview_response(_market().get_overview(deadline=_deadline())))
 
 
 @route(
@@ -150,7 +151,7 @@ def get_overview() -> Response:
 )  # fmt: skip
 def get_indices() -> Response:
     _no_query()
-    return json_response(_market().get_indices(deadline=_deadline()))
+    return json_response(to_wire(_market().get_indices(deadline=_deadline()), IndicesResponse))
 
 
 @route(
@@ -161,7 +162,7 @@ def get_indices() -> Response:
 )  # fmt: skip
 def get_sectors() -> Response:
     _no_query()
-    return json_response(_market().get_sectors(deadline=_deadline()))
+    return json_response(to_wire(_market().get_sectors(deadline=_deadline()), SectorsResponse))
 
 
 @route(
@@ -172,7 +173,7 @@ def get_sectors() -> Response:
 )  # fmt: skip
 def get_movers() -> Response:
     query = parse_query(MoversQuery, app.current_request)
-    return json_response(_market().get_movers(query.type, query.limit, deadline=_deadline()))
+    return json_response(to_wire(_market().get_movers(query.type, query.limit, deadline=_deadline()), MoversResponse))
 
 
 @route(
@@ -183,7 +184,7 @@ def get_movers() -> Response:
 )  # fmt: skip
 def get_sentiment() -> Response:
     _no_query()
-    return json_response(_market().get_sentiment(deadline=_deadline()))
+    return json_response(to_wire(_market().get_sentiment(deadline=_deadline()), SentimentResponse))
 
 
 @route(
@@ -199,7 +200,9 @@ def get_sentiment() -> Response:
 )
 def get_quote(symbol: str) -> Response:
     _no_query()
-    return json_response(_market().get_quote(parse_symbol_parameter(symbol), deadline=_deadline()))
+    return json_response(
+        to_wire(_market().get_quote(parse_symbol_parameter(symbol), deadline=_deadline()), QuoteResponse)
+    )
 
 
 @route(
@@ -225,7 +228,7 @@ def get_quotes() -> Response:
             symbols.append(parse_symbol_parameter(entry))
         except ValidationFailed as exc:
             raise ValidationFailed(f"symbols: entry {position}: {exc.message}") from None
-    return json_response(_market().get_quotes(symbols, deadline=_deadline()))
+    return json_response(batch_response(_market().get_quotes(symbols, deadline=_deadline())))
 
 
 @route(
@@ -237,9 +240,10 @@ def get_quotes() -> Response:
 )  # fmt: skip
 def get_historical(symbol: str) -> Response:
     query = parse_query(HistoricalQuery, app.current_request)
-    return json_response(
-        _market().get_historical(parse_symbol_parameter(symbol), query.period, query.interval, deadline=_deadline())
+    history = _market().get_historical(
+        parse_symbol_parameter(symbol), query.period, query.interval, deadline=_deadline()
     )
+    return json_response(to_wire(history, HistoricalResponse))
 
 
 @route(
@@ -250,7 +254,9 @@ def get_historical(symbol: str) -> Response:
 )  # fmt: skip
 def get_profile(symbol: str) -> Response:
     _no_query()
-    return json_response(_market().get_profile(parse_symbol_parameter(symbol), deadline=_deadline()))
+    return json_response(
+        to_wire(_market().get_profile(parse_symbol_parameter(symbol), deadline=_deadline()), ProfileResponse)
+    )
 
 
 @route(
@@ -261,7 +267,8 @@ def get_profile(symbol: str) -> Response:
 )  # fmt: skip
 def get_news(symbol: str) -> Response:
     query = parse_query(NewsQuery, app.current_request)
-    return json_response(_market().get_news(parse_symbol_parameter(symbol), query.limit, deadline=_deadline()))
+    news = _market().get_news(parse_symbol_parameter(symbol), query.limit, deadline=_deadline())
+    return json_response(to_wire(news, NewsResponse))
 
 
 @route(
@@ -273,7 +280,7 @@ def get_news(symbol: str) -> Response:
 def search() -> Response:
     _no_query()
     request = parse_body(SearchRequest, app.current_request)
-    return json_response(_market().search(request.query, request.limit, deadline=_deadline()))
+    return json_response(to_wire(_market().search(request.query, request.limit, deadline=_deadline()), SearchResponse))
 
 
 @route(

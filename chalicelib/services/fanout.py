@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from chalicelib import observability
 from chalicelib.errors import StoreUnavailable
-from chalicelib.models.market import QuoteResponse
+from chalicelib.models.market import Quote
+from chalicelib.models.served import Served
 from chalicelib.models.streaming import QUOTE_TOPIC_PREFIX, StreamUpdate, quote_update
 from chalicelib.ports import (
     Broadcaster,
@@ -317,5 +318,5 @@ class FanOut:
         )
         return report
 
-    def publish_quotes(self, quotes: Sequence[QuoteResponse], broadcaster: Broadcaster) -> PublishReport:
+    def publish_quotes(self, quotes: Sequence[Served[Quote]], broadcaster: Broadcaster) -> PublishReport:
         return self.publish([quote_update(q) for q in quotes], broadcaster)

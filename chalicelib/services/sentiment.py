@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from chalicelib.models.api import IndicesResponse, SectorsResponse, SentimentComponent, SentimentPayload
+from chalicelib.models.api import IndicesPayload, SectorsPayload, SentimentComponent, SentimentPayload
 
 FORMULA = (
     "score = 50 * (1 + sum(w*s) / sum(w)) over available components; "
@@ -40,7 +40,7 @@ def label_for(score: float) -> str:
     return "extreme greed"
 
 
-def composite(indices: IndicesResponse | None, sectors: SectorsResponse | None) -> SentimentPayload | None:
+def composite(indices: IndicesPayload | None, sectors: SectorsPayload | None) -> SentimentPayload | None:
     """The composite from what is available; None when no input is."""
     by_symbol = {q.symbol: q for q in indices.indices} if indices else {}
     vix = by_symbol.get("^VIX")

@@ -103,8 +103,7 @@ class Subscriptions:
             )
         if any(t.startswith(QUOTE_TOPIC_PREFIX) for t in requested):
             self._check_user_symbols(connection, requested, now)
-        quotes = self.market.get_quotes(list(request.symbols)) if request.symbols else None
-        items = quotes.quotes if quotes else []
+        items = self.market.get_quotes(list(request.symbols)) if request.symbols else []
         # Stored only once known to exist: quoted (cache or provider), or, when no provider can answer
         # right now, listed in the bundled S&P 500 list (its updates follow once a provider answers).
         # Anything else is never stored: nothing would arrive for it, and every refresh would pay for it.
@@ -161,7 +160,7 @@ class Subscriptions:
         snapshots: list[StreamUpdate] = []
         if wanted.symbols:
             batch = self.market.get_quotes(list(wanted.symbols))
-            snapshots.extend(quote_update(item.quote, snapshot=True) for item in batch.quotes if item.quote)
+            snapshots.extend(quote_update(item.quote, snapshot=True) for item in batch if item.quote)
         snapshots.extend(self._channel_snapshots(wanted.channels))
         return snapshots
 

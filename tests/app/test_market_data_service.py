@@ -21,7 +21,8 @@ from chalicelib.adapters.providers.yahoo import YahooProvider
 from chalicelib.adapters.redis_cache import RedisCache
 from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
 from chalicelib.errors import ServiceUnavailable, SymbolNotFound
-from chalicelib.models.market import Quote, QuoteResponse
+from chalicelib.models.market import Quote
+from chalicelib.models.served import Served
 from chalicelib.ports import QuotaLimits
 from chalicelib.services.market_data import CacheTimings, MarketDataService, stored_document
 from chalicelib.services.provider_chain import ProviderChain, RetryPolicy
@@ -103,9 +104,9 @@ def test_miss_fetches_then_hit_serves_from_cache(make_service: MakeService, redi
     first = service.get_quote("AAPL")
     second = service.get_quote("AAPL")
 
-    assert (first.cached, first.stale, first.source) == (False, False, "yahoo")
-    assert (second.cached, second.stale) == (True, False)
-    assert second.price == first.price == 244.6
+    assert (first.provenance.cached, first.provenance.stale, first.provenance.source) == (False, False, "yahoo")
+    assert (second.provenance.cached, second.provenance.stale) == (True, False)
+    assert second.payload.price == first.payload.price == 244.6
     assert quote_calls(transport) == 1
     assert redis_client.exists("svc:quote:AAPL") == 1
     stats = service.cache_stats().kinds["quote"]
@@ -118,11 +119,11 @@ def test_expired_quote_is_fetched_again(make_service: MakeService, clock: FakeCl
     service.get_quote("AAPL")
 
     clock.now += 59
-    assert service.get_quote("AAPL").cached is True
+    assert service.get_quote("AAPL").provenance.cached is True
     clock.now += 2  # 61 s after the fetch: past the spec's 60 s quote TTL
     refreshed = service.get_quote("AAPL")
 
-    assert refreshed.cached is False
+    assert refreshed.provenance.cached is False
     assert quote_calls(transport) == 2
 
 
@@ -134,9 +135,9 @@ def test_stale_copy_is_served_when_every_provider_fails(make_service: MakeServic
 
     answer = service.get_quote("AAPL")
 
-    assert (answer.cached, answer.stale) == (True, True)
-    assert answer.price == 244.6
-    assert answer.source == "yahoo"  # who served it originally, not a made-up label
+    assert (answer.provenance.cached, answer.provenance.stale) == (True, True)
+    assert answer.payload.price == 244.6
+    assert answer.provenance.source == "yahoo"  # who served it originally, not a made-up label
 
 
 def test_no_copy_and_failing_providers_is_a_clear_503(make_service: MakeService) -> None:
@@ -175,7 +176,7 @@ def test_concurrent_misses_make_one_upstream_call(redis_url: str, clock: FakeClo
         )
         barrier.wait()
         try:
-            results.append(service.get_quote("AAPL").price)
+            results.append(service.get_quote("AAPL").payload.price)
         except BaseException as exc:
             errors.append(exc)
 
@@ -199,7 +200,7 @@ def test_a_stuck_lock_holder_delays_but_does_not_block(make_service: MakeService
 
     answer = service.get_quote("AAPL")
 
-    assert answer.cached is False
+    assert answer.provenance.cached is False
     assert quote_calls(transport) == 1
 
 
@@ -215,8 +216,8 @@ def test_unreachable_redis_serves_uncached(make_service: MakeService, clock: Fak
 
     first, second = service.get_quote("AAPL"), service.get_quote("AAPL")
 
-    assert (first.cached, second.cached) == (False, False)
-    assert first.price == 244.6
+    assert (first.provenance.cached, second.provenance.cached) == (False, False)
+    assert first.payload.price == 244.6
     assert quote_calls(transport) == 2
     assert service.cache_stats().available is False
 
@@ -227,7 +228,7 @@ def test_unreadable_cached_value_is_a_miss(make_service: MakeService, redis_clie
     RedisCache(redis_client, key_prefix="svc:").set(
         "quote:AAPL", '{"not": "a quote"}', fresh_ttl_seconds=60, stale_ttl_seconds=60
     )
-    assert service.get_quote("AAPL").cached is False
+    assert service.get_quote("AAPL").provenance.cached is False
     assert quote_calls(transport) == 1
 
 
@@ -290,17 +291,17 @@ def test_a_cache_hit_decodes_one_json_document_once(
     assert document["v"]["data"]["price"] == 244.6
     assert document["v"]["source"] == "yahoo"
 
-    def one() -> QuoteResponse | None:
+    def one() -> Served[Quote] | None:
         return service.get_quote("AAPL")
 
-    def batch() -> QuoteResponse | None:
-        return service.get_quotes(["AAPL"]).quotes[0].quote
+    def batch() -> Served[Quote] | None:
+        return service.get_quotes(["AAPL"])[0].quote
 
     for read in (one, batch):
         decodes.update({"json.loads": 0, "model_validate_json": 0})
         answer = read()
         assert answer is not None
-        assert (answer.cached, answer.price) == (True, 244.6)
+        assert (answer.provenance.cached, answer.payload.price) == (True, 244.6)
         assert decodes == {"json.loads": 1, "model_validate_json": 0}
     assert quote_calls(transport) == 1
 
@@ -340,10 +341,10 @@ def test_concurrent_batch_and_single_misses_make_one_upstream_call(
         barrier.wait()
         try:
             if batch:
-                quote = service.get_quotes(["AAPL"]).quotes[0].quote
-                results.append(quote.price if quote is not None else None)
+                quote = service.get_quotes(["AAPL"])[0].quote
+                results.append(quote.payload.price if quote is not None else None)
             else:
-                results.append(service.get_quote("AAPL").price)
+                results.append(service.get_quote("AAPL").payload.price)
         except BaseException as exc:
             errors.append(exc)
 
@@ -376,11 +377,12 @@ def test_a_batch_waits_for_a_symbol_another_caller_is_fetching(
 
     thread = threading.Thread(target=fill)
     thread.start()
-    item = make_service(transport).get_quotes(["AAPL"]).quotes[0]
+    item = make_service(transport).get_quotes(["AAPL"])[0]
     thread.join()
 
     assert item.quote is not None
-    assert (item.quote.cached, item.quote.stale, item.quote.price) == (True, False, 250.0)
+    provenance = item.quote.provenance
+    assert (provenance.cached, provenance.stale, item.quote.payload.price) == (True, False, 250.0)
     assert quote_calls(transport) == 0
 
 
@@ -390,10 +392,10 @@ def test_a_batch_with_a_stuck_lock_holder_fetches_after_the_wait(
     transport = yahoo_transport([recorded("quote_AAPL")])
     assert RedisCache(redis_client, key_prefix="svc:").acquire_lock("quote:AAPL", ttl_seconds=30) is not None
 
-    item = make_service(transport, lock_wait_seconds=0.2).get_quotes(["AAPL"]).quotes[0]
+    item = make_service(transport, lock_wait_seconds=0.2).get_quotes(["AAPL"])[0]
 
     assert item.quote is not None
-    assert item.quote.cached is False
+    assert item.quote.provenance.cached is False
     assert quote_calls(transport) == 1
 
 
@@ -408,7 +410,7 @@ def test_a_refresh_returns_what_it_fetched_with_its_upstream_calls(make_service:
     refreshed = service.refresh_quotes(["AAPL", "AAPL"])
 
     assert list(refreshed) == ["AAPL"]
-    assert refreshed["AAPL"].cached is False  # fetched although the cached copy was fresh
+    assert refreshed["AAPL"].provenance.cached is False  # fetched although the cached copy was fresh
     assert refreshed.upstream_calls == {"yahoo": 1}
     assert quote_calls(transport) == 2
     # A refresh is not a reader: no lookup counted.

@@ -206,7 +206,7 @@ def test_a_failing_vendor_is_opened_by_the_breaker_skipped_then_probed(
     transport.answer("yahoo", CannedResponse(502, b"bad gateway", "text/plain")).answer("fmp", FMP_AAPL)
 
     for _ in range(2):
-        assert service.refresh_quotes(["AAPL"])["AAPL"].source == "fmp"
+        assert service.refresh_quotes(["AAPL"])["AAPL"].provenance.source == "fmp"
     # Two failed calls (each two requests: yfinance repeats once on an HTTP error status).
     assert transport.calls == {"yahoo": 4, "fmp": 2}
     status = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
@@ -214,12 +214,12 @@ def test_a_failing_vendor_is_opened_by_the_breaker_skipped_then_probed(
     # The error's code, not the vendor's words (those are in the logs only).
     assert status.last_error == "provider_unavailable"
 
-    assert service.refresh_quotes(["AAPL"])["AAPL"].source == "fmp"
+    assert service.refresh_quotes(["AAPL"])["AAPL"].provenance.source == "fmp"
     assert transport.calls["yahoo"] == 4, "open breaker: Yahoo is skipped without a request"
 
     time.sleep(0.6)
     transport.answer("yahoo", YAHOO_AAPL)
-    assert service.refresh_quotes(["AAPL"])["AAPL"].source == "yahoo", "half-open probe succeeds"
+    assert service.refresh_quotes(["AAPL"])["AAPL"].provenance.source == "yahoo", "half-open probe succeeds"
     assert transport.calls["yahoo"] == 5
     status = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
     assert status.breaker_state == "closed"
@@ -232,8 +232,8 @@ def test_an_exhausted_shared_quota_skips_the_vendor_without_waiting(
     transport.answer("yahoo", YAHOO_AAPL).answer("fmp", FMP_AAPL)
     service = container.market_data
     started = time.monotonic()
-    assert service.refresh_quotes(["AAPL"])["AAPL"].source == "yahoo"
-    assert service.refresh_quotes(["AAPL"])["AAPL"].source == "fmp"
+    assert service.refresh_quotes(["AAPL"])["AAPL"].provenance.source == "yahoo"
+    assert service.refresh_quotes(["AAPL"])["AAPL"].provenance.source == "fmp"
     assert time.monotonic() - started < 5
     assert transport.calls == {"yahoo": 1, "fmp": 1}
     yahoo = {p.name: p for p in container.provider_status.status(detail=True).providers}["yahoo"]
@@ -263,7 +263,7 @@ def test_when_yahoo_is_down_fmp_batches_too(
     symbols = [f"S{i:03d}" for i in range(count - 1)] + ["AAPL"]
     transport.answer("yahoo", requests.ConnectionError("down")).answer("fmp", FMP_AAPL)
     refreshed = container.market_data.refresh_quotes(symbols)
-    assert refreshed["AAPL"].source == "fmp"
+    assert refreshed["AAPL"].provenance.source == "fmp"
     fmp = container.providers[1]
     yahoo = container.providers[0]
     assert transport.calls == {
@@ -283,10 +283,10 @@ def test_fifty_concurrent_misses_on_one_symbol_make_one_upstream_call(
         quotes = list(pool.map(lambda _: service.get_quote("AAPL"), range(50)))
 
     assert transport.calls == {"yahoo": 1}
-    assert {q.price for q in quotes} == {
+    assert {q.payload.price for q in quotes} == {
         json.loads(YAHOO_AAPL.body)["quoteResponse"]["result"][0]["regularMarketPrice"]
     }
-    assert sum(1 for q in quotes if not q.cached) == 1
+    assert sum(1 for q in quotes if not q.provenance.cached) == 1
 
 
 def test_batch_endpoint_reports_per_symbol_errors_inside_a_200(api: Client, transport: VendorTransport) -> None:

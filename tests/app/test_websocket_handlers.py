@@ -17,7 +17,8 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib import bootstrap
-from chalicelib.models.market import QuoteResponse
+from chalicelib.models.market import Quote
+from chalicelib.models.served import Served
 from chalicelib.models.streaming import quote_update
 from chalicelib.ports import ConnectionRecord, DeliveryStatus, shard_for
 from chalicelib.settings import load_settings
@@ -341,9 +342,9 @@ def test_disconnect_removes_the_connection_and_all_its_subscriptions(ws: Lambda)
     assert store.subscribed_topics() == []  # the registry counted them down
 
 
-def _aapl(price: float) -> QuoteResponse:
+def _aapl(price: float) -> Served[Quote]:
     quote = _container().market_data.get_quote("AAPL")
-    return quote.model_copy(update={"price": price})
+    return quote.with_payload(quote.payload.model_copy(update={"price": price}))
 
 
 def test_publish_sends_to_subscribers_and_a_410_removes_the_stale_connection(
@@ -397,7 +398,9 @@ def test_expired_connections_are_not_fanned_out_to(ws: Lambda, broadcaster: Reco
     """DynamoDB's TTL deletes late (moto never): a subscription past its expiry is filtered on read."""
     store = _container().connection_store
     past = int(time.time()) - 60
-    store.add_connection(ConnectionRecord("expired", "old-user", connected_at=_aapl(1).retrieved_at, expires_at=past))
+    store.add_connection(
+        ConnectionRecord("expired", "old-user", connected_at=_aapl(1).provenance.retrieved_at, expires_at=past)
+    )
     store.add_subscriptions("expired", ["quote:AAPL"], expires_at=past)
     cid = _connected(ws)
     ws.send(cid, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["AAPL"]}})
@@ -480,8 +483,8 @@ def test_a_batch_connection_gets_one_frame_per_round_holding_every_changed_symbo
         assert frame["type"] == "batch"
         assert frame["seq"] == day  # one data message per round: 1, 2, 3, ...
         updates = frame["data"]["updates"]
-        assert [u["data"]["symbol"] for u in updates] == [q.symbol for q in quotes]
-        assert [u["data"]["quote"]["price"] for u in updates] == [q.price for q in quotes]
+        assert [u["data"]["symbol"] for u in updates] == [q.payload.symbol for q in quotes]
+        assert [u["data"]["quote"]["price"] for u in updates] == [q.payload.price for q in quotes]
         # Each item is exactly the message the spec-format connection got, without its seq.
         singles = broadcaster.messages_to(spec)
         assert [m["seq"] for m in singles] == list(range(20 * (day - 1) + 1, 20 * day + 1))
@@ -493,7 +496,7 @@ def test_a_batch_connection_gets_one_frame_per_round_holding_every_changed_symbo
     streaming.publish_quotes(changed, broadcaster)
     (frame,) = broadcaster.messages_to(batch)
     assert frame["seq"] == len(rounds) + 1
-    assert [u["data"]["symbol"] for u in frame["data"]["updates"]] == [changed[0].symbol]
+    assert [u["data"]["symbol"] for u in frame["data"]["updates"]] == [changed[0].payload.symbol]
     assert [m["seq"] for m in broadcaster.messages_to(spec)] == [20 * len(rounds) + 1]
 
 
@@ -548,7 +551,7 @@ def test_a_round_larger_than_a_frame_is_split_into_frames_with_consecutive_seq(
         assert max(sizes) <= 1024
         # Every changed item exactly once, in order, across the frames of the round.
         carried = [u["data"]["symbol"] for f in frames for u in f["data"]["updates"]]
-        assert carried == [q.symbol for q in quotes]
+        assert carried == [q.payload.symbol for q in quotes]
         seen.extend(f["seq"] for f in frames)
     assert seen == list(range(1, len(seen) + 1))
 
@@ -567,7 +570,7 @@ def test_an_older_round_is_dropped_and_its_values_are_sent_by_the_next_round(
     assert streaming.publish_quotes(day2, broadcaster).sent == 1
     frames = broadcaster.messages_to(cid)
     assert [f["seq"] for f in frames] == [1, 2]
-    assert [u["data"]["quote"]["price"] for u in frames[1]["data"]["updates"]] == [q.price for q in day2]
+    assert [u["data"]["quote"]["price"] for u in frames[1]["data"]["updates"]] == [q.payload.price for q in day2]
 
 
 def test_seq_counts_snapshots_and_updates_but_not_acks_pong_or_errors(

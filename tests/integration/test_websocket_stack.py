@@ -150,7 +150,7 @@ def test_the_specs_javascript_example_gets_acks_snapshots_and_then_updates(stack
             if message.get("type") == "quote_update" and not message["data"]["snapshot"]:
                 break
         assert message["data"]["symbol"] == "AAPL"
-        assert message["data"]["quote"]["price"] == aapl.price
+        assert message["data"]["quote"]["price"] == aapl.payload.price
         assert message["data"]["source"] == "replay"
         # The default format is the spec's messages plus seq: every data message numbered 1, 2, 3... with no
         # gap (the two subscribes run concurrently, so their snapshots may interleave), the update last.
@@ -199,7 +199,7 @@ def test_a_batch_connection_gets_one_numbered_frame_per_round_and_a_resync_snaps
             (frame,) = _receive_until(ws, "batch")
             assert frame["seq"] == expected_seq
             prices = {u["data"]["symbol"]: u["data"]["quote"]["price"] for u in frame["data"]["updates"]}
-            assert prices == {q.symbol: q.price for q in quotes if q.symbol in ("AAPL", "MSFT")}
+            assert prices == {q.payload.symbol: q.payload.price for q in quotes if q.payload.symbol in ("AAPL", "MSFT")}
         ws.send(json.dumps({"type": "resync"}))
         (resync,) = _receive_until(ws, "batch")
         assert resync["seq"] == 4
@@ -261,8 +261,8 @@ def test_a_410_during_fan_out_deletes_the_stale_connection(stack: Stack, tmp_pat
     publisher = stack.publisher(tmp_path)
     store = publisher.connection_store
     ghost = "Z2hvc3QtY29ubj0="
-    record = ConnectionRecord(ghost, "ghost-user", connected_at=publisher.market_data.get_quote("SPY").retrieved_at,
-                              expires_at=int(time.time()) + 3600)  # fmt: skip
+    connected_at = publisher.market_data.get_quote("SPY").provenance.retrieved_at
+    record = ConnectionRecord(ghost, "ghost-user", connected_at=connected_at, expires_at=int(time.time()) + 3600)
     store.add_connection(record)
     store.add_subscriptions(ghost, ["quote:SPY"], expires_at=record.expires_at)
     # Written past the service, so the registry's copy and the shard's copy in Redis are read again (as a

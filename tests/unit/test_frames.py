@@ -63,7 +63,7 @@ def test_a_connection_subscribed_to_nothing_that_changed_gets_nothing() -> None:
 
 def test_a_stale_value_says_so_in_both_formats_and_the_document_has_the_field() -> None:
     fresh = daily_quotes()[1][0]
-    stale = quote_update(fresh.model_copy(update={"stale": True}))
+    stale = quote_update(fresh.as_stale())
     assert quote_update(fresh).message.data.stale is False
     # A value turning stale is a change worth sending: its fingerprint differs from the fresh one's.
     assert stale.fingerprint != quote_update(fresh).fingerprint

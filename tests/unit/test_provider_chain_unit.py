@@ -196,12 +196,12 @@ def test_a_stale_copy_is_served_when_every_vendor_fails() -> None:
         sleep=c.sleeps.append,
     )
     first = service.get_quote("AAPL")
-    assert (first.cached, first.stale, first.source) == (False, False, "yahoo")
+    assert (first.provenance.cached, first.provenance.stale, first.provenance.source) == (False, False, "yahoo")
     c.clock.advance(600)  # past freshness, within the stale window
     for provider in (c.yahoo, c.fmp, c.tiingo):
         provider.fail_next(ProviderAuthError(provider.name, "key refused"))
     stale = service.get_quote("AAPL")
-    assert (stale.cached, stale.stale, stale.price) == (True, True, 190.0)
+    assert (stale.provenance.cached, stale.provenance.stale, stale.payload.price) == (True, True, 190.0)
     c.clock.advance(3600)  # past the stale window too: nothing to fall back on
     for provider in (c.yahoo, c.fmp, c.tiingo):
         provider.fail_next(ProviderAuthError(provider.name, "key refused"))

@@ -6,29 +6,24 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chalicelib.models.api import IndexQuote, IndicesResponse, SectorPerformance, SectorsResponse
+from chalicelib.models.api import IndexQuote, IndicesPayload, SectorPerformance, SectorsPayload
 from chalicelib.services.sentiment import composite, label_for
 
 AT = datetime(2025, 2, 14, 21, 0, tzinfo=UTC)
 
 
-def _indices(vix: float | None, spx_change: float | None) -> IndicesResponse:
+def _indices(vix: float | None, spx_change: float | None) -> IndicesPayload:
     quotes = []
     if vix is not None:
         quotes.append(IndexQuote(symbol="^VIX", price=vix, as_of=AT, index_name="CBOE Volatility Index"))
     if spx_change is not None:
         quotes.append(IndexQuote(symbol="^GSPC", price=6000, change_percent=spx_change, as_of=AT, index_name="S&P 500"))
-    return IndicesResponse(
-        indices=quotes, unavailable=[], as_of=AT, source="t", retrieved_at=AT, cached=False, stale=False
-    )
+    return IndicesPayload(indices=quotes, unavailable=[], as_of=AT)
 
 
-def _sectors(advancers: int, decliners: int) -> SectorsResponse:
+def _sectors(advancers: int, decliners: int) -> SectorsPayload:
     sector = SectorPerformance(sector="Energy", etf="XLE", change_percent=1.0, as_of=AT)
-    return SectorsResponse(
-        sectors=[sector], advancers=advancers, decliners=decliners, unavailable=[], as_of=AT,
-        source="t", retrieved_at=AT, cached=False, stale=False,
-    )  # fmt: skip
+    return SectorsPayload(sectors=[sector], advancers=advancers, decliners=decliners, unavailable=[], as_of=AT)
 
 
 def test_all_components_weighted_as_documented() -> None:

@@ -1,27 +1,30 @@
 """What the service pushes to clients: acks, ``pong``, ``error``, the updates and the batch frame, and
-the fan-out's unit (StreamUpdate) with its builders.
+the fan-out's unit (StreamUpdate) with its builders, which make each update from the market-data
+service's answer (``Served``) and put its provenance on the wire in one place (``_update``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from chalicelib.models.api import (
     IndexQuote,
-    IndicesResponse,
-    MoversResponse,
+    IndicesPayload,
+    MoversPayload,
     SectorPerformance,
-    SectorsResponse,
+    SectorsPayload,
     SentimentComponent,
-    SentimentResponse,
+    SentimentPayload,
 )
-from chalicelib.models.market import Quote, QuoteResponse
+from chalicelib.models.market import Quote
+from chalicelib.models.served import Provenance, Served
 from chalicelib.models.streaming.inbound import (
     CHANNEL_TOPIC_PREFIX,
     QUOTE_TOPIC_PREFIX,
@@ -260,74 +263,67 @@ class StreamUpdate:
         return self.message.model_dump_json(by_alias=True).encode()
 
 
-class _Provenanced(Protocol):
-    @property
-    def as_of(self) -> datetime: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def stale(self) -> bool: ...
+def _update(
+    topic: str,
+    message: type[UpdateMessage],
+    value: dict[str, Any],
+    as_of: datetime,
+    provenance: Provenance,
+    snapshot: bool,
+) -> StreamUpdate:
+    """An update: its value's fields, and what every update says of its value besides the value (the one
+    place a served provenance is put on the WebSocket wire): when it holds (``as_of``), where it came
+    from, whether it answers a subscribe or resync, and whether it is a stale copy served because every
+    source failed."""
+    data = {**value, "timestamp": as_of, "source": provenance.source, "snapshot": snapshot, "stale": provenance.stale}
+    return StreamUpdate(topic, message.model_validate({"data": data}))
 
 
-def _provenance(
-    response: _Provenanced, snapshot: bool, *, as_of: datetime | None = None, stale: bool | None = None
-) -> dict[str, Any]:
-    """What every update says of its value besides the value: when it holds, where it came from, whether it
-    answers a subscribe or resync, and whether it is a stale copy served because every source failed
-    (``as_of``/``stale``: a value assembled from several responses)."""
-    return {
-        "timestamp": response.as_of if as_of is None else as_of,
-        "source": response.source,
-        "snapshot": snapshot,
-        "stale": response.stale if stale is None else stale,
-    }
-
-
-def quote_update(quote: QuoteResponse, *, snapshot: bool = False) -> StreamUpdate:
+def quote_update(served: Served[Quote], *, snapshot: bool = False) -> StreamUpdate:
+    quote = served.payload
     fields = QuoteFields(
         price=quote.price, change=quote.change, change_percent=quote.change_percent, volume=quote.volume
     )
-    data = QuoteUpdateData(symbol=quote.symbol, quote=fields, **_provenance(quote, snapshot))
-    return StreamUpdate(quote_topic(quote.symbol), QuoteUpdateMessage(data=data))
+    value = {"symbol": quote.symbol, "quote": fields}
+    return _update(quote_topic(quote.symbol), QuoteUpdateMessage, value, quote.as_of, served.provenance, snapshot)
 
 
-def indices_update(indices: IndicesResponse, *, snapshot: bool = False) -> StreamUpdate:
-    data = MarketUpdateData(channel="indices", indices=indices.indices, **_provenance(indices, snapshot))
-    return StreamUpdate(channel_topic(Channel.INDICES), MarketUpdateMessage(data=data))
+def indices_update(indices: Served[IndicesPayload], *, snapshot: bool = False) -> StreamUpdate:
+    panel, topic = indices.payload, channel_topic(Channel.INDICES)
+    value = {"channel": "indices", "indices": panel.indices}
+    return _update(topic, MarketUpdateMessage, value, panel.as_of, indices.provenance, snapshot)
 
 
 def movers_update(
-    gainers: MoversResponse, losers: MoversResponse, actives: MoversResponse, *, snapshot: bool = False
+    gainers: Served[MoversPayload],
+    losers: Served[MoversPayload],
+    actives: Served[MoversPayload],
+    *,
+    snapshot: bool = False,
 ) -> StreamUpdate:
-    newest = max(gainers.as_of, losers.as_of, actives.as_of)
-    data = MarketUpdateData(
-        channel="movers",
-        gainers=gainers.movers,
-        losers=losers.movers,
-        actives=actives.movers,
-        **_provenance(gainers, snapshot, as_of=newest, stale=gainers.stale or losers.stale or actives.stale),
-    )
-    return StreamUpdate(channel_topic(Channel.MOVERS), MarketUpdateMessage(data=data))
+    """The three lists in one update: as of the newest, from the gainers' source, stale if any list is."""
+    lists = (gainers, losers, actives)
+    value = {
+        "channel": "movers",
+        "gainers": gainers.payload.movers,
+        "losers": losers.payload.movers,
+        "actives": actives.payload.movers,
+    }
+    newest = max(s.payload.as_of for s in lists)
+    provenance = dataclasses.replace(gainers.provenance, stale=any(s.provenance.stale for s in lists))
+    return _update(channel_topic(Channel.MOVERS), MarketUpdateMessage, value, newest, provenance, snapshot)
 
 
-def sectors_update(sectors: SectorsResponse, *, snapshot: bool = False) -> StreamUpdate:
-    data = SectorUpdateData(
-        sectors=sectors.sectors,
-        advancers=sectors.advancers,
-        decliners=sectors.decliners,
-        **_provenance(sectors, snapshot),
-    )
-    return StreamUpdate(channel_topic(Channel.SECTORS), SectorUpdateMessage(data=data))
+def sectors_update(sectors: Served[SectorsPayload], *, snapshot: bool = False) -> StreamUpdate:
+    panel, topic = sectors.payload, channel_topic(Channel.SECTORS)
+    value = {"sectors": panel.sectors, "advancers": panel.advancers, "decliners": panel.decliners}
+    return _update(topic, SectorUpdateMessage, value, panel.as_of, sectors.provenance, snapshot)
 
 
-def sentiment_update(sentiment: SentimentResponse, *, snapshot: bool = False) -> StreamUpdate:
-    data = SentimentUpdateData(
-        score=sentiment.score,
-        label=sentiment.label,
-        components=sentiment.components,
-        **_provenance(sentiment, snapshot),
-    )
-    return StreamUpdate(channel_topic(Channel.SENTIMENT), SentimentUpdateMessage(data=data))
+def sentiment_update(sentiment: Served[SentimentPayload], *, snapshot: bool = False) -> StreamUpdate:
+    panel, topic = sentiment.payload, channel_topic(Channel.SENTIMENT)
+    value = {"score": panel.score, "label": panel.label, "components": panel.components}
+    return _update(topic, SentimentUpdateMessage, value, panel.as_of, sentiment.provenance, snapshot)
 
 
 def encode(message: WireModel) -> bytes:

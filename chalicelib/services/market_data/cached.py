@@ -1,4 +1,4 @@
-"""The read-through cache's vocabulary: a kind's settings, the document a key holds, what is served."""
+"""The read-through cache's vocabulary: a kind's settings, the document a key holds, what a batch answered."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pydantic import BaseModel, JsonValue, ValidationError
 
 from chalicelib import observability
 from chalicelib.errors import SymbolNotFound
+from chalicelib.models.served import Provenance, Served
 from chalicelib.ports import CacheEntry
 
 logger = observability.logger
 
 P = TypeVar("P", bound=BaseModel)
-W = TypeVar("W", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -56,34 +56,6 @@ class CacheKind(Generic[P]):
 
     def key(self, symbol: str) -> str:
         return f"{self.name}:{symbol}"
-
-
-@dataclass(frozen=True)
-class Served(Generic[P]):
-    """A payload with where it came from."""
-
-    payload: P
-    source: str
-    retrieved_at: datetime
-    cached: bool
-    stale: bool
-    replay_day: date | None = None
-
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "retrieved_at": self.retrieved_at,
-            "cached": self.cached,
-            "stale": self.stale,
-            "replay_day": self.replay_day,
-        }
-
-    def wire(self, response: type[W], payload: BaseModel | None = None) -> W:
-        """The response model: the payload's fields (``payload``: a slice of it) and the provenance,
-        flat. Nothing is validated again: the payload was validated when fetched or read from the
-        cache, and the provenance is typed here."""
-        fields = dict(self.payload if payload is None else payload)
-        return response.model_construct(**fields, **self.provenance())
 
 
 @dataclass(frozen=True)
@@ -133,11 +105,13 @@ def decode(kind: CacheKind[P], entry: CacheEntry | None) -> Served[P] | None:
             raise ValueError("retrieved_at without a time zone")
         return Served(
             payload=kind.payload.model_validate(value["data"]),
-            source=str(value["source"]),
-            retrieved_at=retrieved_at,
-            cached=True,
-            stale=False,
-            replay_day=date.fromisoformat(replay_day) if isinstance(replay_day, str) else None,
+            provenance=Provenance(
+                source=str(value["source"]),
+                retrieved_at=retrieved_at,
+                cached=True,
+                stale=False,
+                replay_day=date.fromisoformat(replay_day) if isinstance(replay_day, str) else None,
+            ),
         )
     except (ValueError, KeyError, TypeError, ValidationError):
         # Written by an incompatible version: a miss; the next write replaces it.

@@ -4,30 +4,24 @@ the refresh jobs force them (``refresh=True``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
-
-from pydantic import BaseModel
 
 from chalicelib.errors import AppError, RateLimited, ServiceUnavailable
 from chalicelib.models.api import (
     IndexQuote,
     IndicesPayload,
-    IndicesResponse,
     MoversPayload,
-    MoversResponse,
-    OverviewResponse,
     SectorPerformance,
     SectorsPayload,
-    SectorsResponse,
     SentimentPayload,
-    SentimentResponse,
 )
 from chalicelib.models.market import DataKind, MoverType, Quote
+from chalicelib.models.served import Served
 from chalicelib.services import sentiment
 from chalicelib.services.market_data.reads import ChainReads, newest
 from chalicelib.services.provider_chain import AllProvidersFailed
 
-P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
 
 # The indices the dashboard shows, in display order (Yahoo's symbols; FMP uses the same).
@@ -59,10 +53,25 @@ SECTOR_ETFS: tuple[tuple[str, str], ...] = (
 MOVERS_FETCH_SIZE = 25
 
 
+@dataclass(frozen=True)
+class Overview:
+    """Everything the dashboard's landing screen needs, each part with its own provenance. A part that
+    cannot be served is None and named in ``errors`` (part → why), so one failing source never blanks
+    the page."""
+
+    indices: Served[IndicesPayload] | None
+    sectors: Served[SectorsPayload] | None
+    gainers: Served[MoversPayload] | None
+    losers: Served[MoversPayload] | None
+    actives: Served[MoversPayload] | None
+    sentiment: Served[SentimentPayload] | None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
 class MarketPanels(ChainReads):
     def get_movers(
         self, mover_type: MoverType, limit: int, *, deadline: float | None = None, refresh: bool = False
-    ) -> MoversResponse:
+    ) -> Served[MoversPayload]:
         fetch = self._upstream(
             DataKind.MOVERS,
             f"market {mover_type.value}",
@@ -72,10 +81,9 @@ class MarketPanels(ChainReads):
         )
         key = f"market:movers:{mover_type.value}"
         served = self._read(self.kinds.movers, key, fetch, deadline, refresh=refresh)
-        payload = served.payload.model_copy(update={"movers": served.payload.movers[:limit]})
-        return served.wire(MoversResponse, payload)
+        return served.with_payload(served.payload.model_copy(update={"movers": served.payload.movers[:limit]}))
 
-    def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> IndicesResponse:
+    def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> Served[IndicesPayload]:
         def fetch() -> tuple[IndicesPayload, str]:
             quotes, source, missing, _ = self._quote_set(
                 DataKind.INDICES, [s for s, _ in INDICES], "market indices", deadline
@@ -89,10 +97,9 @@ class MarketPanels(ChainReads):
             as_of = newest(q.as_of for q in indices)
             return IndicesPayload(indices=indices, unavailable=missing, as_of=as_of), source
 
-        served = self._read(self.kinds.indices, "market:indices", fetch, deadline, refresh=refresh)
-        return served.wire(IndicesResponse)
+        return self._read(self.kinds.indices, "market:indices", fetch, deadline, refresh=refresh)
 
-    def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
+    def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> Served[SectorsPayload]:
         def fetch() -> tuple[SectorsPayload, str]:
             etfs = [etf for _, etf in SECTOR_ETFS]
             quotes, source, _, reasons = self._quote_set(DataKind.SECTORS, etfs, "sector performance", deadline)
@@ -116,26 +123,24 @@ class MarketPanels(ChainReads):
                 as_of=newest(q.as_of for q in quotes.values()),
             ), source
 
-        served = self._read(self.kinds.sectors, "market:sectors", fetch, deadline, refresh=refresh)
-        return served.wire(SectorsResponse)
+        return self._read(self.kinds.sectors, "market:sectors", fetch, deadline, refresh=refresh)
 
-    def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> SentimentResponse:
+    def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> Served[SentimentPayload]:
         def fetch() -> tuple[SentimentPayload, str]:
             indices = self._optional(lambda: self.get_indices(deadline=deadline))
             sectors = self._optional(lambda: self.get_sectors(deadline=deadline))
-            payload = sentiment.composite(indices, sectors)
+            payload = sentiment.composite(indices.payload if indices else None, sectors.payload if sectors else None)
             if payload is None:
                 raise ServiceUnavailable(
                     "market sentiment needs the VIX, the S&P 500 or sector quotes, and none is available",
                     retry_after_seconds=30,
                 )
-            sources = sorted({r.source for r in (indices, sectors) if r is not None})
+            sources = sorted({r.provenance.source for r in (indices, sectors) if r is not None})
             return payload, "+".join(sources)
 
-        served = self._read(self.kinds.sentiment, "market:sentiment", fetch, deadline, refresh=refresh)
-        return served.wire(SentimentResponse)
+        return self._read(self.kinds.sentiment, "market:sentiment", fetch, deadline, refresh=refresh)
 
-    def get_overview(self, *, deadline: float | None = None) -> OverviewResponse:
+    def get_overview(self, *, deadline: float | None = None) -> Overview:
         errors: dict[str, str] = {}
 
         def part(name: str, call: Callable[[], R]) -> R | None:
@@ -147,7 +152,7 @@ class MarketPanels(ChainReads):
                 errors[name] = exc.message
                 return None
 
-        return OverviewResponse(
+        return Overview(
             indices=part("indices", lambda: self.get_indices(deadline=deadline)),
             sectors=part("sectors", lambda: self.get_sectors(deadline=deadline)),
             gainers=part("gainers", lambda: self.get_movers(MoverType.GAINERS, 5, deadline=deadline)),

@@ -20,13 +20,13 @@ from pydantic import BaseModel
 
 from chalicelib import observability
 from chalicelib.errors import NotFound, ServiceUnavailable
+from chalicelib.models.served import Provenance, Served
 from chalicelib.ports import Cache, LookupCount
 from chalicelib.services.market_data.cached import (
     CacheKind,
     CacheTimings,
     Fetched,
     Many,
-    Served,
     decode,
     negative_key,
     negative_reason,
@@ -255,12 +255,12 @@ class ReadThrough:
         retrieved = datetime.now(UTC)
         day = self.replay_day() if self.replay_day is not None else None
         served = {
-            key: Served(p, source, retrieved, cached=False, stale=False, replay_day=day)
+            key: Served(p, Provenance(source, retrieved, cached=False, stale=False, replay_day=day))
             for key, (p, source) in values.items()
         }
         if served:
             self.cache.set_many(
-                {key: stored_document(s.payload, s.source, retrieved, day) for key, s in served.items()},
+                {key: stored_document(s.payload, s.provenance.source, retrieved, day) for key, s in served.items()},
                 fresh_ttl_seconds=kind.ttl,
                 stale_ttl_seconds=self.timings.stale_ttl_seconds,
             )
@@ -269,7 +269,7 @@ class ReadThrough:
     @staticmethod
     def _stale(kind: CacheKind[P], found: Served[P]) -> Served[P]:
         observability.count("StaleServed", dimensions={"kind": kind.name})
-        return dataclasses.replace(found, cached=True, stale=True)
+        return found.as_stale()
 
     def _wait_for_fresh(self, kind: CacheKind[P], keys: list[str], deadline: float | None) -> dict[str, Served[P]]:
         """Poll until every key is fresh or the wait is over; the fresh ones found (cached, not stale)."""

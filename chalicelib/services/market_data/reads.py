@@ -11,8 +11,9 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from chalicelib.models import api, market
+from chalicelib.models.served import Served
 from chalicelib.ports import MarketDataProvider
-from chalicelib.services.market_data.cached import CacheKind, CacheTtl, Served
+from chalicelib.services.market_data.cached import CacheKind, CacheTtl
 from chalicelib.services.market_data.read_through import ReadThrough
 from chalicelib.services.provider_chain import ProviderChain
 

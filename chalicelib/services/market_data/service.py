@@ -1,4 +1,6 @@
 """Market data, read through the cache, fetched through the provider chain: the one service callers use.
+Every read answers domain objects (``Served``: a payload with its provenance); the REST routes and the
+WebSocket updates map them onto their wire.
 
 Policy lives in this package, not in adapters: which key and TTL a kind uses (the parts below), and
 what a lookup does (read_through: miss lock, waiting, stale copies, the negative cache, counters).
@@ -12,23 +14,29 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 from chalicelib.models.api import (
-    BatchQuotesResponse,
-    HistoricalResponse,
-    IndicesResponse,
-    MoversResponse,
-    NewsResponse,
-    OverviewResponse,
-    ProfileResponse,
-    SearchResponse,
-    SectorsResponse,
-    SentimentResponse,
+    IndicesPayload,
+    MoversPayload,
+    NewsPayload,
+    SearchPayload,
+    SectorsPayload,
+    SentimentPayload,
 )
-from chalicelib.models.market import CacheKindStats, CacheStatsResponse, Interval, MoverType, Period, QuoteResponse
+from chalicelib.models.market import (
+    CacheKindStats,
+    CacheStatsResponse,
+    CompanyProfile,
+    HistoricalData,
+    Interval,
+    MoverType,
+    Period,
+    Quote,
+)
+from chalicelib.models.served import Served
 from chalicelib.ports import Cache
 from chalicelib.services.market_data.cached import CacheTimings, CacheTtl
 from chalicelib.services.market_data.instruments import InstrumentReads
-from chalicelib.services.market_data.panels import MarketPanels
-from chalicelib.services.market_data.quotes import QuoteReads, QuoteRefresh
+from chalicelib.services.market_data.panels import MarketPanels, Overview
+from chalicelib.services.market_data.quotes import BatchQuote, QuoteReads, QuoteRefresh
 from chalicelib.services.market_data.read_through import ReadThrough
 from chalicelib.services.market_data.reads import CacheKinds
 from chalicelib.services.provider_chain import ProviderChain
@@ -73,10 +81,10 @@ class MarketDataService:
 
     # --- quotes -----------------------------------------------------------------------------------
 
-    def get_quote(self, symbol: str, *, deadline: float | None = None) -> QuoteResponse:
+    def get_quote(self, symbol: str, *, deadline: float | None = None) -> Served[Quote]:
         return self._quotes.get_quote(symbol, deadline=deadline)
 
-    def get_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> BatchQuotesResponse:
+    def get_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> list[BatchQuote]:
         return self._quotes.get_quotes(symbols, deadline=deadline)
 
     def refresh_quotes(self, symbols: Sequence[str], *, deadline: float | None = None) -> QuoteRefresh:
@@ -90,35 +98,35 @@ class MarketDataService:
 
     def get_historical(
         self, symbol: str, period: Period, interval: Interval, *, deadline: float | None = None
-    ) -> HistoricalResponse:
+    ) -> Served[HistoricalData]:
         return self._instruments.get_historical(symbol, period, interval, deadline=deadline)
 
-    def get_profile(self, symbol: str, *, deadline: float | None = None) -> ProfileResponse:
+    def get_profile(self, symbol: str, *, deadline: float | None = None) -> Served[CompanyProfile]:
         return self._instruments.get_profile(symbol, deadline=deadline)
 
-    def get_news(self, symbol: str, limit: int, *, deadline: float | None = None) -> NewsResponse:
+    def get_news(self, symbol: str, limit: int, *, deadline: float | None = None) -> Served[NewsPayload]:
         return self._instruments.get_news(symbol, limit, deadline=deadline)
 
-    def search(self, query: str, limit: int, *, deadline: float | None = None) -> SearchResponse:
+    def search(self, query: str, limit: int, *, deadline: float | None = None) -> Served[SearchPayload]:
         return self._instruments.search(query, limit, deadline=deadline)
 
     # --- market panels ----------------------------------------------------------------------------
 
     def get_movers(
         self, mover_type: MoverType, limit: int, *, deadline: float | None = None, refresh: bool = False
-    ) -> MoversResponse:
+    ) -> Served[MoversPayload]:
         return self._panels.get_movers(mover_type, limit, deadline=deadline, refresh=refresh)
 
-    def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> IndicesResponse:
+    def get_indices(self, *, deadline: float | None = None, refresh: bool = False) -> Served[IndicesPayload]:
         return self._panels.get_indices(deadline=deadline, refresh=refresh)
 
-    def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> SectorsResponse:
+    def get_sectors(self, *, deadline: float | None = None, refresh: bool = False) -> Served[SectorsPayload]:
         return self._panels.get_sectors(deadline=deadline, refresh=refresh)
 
-    def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> SentimentResponse:
+    def get_sentiment(self, *, deadline: float | None = None, refresh: bool = False) -> Served[SentimentPayload]:
         return self._panels.get_sentiment(deadline=deadline, refresh=refresh)
 
-    def get_overview(self, *, deadline: float | None = None) -> OverviewResponse:
+    def get_overview(self, *, deadline: float | None = None) -> Overview:
         return self._panels.get_overview(deadline=deadline)
 
     # --- cache statistics (counters, never a keyspace scan) ---------------------------------------
