@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from chalicelib.errors import ConfigurationError
+from chalicelib.settings_lists import DEFAULT_POPULAR_SYMBOLS, REPLAY_POPULAR_SYMBOLS, split_origins, split_symbols
 
 
 class Stage(StrEnum):
@@ -44,42 +45,6 @@ class JwtAlgorithm(StrEnum):
 # The DynamoDB table settings. Each defaults to infra/template.yaml's `market-data-<stage>-<table>`, where
 # <table> is the setting's name without "_table", dashed: job_runs_table → market-data-dev-job-runs.
 _TABLE_FIELDS = ("connections_table", "subscriptions_table", "registry_table", "job_runs_table")
-
-
-def _split_origins(value: Any) -> Any:
-    if isinstance(value, str):
-        origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
-        for origin in origins:
-            if origin == "*" or not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?", origin):
-                raise ValueError(f"{origin!r} is not an origin like https://dashboard.example.com (no '*')")
-        return origins
-    return value
-
-
-# The most-watched US large caps and ETFs (tickers as Yahoo spells them).
-DEFAULT_POPULAR_SYMBOLS = (
-    "AAPL", "MSFT", "NVDA", "GOOGL", "AMZN", "META", "TSLA", "BRK-B", "JPM", "V", "SPY", "QQQ",
-)  # fmt: skip
-# The same list inside the replay universe (S&P 500 of Feb 2018: Meta was still FB, Tesla not yet listed).
-REPLAY_POPULAR_SYMBOLS = (
-    "AAPL", "MSFT", "NVDA", "GOOGL", "AMZN", "FB", "BRK-B", "JPM", "V", "XOM", "SPY", "QQQ",
-)  # fmt: skip
-
-
-def _split_symbols(value: Any) -> Any:
-    if isinstance(value, str):
-        from chalicelib.errors import ValidationFailed
-        from chalicelib.models.market import normalize_symbol  # local: models import errors, not settings
-
-        symbols = []
-        for part in value.split(","):
-            if part.strip():
-                try:
-                    symbols.append(normalize_symbol(part))
-                except ValidationFailed as exc:
-                    raise ValueError(exc.message) from None
-        return tuple(dict.fromkeys(symbols))
-    return value
 
 
 SECRETS_MANAGER_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
@@ -173,7 +138,7 @@ class Settings(BaseModel):
     operator_scope: str = Field(default="market-data/operator", max_length=256, pattern=r"^[^\s]*$")
     # Comma-separated origins allowed by CORS (the dashboard's). The localhost default serves the local
     # stage only: a deployed stage must set its https origins explicitly (_check_deployed_identity).
-    cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(_split_origins)] = LOCAL_CORS_ORIGINS
+    cors_allowed_origins: Annotated[tuple[str, ...], BeforeValidator(split_origins)] = LOCAL_CORS_ORIGINS
 
     # The dashboard page (GET /): the WebSocket URL it connects to (default: locally the gateway the page
     # came from; deployed, wss:// of WEBSOCKET_MANAGEMENT_ENDPOINT) and where it sends a user for a token.
@@ -217,7 +182,7 @@ class Settings(BaseModel):
     fanout_function_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_:.\-]{1,140}$")
 
     # Refreshed every minute and warmed every 6 h besides whatever is subscribed (comma-separated).
-    job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(_split_symbols)] = DEFAULT_POPULAR_SYMBOLS
+    job_popular_symbols: Annotated[tuple[str, ...], BeforeValidator(split_symbols)] = DEFAULT_POPULAR_SYMBOLS
     # A quote refresh run's total: subscribed and popular symbols always, hot symbols up to this many in
     # all (5 Yahoo calls of 200 at the default; bounds the run's time and quota whatever readers do).
     job_quote_refresh_max_symbols: int = Field(default=1000, ge=0, le=100_000)

@@ -141,3 +141,16 @@ def test_graph_counts_imports_inside_functions() -> None:
 
 def test_no_import_cycle_inside_chalicelib() -> None:
     assert import_cycles(chalicelib_import_graph()) == []
+
+
+# A concept that outgrows this becomes a package of smaller modules (re-exporting its names), so each
+# module can be read in one sitting.
+MAX_MODULE_LINES = 350
+
+
+def test_no_module_in_chalicelib_is_over_350_lines() -> None:
+    lengths = {
+        str(path.relative_to(REPO_ROOT)): len(path.read_text().splitlines()) for path in python_files("chalicelib")
+    }
+    assert len(lengths) > 100  # the walk found the package
+    assert {name: lines for name, lines in lengths.items() if lines > MAX_MODULE_LINES} == {}
