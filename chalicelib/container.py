@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         dynamodb_job_runs,
         http,
         lambda_dispatcher,
+        redis_breaker,
         redis_cache,
         redis_quotas,
         redis_stream_state,
@@ -52,6 +53,7 @@ else:
     http = lazy.module("chalicelib.adapters.http")
     lambda_dispatcher = lazy.module("chalicelib.adapters.lambda_dispatcher")  # the jobs' fan-out only
     redis_cache = lazy.module("chalicelib.adapters.redis_cache")
+    redis_breaker = lazy.module("chalicelib.adapters.redis_breaker")
     redis_quotas = lazy.module("chalicelib.adapters.redis_quotas")
     redis_stream_state = lazy.module("chalicelib.adapters.redis_stream_state")
     redis_support = lazy.module("chalicelib.adapters.redis_support")
@@ -128,9 +130,9 @@ class Container:
         return redis_quotas.RedisQuotas(self.redis, key_prefix=self.settings.cache_key_prefix)
 
     @functools.cached_property
-    def breaker(self) -> redis_quotas.RedisCircuitBreaker:
+    def breaker(self) -> redis_breaker.RedisCircuitBreaker:
         s = self.settings
-        return redis_quotas.RedisCircuitBreaker(
+        return redis_breaker.RedisCircuitBreaker(
             self.redis,
             key_prefix=s.cache_key_prefix,
             failure_threshold=s.breaker_failure_threshold,

@@ -14,7 +14,8 @@ from chalice.test import Client
 
 from chalicelib import dashboard_api
 from chalicelib.errors import ConfigurationError
-from chalicelib.settings import REPLAY_POPULAR_SYMBOLS, load_settings
+from chalicelib.settings import load_settings
+from chalicelib.settings_lists import REPLAY_POPULAR_SYMBOLS
 
 DEPLOYED = {
     "STAGE": "dev",

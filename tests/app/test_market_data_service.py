@@ -18,8 +18,9 @@ from pydantic import BaseModel
 from requests.adapters import BaseAdapter
 
 from chalicelib.adapters.providers.yahoo import YahooProvider
+from chalicelib.adapters.redis_breaker import RedisCircuitBreaker
 from chalicelib.adapters.redis_cache import RedisCache
-from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
+from chalicelib.adapters.redis_quotas import RedisQuotas
 from chalicelib.errors import ServiceUnavailable, SymbolNotFound
 from chalicelib.models.market import Quote
 from chalicelib.models.served import Served

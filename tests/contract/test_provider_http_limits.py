@@ -22,7 +22,8 @@ from chalicelib.adapters.http import build_session
 from chalicelib.adapters.providers.alpha_vantage import AlphaVantageProvider
 from chalicelib.adapters.providers.base import ProviderRequest, fetch_json
 from chalicelib.adapters.providers.fmp import FmpProvider
-from chalicelib.adapters.redis_quotas import RedisCircuitBreaker, RedisQuotas
+from chalicelib.adapters.redis_breaker import RedisCircuitBreaker
+from chalicelib.adapters.redis_quotas import RedisQuotas
 from chalicelib.errors import ProviderResponseCut
 from chalicelib.models.market import DataKind
 from chalicelib.ports import BreakerState, QuotaLimits

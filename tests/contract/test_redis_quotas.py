@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import pytest
 import redis
 
-from chalicelib.adapters.redis_quotas import LocalRateLimiter, RedisCircuitBreaker, RedisQuotas
+from chalicelib.adapters.redis_breaker import RedisCircuitBreaker
+from chalicelib.adapters.redis_quotas import LocalRateLimiter, RedisQuotas
 from chalicelib.ports import BreakerState, CircuitBreaker, QuotaLimits, Quotas, RateLimiter
 from tests.fakes.quotas import InMemoryCircuitBreaker, InMemoryQuotas
 

@@ -14,12 +14,12 @@ import pytest
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import (
     LOCAL_DEV_JWT_SECRET,
-    REPLAY_POPULAR_SYMBOLS,
     DataSource,
     JwtAlgorithm,
     Stage,
     load_settings,
 )
+from chalicelib.settings_lists import DEFAULT_POPULAR_SYMBOLS, REPLAY_POPULAR_SYMBOLS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
@@ -438,8 +438,6 @@ def test_settings_are_immutable() -> None:
 
 
 def test_in_replay_the_popular_list_defaults_to_symbols_of_the_replay_universe() -> None:
-    from chalicelib.settings import DEFAULT_POPULAR_SYMBOLS, REPLAY_POPULAR_SYMBOLS
-
     replay = load_settings({"STAGE": "local", "MARKET_DATA_SOURCE": "replay"})
     live = load_settings({"STAGE": "local"})
     chosen = load_settings({"STAGE": "local", "MARKET_DATA_SOURCE": "replay", "JOB_POPULAR_SYMBOLS": "MSFT,brk.b"})
