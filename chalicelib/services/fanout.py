@@ -231,11 +231,23 @@ class FanOut:
     def removed(self, connection_id: str, *, shard: int | None = None) -> int:
         """Remove a connection (and its subscriptions and registry counts), then record the removal in the
         registry's copy and its shard's copy (``shard``: where it is known, else from its id)."""
-        removed = self._store.remove_connection(connection_id)
         where = shard if shard is not None else shard_for(connection_id, self._shard_count)
-        self._state.record_copy_changes(
-            [store_copies.registry_removal(), store_copies.shard_removed(connection_id, where)]
-        )
+        return self._remove_in_shard([connection_id], where)[0]
+
+    def _remove_in_shard(self, connection_ids: Sequence[str], shard: int) -> list[int]:
+        """Remove connections of one shard (one store call each: the store has no batch removal), then
+        record them all in the registry's copy and the shard's copy in one call, the ones removed before
+        a store call failed included."""
+        removed: list[int] = []
+        try:
+            for connection_id in connection_ids:
+                removed.append(self._store.remove_connection(connection_id))
+        finally:
+            if removed:
+                done = connection_ids[: len(removed)]
+                self._state.record_copy_changes(
+                    [store_copies.registry_removal(len(done)), store_copies.shard_removed(done, shard)]
+                )
         return removed
 
     def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
@@ -288,8 +300,7 @@ class FanOut:
         report.gone_connections = result.gone_connections
         for topic in result.undelivered_topics:
             self._state.forget(topic)
-        for connection_id in dict.fromkeys(report.gone_connections):
-            self.removed(connection_id, shard=shard)
+        self._remove_in_shard(list(dict.fromkeys(report.gone_connections)), shard)
         if cached is not None and now - cached.built_at >= SHARD_COPY_MAX_AGE_SECONDS:
             # After the posts: the round does not wait for the Queries, nor fails with them (the old copy
             # stays in use; the next round tries again).

@@ -117,8 +117,8 @@ def registry_added(shard: int, topics: Iterable[str]) -> CopyChange:
     return CopyChange(REGISTRY_COPY, {f"{shard}|{topic}": "1" for topic in topics})
 
 
-def registry_removal() -> CopyChange:
-    return CopyChange(REGISTRY_COPY, removals=1)
+def registry_removal(count: int = 1) -> CopyChange:
+    return CopyChange(REGISTRY_COPY, removals=count)
 
 
 # --- A shard's connections' copy. ---
@@ -192,5 +192,6 @@ def shard_unsubscribed(record: ConnectionRecord, topics: Iterable[str]) -> CopyC
     return CopyChange(shard_copy(record.shard), {f"t|{record.connection_id}|{topic}": "0" for topic in topics}, 1)
 
 
-def shard_removed(connection_id: str, shard: int) -> CopyChange:
-    return CopyChange(shard_copy(shard), {f"x|{connection_id}": "1"}, 1)
+def shard_removed(connection_ids: Iterable[str], shard: int) -> CopyChange:
+    members = {f"x|{connection_id}": "1" for connection_id in connection_ids}
+    return CopyChange(shard_copy(shard), members, len(members))
