@@ -81,6 +81,9 @@ class PublishReport:
     shards: int = 0  # shards the round went to (dispatched workers, or delivered here)
     dispatch_failed: int = 0  # shard invocations Lambda refused (delivered here instead)
     expired: int = 0  # connections closed because their token expired
+    # The registry's copy the round was judged by (None: there was none, the store was read): what
+    # ``renew_registry_copy`` decides by after the round, without reading it again.
+    registry: store_copies.Copied[TopicRegistry] | None = None
 
     def add(self, other: PublishReport) -> None:
         """Fold one shard's delivery into the round's report."""
@@ -149,7 +152,9 @@ class FanOut:
         now = self._clock()
         round_id = round_id if round_id is not None else self._next_round(now)
         lane = lane or lane_of(updates)
-        registry = self.topic_registry()
+        copy = self._registry_copy()
+        report.registry = copy.cached()
+        registry = report.registry.value if report.registry is not None else copy.read()
         subscribed = set(registry.topics())
         report.topics = len(updates)
         # Nobody to tell: not claimed, so a later subscriber's first refresh sends it.
@@ -213,13 +218,15 @@ class FanOut:
         """Read the registry from the store into a new copy."""
         return self._registry_copy().read()
 
-    def renew_registry_copy(self) -> bool:
+    def renew_registry_copy(self, *, seen: store_copies.Copied[TopicRegistry] | None = None) -> bool:
         """Read the registry again when its copy is older than REGISTRY_COPY_MAX_AGE_SECONDS and something
         was removed since, or older than REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS (a refresh calls this
-        after dispatching its round, off the round's path). True when it did."""
+        after dispatching its round, off the round's path, with the copy the round read: ``seen``,
+        PublishReport.registry). True when it did."""
         return self._registry_copy().renew(
             max_age_seconds=REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS,
             max_age_with_removals_seconds=REGISTRY_COPY_MAX_AGE_SECONDS,
+            seen=seen,
         )
 
     def read_shards(self, shards: Iterable[int] | None = None) -> None:

@@ -82,17 +82,27 @@ class StoreCopy(Generic[_T]):
         cached = self.cached()
         return cached.value if cached is not None else self.read()
 
-    def renew(self, *, max_age_seconds: float, max_age_with_removals_seconds: float | None = None) -> bool:
+    def renew(
+        self,
+        *,
+        max_age_seconds: float,
+        max_age_with_removals_seconds: float | None = None,
+        seen: Copied[_T] | None = None,
+    ) -> bool:
         """Read the store again when the copy is missing, older than ``max_age_seconds``, or older than
-        ``max_age_with_removals_seconds`` with removals noted since. True when it did."""
-        cached = self.cached()
-        if cached is not None:
-            age = self.clock() - cached.built_at
-            limit = max_age_seconds
-            if cached.removals and max_age_with_removals_seconds is not None:
-                limit = max_age_with_removals_seconds
-            if age < limit:
-                return False
+        ``max_age_with_removals_seconds`` with removals noted since. True when it did. ``seen``: the copy
+        as the caller read it a moment ago, which decides without a round trip unless removals noted
+        since could change the answer (it noted none and its age lies between the two limits)."""
+        with_removals = max_age_seconds if max_age_with_removals_seconds is None else max_age_with_removals_seconds
+
+        def old(copied: Copied[_T], *, removals: bool) -> bool:
+            return self.clock() - copied.built_at >= (with_removals if removals else max_age_seconds)
+
+        copied = seen
+        if copied is None or (not copied.removals and old(copied, removals=False) != old(copied, removals=True)):
+            copied = self.cached()
+        if copied is not None and not old(copied, removals=bool(copied.removals)):
+            return False
         self.read()
         return True
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.models.streaming import quote_update
-from chalicelib.ports import ConnectionRecord, CopyChange, shard_for
+from chalicelib.ports import ConnectionRecord, CopyChange, StoredCopy, shard_for
 from chalicelib.services import fanout
 from chalicelib.services.store_copies import (
     decode_registry,
@@ -224,6 +224,40 @@ def test_a_subscribe_during_the_read_is_in_the_copy(world: World, monkeypatch: p
     _publish(world, 191.0)  # builds the copy, with b's subscribe in the middle
     _publish(world, 192.0)
     assert _prices(world, b)[-1] == 192.0, "b's subscribe was recorded under the version being read"
+
+
+@pytest.mark.parametrize("removed", [False, True])
+@pytest.mark.parametrize("age", [0, 299, 301, 1799, 1801])
+def test_the_registry_copys_renewal_is_judged_by_the_copy_the_round_read(
+    monkeypatch: pytest.MonkeyPatch, age: int, removed: bool
+) -> None:
+    world = _world()
+    a, b = _ids_in_one_shard(2)
+    for cid in (a, b):
+        world.service.connect(cid, f"user-{cid}")
+        world.subscribe(cid, "AAPL")
+    update = quote_update(_quote_response(world, 191.0))  # (moves the clock on: before the copy is made)
+    assert world.service.renew_registry_copy() is True, "no copy yet"
+    if removed:
+        world.service.disconnect(b)
+    world.clock.advance(age)
+    report = world.service.publish([update], world.broadcaster)
+    reads: list[str] = []
+    real = world.state.read_copy
+
+    def counted(name: str) -> StoredCopy | None:
+        reads.append(name)
+        return real(name)
+
+    monkeypatch.setattr(world.state, "read_copy", counted)
+
+    renewed = world.service.renew_registry_copy(seen=report.registry)
+
+    limit = fanout.REGISTRY_COPY_MAX_AGE_SECONDS if removed else fanout.REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS
+    assert renewed is (age >= limit), "renewed exactly when the copy's own age and removals say so"
+    # Read again only where a removal since the round could change the answer.
+    might_change = not removed and fanout.REGISTRY_COPY_MAX_AGE_SECONDS <= age < limit
+    assert reads == (["registry"] if might_change else [])
 
 
 def test_the_copy_documents_round_trip() -> None:
