@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.redis_counting import CountingConnection
 from tests.redis_server import own_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,17 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A client on our own server, emptied before each test (the server is ours alone)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def counting_client(redis_url: str, redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    """A client on the suite's server whose round trips are counted (health checks off: no extra PINGs)."""
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool, health_check_interval=0)
+    client.ping()  # connect first: the handshake is not part of what is measured
+    CountingConnection.writes = 0
     yield client
     client.close()
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
-from chalicelib.adapters.redis_support import DegradingRedisAdapter
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, ScriptCall, run_scripts
 from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, CopyChange, SequenceClaim, StoredCopy, StoredRound
 
 COUNTER_NAMES = ("sent", "gone", "failed")
@@ -126,12 +126,11 @@ class RedisStreamState(DegradingRedisAdapter):
             return []
 
         def claim() -> list[bool]:
-            pipe = self._client.pipeline(transaction=False)
-            for topic, fingerprint in changes:
-                self._claim(
-                    keys=[self._key(f"ws:last:{topic}")], args=[fingerprint, _FINGERPRINT_TTL_SECONDS], client=pipe
-                )
-            return [bool(result) for result in pipe.execute()]
+            calls = [
+                ScriptCall(self._claim, [self._key(f"ws:last:{topic}")], [fingerprint, _FINGERPRINT_TTL_SECONDS])
+                for topic, fingerprint in changes
+            ]
+            return [bool(result) for result in run_scripts(self._client, calls)]
 
         return self._guarded("claim_changes", claim, [True] * len(changes))
 
@@ -143,14 +142,15 @@ class RedisStreamState(DegradingRedisAdapter):
             return []
 
         def claim() -> list[int]:
-            pipe = self._client.pipeline(transaction=False)
-            for claim in claims:
-                self._sequence(
-                    keys=[self._key(f"ws:conn:{claim.connection_id}")],
-                    args=[claim.lane or "", claim.round_id, claim.count, ttl_seconds],
-                    client=pipe,
+            calls = [
+                ScriptCall(
+                    self._sequence,
+                    [self._key(f"ws:conn:{claim.connection_id}")],
+                    [claim.lane or "", claim.round_id, claim.count, ttl_seconds],
                 )
-            return [SEQ_DROP if result == b"drop" else int(result) for result in pipe.execute()]
+                for claim in claims
+            ]
+            return [SEQ_DROP if result == b"drop" else int(result) for result in run_scripts(self._client, calls)]
 
         return self._guarded("claim_sequences", claim, [SEQ_UNSEQUENCED] * len(claims))
 
@@ -256,14 +256,14 @@ class RedisStreamState(DegradingRedisAdapter):
             return
 
         def record() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for change in wanted:
-                flat = [part for member, value in change.members.items() for part in (member, value)]
-                self._record_copy_change(
-                    keys=[self._copy_key(change.name, part) for part in (":version", "+", "-")],
-                    args=[_COPY_TTL_SECONDS, change.removals, *flat],
-                    client=pipe,
+            calls = [
+                ScriptCall(
+                    self._record_copy_change,
+                    [self._copy_key(change.name, part) for part in (":version", "+", "-")],
+                    [_COPY_TTL_SECONDS, change.removals, *(part for pair in change.members.items() for part in pair)],
                 )
-            pipe.execute()
+                for change in wanted
+            ]
+            run_scripts(self._client, calls)
 
         self._guarded("record_copy_changes", record, None)

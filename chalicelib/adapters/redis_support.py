@@ -12,11 +12,14 @@ import contextvars
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, Required, TypedDict, TypeVar, Unpack
 
 import redis
 from aws_lambda_powertools import Logger
+from redis.commands.core import Script
+from redis.typing import EncodableT
 
 logger = Logger(child=True)
 
@@ -43,6 +46,41 @@ def redis_client(url: str, *, socket_timeout_seconds: float) -> redis.Redis:
         # Our own back-off handles outages; redis-py's retries would multiply the socket timeout.
         retry_on_timeout=False,
     )
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call of a script registered with ``client.register_script``."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[EncodableT] = ()
+
+
+def run_scripts(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """The calls' replies, all pipelined into one round trip as EVALSHA. Not ``script(..., client=pipe)``:
+    redis-py then sends SCRIPT EXISTS before every such pipeline, a round trip of its own. A call the
+    server answers NOSCRIPT (restarted or flushed since it last loaded the script) did not run: its
+    script is loaded and it is retried once, in one more round trip. Other script errors raise, as a
+    pipeline's ``execute`` does."""
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    replies = list(pipe.execute(raise_on_error=False))
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:
+        scripts = list({calls[i].script.sha: calls[i].script for i in missing}.values())
+        retry = client.pipeline(transaction=False)
+        for script in scripts:
+            retry.script_load(script.script)
+        for i in missing:
+            retry.evalsha(calls[i].script.sha, len(calls[i].keys), *calls[i].keys, *calls[i].args)
+        for i, reply in zip(missing, retry.execute(raise_on_error=False)[len(scripts) :], strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+    return replies
 
 
 class Rider(Protocol):

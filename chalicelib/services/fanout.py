@@ -82,6 +82,9 @@ class PublishReport:
     shards: int = 0  # shards the round went to (dispatched workers, or delivered here)
     dispatch_failed: int = 0  # shard invocations Lambda refused (delivered here instead)
     expired: int = 0  # connections closed because their token expired
+    # The registry's copy the round was judged by (None: there was none, the store was read): what
+    # ``renew_registry_copy`` decides by after the round, without reading it again.
+    registry: store_copies.Copied[TopicRegistry] | None = None
 
     def add(self, other: PublishReport) -> None:
         """Fold one shard's delivery into the round's report."""
@@ -150,7 +153,9 @@ class FanOut:
         now = self._clock()
         round_id = round_id if round_id is not None else self._next_round(now)
         lane = lane or lane_of(updates)
-        registry = self.topic_registry()
+        copy = self._registry_copy()
+        report.registry = copy.cached()
+        registry = report.registry.value if report.registry is not None else copy.read()
         subscribed = set(registry.topics())
         report.topics = len(updates)
         # Nobody to tell: not claimed, so a later subscriber's first refresh sends it.
@@ -214,13 +219,15 @@ class FanOut:
         """Read the registry from the store into a new copy."""
         return self._registry_copy().read()
 
-    def renew_registry_copy(self) -> bool:
+    def renew_registry_copy(self, *, seen: store_copies.Copied[TopicRegistry] | None = None) -> bool:
         """Read the registry again when its copy is older than REGISTRY_COPY_MAX_AGE_SECONDS and something
         was removed since, or older than REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS (a refresh calls this
-        after dispatching its round, off the round's path). True when it did."""
+        after dispatching its round, off the round's path, with the copy the round read: ``seen``,
+        PublishReport.registry). True when it did."""
         return self._registry_copy().renew(
             max_age_seconds=REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS,
             max_age_with_removals_seconds=REGISTRY_COPY_MAX_AGE_SECONDS,
+            seen=seen,
         )
 
     def read_shards(self, shards: Iterable[int] | None = None) -> None:
@@ -232,11 +239,23 @@ class FanOut:
     def removed(self, connection_id: str, *, shard: int | None = None) -> int:
         """Remove a connection (and its subscriptions and registry counts), then record the removal in the
         registry's copy and its shard's copy (``shard``: where it is known, else from its id)."""
-        removed = self._store.remove_connection(connection_id)
         where = shard if shard is not None else shard_for(connection_id, self._shard_count)
-        self._state.record_copy_changes(
-            [store_copies.registry_removal(), store_copies.shard_removed(connection_id, where)]
-        )
+        return self._remove_in_shard([connection_id], where)[0]
+
+    def _remove_in_shard(self, connection_ids: Sequence[str], shard: int) -> list[int]:
+        """Remove connections of one shard (one store call each: the store has no batch removal), then
+        record them all in the registry's copy and the shard's copy in one call, the ones removed before
+        a store call failed included."""
+        removed: list[int] = []
+        try:
+            for connection_id in connection_ids:
+                removed.append(self._store.remove_connection(connection_id))
+        finally:
+            if removed:
+                done = connection_ids[: len(removed)]
+                self._state.record_copy_changes(
+                    [store_copies.registry_removal(len(done)), store_copies.shard_removed(done, shard)]
+                )
         return removed
 
     def deliver_shard(self, round_key: str, shard: int, broadcaster: Broadcaster) -> PublishReport:
@@ -289,8 +308,7 @@ class FanOut:
         report.gone_connections = result.gone_connections
         for topic in result.undelivered_topics:
             self._state.forget(topic)
-        for connection_id in dict.fromkeys(report.gone_connections):
-            self.removed(connection_id, shard=shard)
+        self._remove_in_shard(list(dict.fromkeys(report.gone_connections)), shard)
         if cached is not None and now - cached.built_at >= SHARD_COPY_MAX_AGE_SECONDS:
             # After the posts: the round does not wait for the Queries, nor fails with them (the old copy
             # stays in use; the next round tries again).

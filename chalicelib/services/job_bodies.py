@@ -77,10 +77,11 @@ def refresh_quotes(deps: JobDeps, context: JobContext) -> None:
     wanted = set(subscribed)
     report = deps.streaming.publish_quotes([q for s, q in quotes.items() if s in wanted], deps.broadcaster())
     context.add_publish(report)
-    # After the round is on its way: a stale copy is renewed here rather than on some round's path. The
-    # round went out, so a failed renewal does not fail the run: the copy stays in use, the next run retries.
+    # After the round is on its way: a stale copy is renewed here rather than on some round's path, judged
+    # by the copy the round read (read again only when removals since could decide). The round went out,
+    # so a failed renewal does not fail the run: the copy stays in use, the next run retries.
     try:
-        context.add("registry_read", int(deps.streaming.renew_registry_copy()))
+        context.add("registry_read", int(deps.streaming.renew_registry_copy(seen=report.registry)))
     except StoreUnavailable as exc:
         context.add("registry_read_failed")
         logger.warning("registry copy not renewed", extra={"detail": exc.message})

@@ -82,17 +82,27 @@ class StoreCopy(Generic[_T]):
         cached = self.cached()
         return cached.value if cached is not None else self.read()
 
-    def renew(self, *, max_age_seconds: float, max_age_with_removals_seconds: float | None = None) -> bool:
+    def renew(
+        self,
+        *,
+        max_age_seconds: float,
+        max_age_with_removals_seconds: float | None = None,
+        seen: Copied[_T] | None = None,
+    ) -> bool:
         """Read the store again when the copy is missing, older than ``max_age_seconds``, or older than
-        ``max_age_with_removals_seconds`` with removals noted since. True when it did."""
-        cached = self.cached()
-        if cached is not None:
-            age = self.clock() - cached.built_at
-            limit = max_age_seconds
-            if cached.removals and max_age_with_removals_seconds is not None:
-                limit = max_age_with_removals_seconds
-            if age < limit:
-                return False
+        ``max_age_with_removals_seconds`` with removals noted since. True when it did. ``seen``: the copy
+        as the caller read it a moment ago, which decides without a round trip unless removals noted
+        since could change the answer (it noted none and its age lies between the two limits)."""
+        with_removals = max_age_seconds if max_age_with_removals_seconds is None else max_age_with_removals_seconds
+
+        def old(copied: Copied[_T], *, removals: bool) -> bool:
+            return self.clock() - copied.built_at >= (with_removals if removals else max_age_seconds)
+
+        copied = seen
+        if copied is None or (not copied.removals and old(copied, removals=False) != old(copied, removals=True)):
+            copied = self.cached()
+        if copied is not None and not old(copied, removals=bool(copied.removals)):
+            return False
         self.read()
         return True
 
@@ -117,8 +127,8 @@ def registry_added(shard: int, topics: Iterable[str]) -> CopyChange:
     return CopyChange(REGISTRY_COPY, {f"{shard}|{topic}": "1" for topic in topics})
 
 
-def registry_removal() -> CopyChange:
-    return CopyChange(REGISTRY_COPY, removals=1)
+def registry_removal(count: int = 1) -> CopyChange:
+    return CopyChange(REGISTRY_COPY, removals=count)
 
 
 # --- A shard's connections' copy. ---
@@ -192,5 +202,6 @@ def shard_unsubscribed(record: ConnectionRecord, topics: Iterable[str]) -> CopyC
     return CopyChange(shard_copy(record.shard), {f"t|{record.connection_id}|{topic}": "0" for topic in topics}, 1)
 
 
-def shard_removed(connection_id: str, shard: int) -> CopyChange:
-    return CopyChange(shard_copy(shard), {f"x|{connection_id}": "1"}, 1)
+def shard_removed(connection_ids: Iterable[str], shard: int) -> CopyChange:
+    members = {f"x|{connection_id}": "1" for connection_id in connection_ids}
+    return CopyChange(shard_copy(shard), members, len(members))

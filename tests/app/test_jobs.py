@@ -20,7 +20,7 @@ from chalice.test import Client
 import app as app_module
 from chalicelib import bootstrap
 from chalicelib.errors import StoreUnavailable
-from chalicelib.ports import ConnectionRecord, JobRun, RunStatus
+from chalicelib.ports import ConnectionRecord, JobRun, RunStatus, StoredCopy
 from chalicelib.settings import load_settings
 from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
@@ -61,6 +61,12 @@ def _cached(redis_client: redis.Redis, key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+def _subscribe_to_nvda(connection_id: str) -> None:
+    ws = Lambda()
+    assert ws.connect(connection_id, token=issue_dev_token("alice"))["statusCode"] == 200
+    ws.send(connection_id, {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["NVDA"]}})
+
+
 @pytest.fixture
 def jobs_client(
     aws: None,
@@ -86,9 +92,7 @@ def jobs_client(
 def test_quote_refresh_caches_publishes_changes_and_records_the_run(
     jobs_client: Client, redis_client: redis.Redis, broadcaster: RecordingBroadcaster
 ) -> None:
-    ws = Lambda()
-    assert ws.connect("sub-1", token=issue_dev_token("alice"))["statusCode"] == 200
-    ws.send("sub-1", {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["NVDA"]}})
+    _subscribe_to_nvda("sub-1")
     broadcaster.clear()
 
     result = invoke(jobs_client, "refresh_quotes")
@@ -116,15 +120,35 @@ def test_quote_refresh_caches_publishes_changes_and_records_the_run(
     assert again["counts"]["unchanged"] == 1
 
 
+def test_a_quote_refresh_reads_the_registrys_copy_twice_the_round_judging_its_renewal(
+    jobs_client: Client, broadcaster: RecordingBroadcaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _subscribe_to_nvda("sub-1")
+    assert invoke(jobs_client, "refresh_quotes")["status"] == "succeeded"  # the first run makes the copy
+    state = _container().stream_state
+    real = state.read_copy
+    reads: list[str] = []
+
+    def counted(name: str) -> StoredCopy | None:
+        reads.append(name)
+        return real(name)
+
+    monkeypatch.setattr(state, "read_copy", counted)
+    broadcaster.clear()
+    result = invoke(jobs_client, "refresh_quotes")
+
+    assert result["status"] == "succeeded", result
+    assert result["counts"]["registry_read"] == 0, "a fresh copy is kept"
+    assert reads.count("registry") == 2, "the symbols' choice, then the round (its renewal judged by the same copy)"
+
+
 def test_a_failed_registry_renewal_after_the_round_does_not_fail_the_refresh(
     jobs_client: Client, broadcaster: RecordingBroadcaster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ws = Lambda()
-    assert ws.connect("sub-1", token=issue_dev_token("alice"))["statusCode"] == 200
-    ws.send("sub-1", {"type": "subscribe", "data": {"type": "stock_quotes", "symbols": ["NVDA"]}})
+    _subscribe_to_nvda("sub-1")
     broadcaster.clear()
 
-    def timed_out() -> bool:
+    def timed_out(*, seen: object = None) -> bool:
         raise StoreUnavailable("connection store: query failed (ReadTimeoutError)")
 
     monkeypatch.setattr(_container().streaming, "renew_registry_copy", timed_out)

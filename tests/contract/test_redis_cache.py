@@ -18,6 +18,7 @@ from pydantic import JsonValue
 from chalicelib.adapters.redis_cache import RedisCache
 from chalicelib.ports import Cache
 from tests.fakes.cache import InMemoryCache
+from tests.redis_counting import CountingConnection
 
 
 class MakeCache(Protocol):
@@ -260,27 +261,6 @@ def test_cache_recovers_after_the_backoff(redis_url: str, redis_client: redis.Re
 
 
 # --- hot set: what readers looked at recently --------------------------------------------------
-
-
-class CountingConnection(redis.Connection):
-    """Counts writes to the socket: one per command, one per pipeline (all its commands at once)."""
-
-    writes = 0
-
-    def send_packed_command(self, command: object, check_health: bool = True) -> None:
-        CountingConnection.writes += 1
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture
-def counting_client(redis_url: str, redis_client: redis.Redis) -> Iterator[redis.Redis]:
-    """A client on the suite's server whose round trips are counted (health checks off: no extra PINGs)."""
-    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
-    client = redis.Redis(connection_pool=pool, health_check_interval=0)
-    client.ping()  # connect first: the handshake is not part of what is measured
-    CountingConnection.writes = 0
-    yield client
-    client.close()
 
 
 def hot_members(redis_client: redis.Redis, prefix: str = "t1:") -> dict[str, float]:

@@ -15,6 +15,7 @@ from chalicelib.adapters.redis_stream_state import RedisStreamState
 from chalicelib.ports import SEQ_DROP, SEQ_UNSEQUENCED, CopyChange, SequenceClaim, StreamState
 from infra.local.run import free_port
 from tests.fakes.stream_state import InMemoryStreamState
+from tests.redis_counting import CountingConnection
 
 MINUTE = 60.0
 
@@ -182,6 +183,38 @@ def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_c
     assert claimed == [False, True, True]
     assert len(pipelines) == 1, "all of a round's claims go out in one pipeline"
     assert state.claim_changes([]) == []
+
+
+def test_each_scripted_call_is_one_round_trip_and_survives_a_server_that_forgot_its_scripts(
+    counting_client: redis.Redis, redis_client: redis.Redis
+) -> None:
+    state = RedisStreamState(counting_client, key_prefix="trips:")
+    # The first calls load the scripts (the server has not seen them).
+    assert state.claim_changes([("quote:AAPL", "a1")]) == [True]
+    assert state.claim_sequences([SequenceClaim("c0", 1)], ttl_seconds=TTL) == [1]
+    state.record_copy_changes([CopyChange("shard:0", {"x|c0": "1"}, 1)])
+    CountingConnection.writes = 0
+
+    assert state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m1")]) == [False, True]
+    assert state.claim_sequences([SequenceClaim("c1", 2, "quote", 1)], ttl_seconds=TTL) == [1]
+    state.record_copy_changes([CopyChange("registry", removals=1), CopyChange("shard:1", {"x|c1": "1"}, 1)])
+    assert CountingConnection.writes == 3, "one round trip each: no SCRIPT EXISTS ahead of the pipeline"
+
+    redis_client.script_flush()  # as after a restart: the server knows none of the scripts
+    CountingConnection.writes = 0
+    assert state.claim_changes([("quote:AAPL", "a2"), ("quote:MSFT", "m1")]) == [True, False], (
+        "answered NOSCRIPT, each claim ran once: after the load"
+    )
+    assert CountingConnection.writes == 2, "the scripts loaded and the calls retried in one more round trip"
+    CountingConnection.writes = 0
+    assert state.claim_sequences([SequenceClaim("c1", 1, "quote", 2)], ttl_seconds=TTL) == [3]
+    assert CountingConnection.writes == 2
+    CountingConnection.writes = 0
+    state.record_copy_changes([CopyChange("shard:1", {"x|c2": "1"}, 1)])
+    assert CountingConnection.writes == 2
+    copy = redis_client.hgetall("trips:ws:copy:{shard:1}+0")
+    assert copy == {b"x|c1": b"1", b"x|c2": b"1"}
+    assert redis_client.get("trips:ws:copy:{shard:1}-0") == b"2", "each removal counted once"
 
 
 # --- versioned copies of the store (the registry's, each shard's) -----------------------------------

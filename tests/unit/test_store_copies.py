@@ -5,13 +5,13 @@ and a real Redis: tests/app/test_sharded_fanout.py; the copy's storage: tests/co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
 
 from chalicelib.models.streaming import quote_update
-from chalicelib.ports import ConnectionRecord, shard_for
+from chalicelib.ports import ConnectionRecord, CopyChange, StoredCopy, shard_for
 from chalicelib.services import fanout
 from chalicelib.services.store_copies import (
     decode_registry,
@@ -138,6 +138,39 @@ def test_a_410_in_the_worker_removes_the_connection_from_the_store_and_the_copy(
     assert (_prices(world, a), _prices(world, gone)) == ([193.0], [])
 
 
+def test_a_rounds_410s_in_one_shard_are_recorded_in_the_copies_in_one_call(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, *gone = _ids_in_one_shard(4)
+    for cid in (a, *gone):
+        world.service.connect(cid, f"user-{cid}")
+        world.subscribe(cid, "AAPL")
+    _publish(world, 191.0)
+    recorded: list[list[CopyChange]] = []
+    real = world.state.record_copy_changes
+
+    def counted(changes: Sequence[CopyChange]) -> None:
+        recorded.append(list(changes))
+        real(changes)
+
+    monkeypatch.setattr(world.state, "record_copy_changes", counted)
+    world.broadcaster.gone.update(gone)
+    _publish(world, 192.0)
+
+    assert len(recorded) == 1, "one call for the round's three gone connections, not one each"
+    assert all(world.store.get_connection(cid, now=world.clock.now) is None for cid in gone)
+    copy = world.state.read_copy(shard_copy(shard_for(a, SHARDS)))
+    assert copy is not None
+    assert {member for member in copy.changes if member.startswith("x|")} == {f"x|{cid}" for cid in gone}
+    assert copy.removals == 3
+    registry = world.state.read_copy("registry")
+    assert registry is not None
+    assert registry.removals == 3, "the registry's copy counts each removal"
+    world.broadcaster.gone.clear()
+    _publish(world, 193.0)
+    assert [_prices(world, cid) for cid in (a, *gone)] == [[193.0], [], [], []]
+
+
 def test_a_missing_copy_is_read_from_the_store_again(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = ShardReads(world, monkeypatch)
     (a,) = _ids_in_one_shard(1)
@@ -191,6 +224,40 @@ def test_a_subscribe_during_the_read_is_in_the_copy(world: World, monkeypatch: p
     _publish(world, 191.0)  # builds the copy, with b's subscribe in the middle
     _publish(world, 192.0)
     assert _prices(world, b)[-1] == 192.0, "b's subscribe was recorded under the version being read"
+
+
+@pytest.mark.parametrize("removed", [False, True])
+@pytest.mark.parametrize("age", [0, 299, 301, 1799, 1801])
+def test_the_registry_copys_renewal_is_judged_by_the_copy_the_round_read(
+    monkeypatch: pytest.MonkeyPatch, age: int, removed: bool
+) -> None:
+    world = _world()
+    a, b = _ids_in_one_shard(2)
+    for cid in (a, b):
+        world.service.connect(cid, f"user-{cid}")
+        world.subscribe(cid, "AAPL")
+    update = quote_update(_quote_response(world, 191.0))  # (moves the clock on: before the copy is made)
+    assert world.service.renew_registry_copy() is True, "no copy yet"
+    if removed:
+        world.service.disconnect(b)
+    world.clock.advance(age)
+    report = world.service.publish([update], world.broadcaster)
+    reads: list[str] = []
+    real = world.state.read_copy
+
+    def counted(name: str) -> StoredCopy | None:
+        reads.append(name)
+        return real(name)
+
+    monkeypatch.setattr(world.state, "read_copy", counted)
+
+    renewed = world.service.renew_registry_copy(seen=report.registry)
+
+    limit = fanout.REGISTRY_COPY_MAX_AGE_SECONDS if removed else fanout.REGISTRY_COPY_MAX_AGE_UNCHANGED_SECONDS
+    assert renewed is (age >= limit), "renewed exactly when the copy's own age and removals say so"
+    # Read again only where a removal since the round could change the answer.
+    might_change = not removed and fanout.REGISTRY_COPY_MAX_AGE_SECONDS <= age < limit
+    assert reads == (["registry"] if might_change else [])
 
 
 def test_the_copy_documents_round_trip() -> None:
