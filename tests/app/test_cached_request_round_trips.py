@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import redis
 from chalice.test import Client
-from redis.connection import Connection
 
 import app as app_module
 from chalicelib import bootstrap
@@ -24,18 +23,9 @@ from infra.local.replay.transport import YahooReplayTransport
 from infra.local.token import issue_dev_token
 from tests.app.conftest import app_settings_env
 from tests.fakes.broadcaster import RecordingBroadcaster
+from tests.redis_counting import CountingConnection
 
 QUOTE = "/api/v1/market/quote/"
-
-
-class CountingConnection(Connection):
-    """A redis-py connection that counts its sends: each is one round trip (a pipeline sends once)."""
-
-    sends = 0
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.sends += 1
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 def counted_client(redis_url: str) -> redis.Redis:
@@ -76,9 +66,9 @@ def strict_budget(
 
 
 def round_trips_of(call: Any) -> tuple[int, Any]:
-    before = CountingConnection.sends
+    before = CountingConnection.writes
     result = call()
-    return CountingConnection.sends - before, result
+    return CountingConnection.writes - before, result
 
 
 def test_a_cached_quote_request_is_one_round_trip(counted: Client, auth_headers: dict[str, str]) -> None:
