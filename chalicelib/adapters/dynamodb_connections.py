@@ -56,11 +56,9 @@ from chalicelib.adapters.dynamodb_registry import (
 )
 from chalicelib.adapters.dynamodb_support import (
     BATCH_GET_LIMIT,
-    NOT_EXPIRED,
     AdapterOptions,
     Item,
     attr_n,
-    attr_now,
     attr_s,
     iso_utc,
 )
@@ -147,15 +145,7 @@ class DynamoDBConnectionStore(RegistryTable):
         self, index: str, attribute: str, value: dict[str, str], *, now: float
     ) -> Iterator[ConnectionRecord]:
         """The live connections whose ``attribute`` (``index``'s key) is ``value``: a paged Query."""
-        for item in self._paginate(
-            "query",
-            TableName=self._connections,
-            IndexName=index,
-            KeyConditionExpression=f"#{attribute} = :{attribute}",  # our attribute names, never values
-            FilterExpression=NOT_EXPIRED,
-            ExpressionAttributeNames={f"#{attribute}": attribute, "#expires_at": "expires_at"},
-            ExpressionAttributeValues={f":{attribute}": value, ":now": attr_now(now)},
-        ):
+        for item in self._query_live(self._connections, attribute, value, now=now, IndexName=index):
             yield connection_from_item(item)
 
     def remove_connection(self, connection_id: str) -> int:
@@ -265,18 +255,13 @@ class DynamoDBConnectionStore(RegistryTable):
         return before
 
     def subscribers(self, topic: str, *, now: float) -> list[str]:
-        items = self._paginate(
-            "query",
-            TableName=self._subscriptions,
-            KeyConditionExpression="#topic = :topic",
-            FilterExpression=NOT_EXPIRED,
+        items = self._query_live(
+            self._subscriptions,
+            "topic",
+            attr_s(topic),
+            now=now,
             ProjectionExpression="#connection_id",
-            ExpressionAttributeNames={
-                "#topic": "topic",
-                "#connection_id": "connection_id",
-                "#expires_at": "expires_at",
-            },
-            ExpressionAttributeValues={":topic": attr_s(topic), ":now": attr_now(now)},
+            ExpressionAttributeNames={"#connection_id": "connection_id"},
         )
         return [item["connection_id"]["S"] for item in items]
 

@@ -30,12 +30,10 @@ from typing import Any, Unpack
 from aws_lambda_powertools import Logger
 
 from chalicelib.adapters.dynamodb_support import (
-    NOT_EXPIRED,
     AdapterOptions,
     DynamoDBAdapter,
     Item,
     attr_n,
-    attr_now,
     attr_s,
     iso_utc,
 )
@@ -120,15 +118,13 @@ class DynamoDBJobRunStore(DynamoDBAdapter):
     def recent(self, job_name: str, *, limit: int, now: float) -> list[JobRun]:
         if limit < 1:
             return []
-        items = self._paginate(
-            "query",
-            TableName=self._table,
+        items = self._query_live(
+            self._table,
+            "job_name",
+            attr_s(job_name),
+            now=now,
             IndexName=BY_JOB_INDEX,
-            KeyConditionExpression="#job_name = :job_name",
-            FilterExpression=NOT_EXPIRED,
             ScanIndexForward=False,  # newest first: started_at descending
-            ExpressionAttributeNames={"#job_name": "job_name", "#expires_at": "expires_at"},
-            ExpressionAttributeValues={":job_name": attr_s(job_name), ":now": attr_now(now)},
             # Limit caps the items read before the filter, so a page of `limit` usually suffices
             # (expired runs are the oldest, at the end); pages are followed only while short.
             Limit=self._page_size or limit,

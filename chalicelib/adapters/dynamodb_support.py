@@ -114,6 +114,23 @@ class DynamoDBAdapter:
         item: Item | None = self._call("get_item", TableName=table, Key=key, ConsistentRead=True).get("Item")
         return None if item is None or int(item["expires_at"]["N"]) <= now else item
 
+    def _query_live(
+        self, table: str, attribute: str, value: dict[str, str], *, now: float, **params: Any
+    ) -> Iterator[Item]:
+        """The live items (``expires_at`` not passed) whose key ``attribute`` is ``value``: a paged Query of
+        ``table``; ``params`` add to it (IndexName, ScanIndexForward, Limit; ProjectionExpression's
+        ``#names`` go in ExpressionAttributeNames)."""
+        names = {f"#{attribute}": attribute, "#expires_at": "expires_at", **params.pop("ExpressionAttributeNames", {})}
+        return self._paginate(
+            "query",
+            TableName=table,
+            KeyConditionExpression=f"#{attribute} = :{attribute}",  # our attribute names, never values
+            FilterExpression=NOT_EXPIRED,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={f":{attribute}": value, ":now": attr_now(now)},
+            **params,
+        )
+
     def _scan_expired(self, table: str, key: str, *, now: float) -> Iterator[Item]:
         """The ``key`` attribute of every item whose ``expires_at`` has passed: a projection Scan."""
         return self._paginate(
