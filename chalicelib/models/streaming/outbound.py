@@ -128,6 +128,16 @@ _STALE_DESCRIPTION = (
 )
 
 
+class UpdateProvenance(WireModel):
+    """Where an update's value came from: what every update's ``data`` carries besides its own fields,
+    declared once (as a base, its keys come first in the JSON object; clients read them by name)."""
+
+    timestamp: AwareDatetime
+    source: str
+    snapshot: bool = False
+    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
+
+
 class QuoteFields(WireModel):
     """The spec's ``quote`` object of a quote_update."""
 
@@ -137,13 +147,9 @@ class QuoteFields(WireModel):
     volume: int | None
 
 
-class QuoteUpdateData(WireModel):
+class QuoteUpdateData(UpdateProvenance):
     symbol: str
     quote: QuoteFields
-    timestamp: AwareDatetime
-    source: str
-    snapshot: bool = False
-    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class QuoteUpdateMessage(WireModel):
@@ -151,7 +157,7 @@ class QuoteUpdateMessage(WireModel):
     data: QuoteUpdateData
 
 
-class MarketUpdateData(WireModel):
+class MarketUpdateData(UpdateProvenance):
     """``channel`` says which market panel this is: indices (``indices``) or movers (the three lists)."""
 
     channel: Literal["indices", "movers"]
@@ -159,10 +165,6 @@ class MarketUpdateData(WireModel):
     gainers: list[Quote] | None = None
     losers: list[Quote] | None = None
     actives: list[Quote] | None = None
-    timestamp: AwareDatetime
-    source: str
-    snapshot: bool = False
-    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class MarketUpdateMessage(WireModel):
@@ -170,14 +172,10 @@ class MarketUpdateMessage(WireModel):
     data: MarketUpdateData
 
 
-class SectorUpdateData(WireModel):
+class SectorUpdateData(UpdateProvenance):
     sectors: list[SectorPerformance]
     advancers: int
     decliners: int
-    timestamp: AwareDatetime
-    source: str
-    snapshot: bool = False
-    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class SectorUpdateMessage(WireModel):
@@ -185,14 +183,10 @@ class SectorUpdateMessage(WireModel):
     data: SectorUpdateData
 
 
-class SentimentUpdateData(WireModel):
+class SentimentUpdateData(UpdateProvenance):
     score: float
     label: str
     components: list[SentimentComponent]
-    timestamp: AwareDatetime
-    source: str
-    snapshot: bool = False
-    stale: bool = Field(default=False, description=_STALE_DESCRIPTION)
 
 
 class SentimentUpdateMessage(WireModel):
