@@ -29,7 +29,10 @@ W = TypeVar("W", bound=BaseModel)
 def to_wire(served: Served[P], response: type[W]) -> W:
     """The response model: the payload's fields and the provenance, flat (the one place a served
     provenance is put on the REST wire). Nothing is validated again: the payload was validated when
-    fetched or read from the cache, and the provenance is typed."""
+    fetched or read from the cache, and the provenance is typed. Every response model extends its payload
+    model, so a mismatched pair (which nothing would catch downstream) is refused here."""
+    if type(served.payload) not in response.__mro__:
+        raise TypeError(f"{response.__name__} does not extend {type(served.payload).__name__}")
     provenance = served.provenance
     return response.model_construct(
         **dict(served.payload),

@@ -18,7 +18,18 @@ from chalicelib.errors import ProviderUnavailable
 from chalicelib.http_api import json_response
 from chalicelib.market_api import batch_response, overview_response, to_wire
 from chalicelib.models import api, market
-from chalicelib.models.market import DataKind, MoverType, ProvenanceFields, Quote, QuoteResponse
+from chalicelib.models.market import (
+    CompanyProfile,
+    DataKind,
+    HistoricalData,
+    Interval,
+    MoverType,
+    Period,
+    PriceBar,
+    ProvenanceFields,
+    Quote,
+    QuoteResponse,
+)
 from chalicelib.models.served import Provenance, Served
 from chalicelib.models.streaming import quote_update, sectors_update
 from chalicelib.ports import QuotaLimits
@@ -52,6 +63,21 @@ def _service(clock: FakeClock, provider: InMemoryProvider) -> MarketDataService:
     )
 
 
+class ProviderWithHistory(InMemoryProvider):
+    """The in-memory provider, holding one daily bar and a profile for every symbol it quotes."""
+
+    def get_historical(
+        self, symbol: str, period: Period, interval: Interval, *, timeout_seconds: float
+    ) -> HistoricalData:
+        self._upstream("get_historical", DataKind.HISTORICAL, [symbol, period.value, interval.value], timeout_seconds)
+        bar = PriceBar(timestamp=AS_OF, close=self.quotes[symbol].price)
+        return HistoricalData(symbol=symbol, period=period, interval=interval, bars=[bar], as_of=AS_OF)
+
+    def get_profile(self, symbol: str, *, timeout_seconds: float) -> CompanyProfile:
+        self._upstream("get_profile", DataKind.PROFILE, [symbol], timeout_seconds)
+        return CompanyProfile(symbol=symbol, name=f"{symbol} Inc.", as_of=AS_OF)
+
+
 @dataclass
 class World:
     clock: FakeClock
@@ -65,7 +91,7 @@ def world() -> World:
     quotes = [
         Quote(symbol=s, price=100.0 + i, change_percent=(-1.0) ** i * i, as_of=AS_OF) for i, s in enumerate(SYMBOLS)
     ]
-    provider = InMemoryProvider("yahoo", quotes, capabilities=set(DataKind))
+    provider = ProviderWithHistory("yahoo", quotes, capabilities=set(DataKind))
     return World(clock, provider, _service(clock, provider))
 
 
@@ -80,6 +106,8 @@ def test_every_read_answers_a_payload_with_its_provenance_not_a_wire_model(world
     service = world.service
     reads = [
         service.get_quote("AAPL"),
+        service.get_historical("AAPL", Period.MO1, Interval.D1),
+        service.get_profile("AAPL"),
         service.get_indices(),
         service.get_sectors(),
         service.get_sentiment(),
@@ -166,14 +194,31 @@ def _carries_rest_provenance(model: type[BaseModel]) -> bool:
     return any(isinstance(t, type) and issubclass(t, BaseModel) and _carries_rest_provenance(t) for t in held)
 
 
-def _imported_names(path: Any) -> list[tuple[str, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    return [
-        (node.module, alias.name)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module in ("chalicelib.models.api", "chalicelib.models.market")
-        for alias in node.names
-    ]
+_MODEL_MODULES = ("chalicelib.models.api", "chalicelib.models.market")
+
+
+def _imported_names(source: str) -> list[tuple[str, str]]:
+    """(module, name) for every name a module takes from the two model modules: imported by name
+    (``from chalicelib.models.api import X``) or reached through the module (``from chalicelib.models
+    import api`` or ``import chalicelib.models.api as api``, then ``api.X``)."""
+    tree = ast.parse(source)
+    names: list[tuple[str, str]] = []
+    module_aliases: dict[str, str] = {}  # a local name → the model module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in _MODEL_MODULES:
+            names.extend((node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module == "chalicelib.models":
+            for alias in node.names:
+                if f"chalicelib.models.{alias.name}" in _MODEL_MODULES:
+                    module_aliases[alias.asname or alias.name] = f"chalicelib.models.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in _MODEL_MODULES and alias.asname:
+                    module_aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_aliases:
+            names.append((module_aliases[node.value.id], node.attr))
+    return names
 
 
 def test_services_and_websocket_updates_never_name_a_rest_response_model() -> None:
@@ -185,12 +230,23 @@ def test_services_and_websocket_updates_never_name_a_rest_response_model() -> No
     assert len(paths) > 20
     offenders = []
     for path in paths:
-        for module, name in _imported_names(path):
+        for module, name in _imported_names(path.read_text()):
             imported = getattr(modules[module], name)
             if isinstance(imported, type) and issubclass(imported, BaseModel) and _carries_rest_provenance(imported):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}: {name}")
     assert offenders == []
-    # The check itself: the HTTP side's response models are caught, the payloads are not.
+    # The check itself: every way of naming a model is seen, the HTTP side's responses are caught, the
+    # payloads are not.
+    probe = (
+        "from chalicelib.models.api import NewsResponse\nfrom chalicelib.models import api, market as m\n"
+        "import chalicelib.models.api as wire\nx = (api.IndicesResponse, m.QuoteResponse, wire.SectorsResponse)\n"
+    )
+    assert sorted(_imported_names(probe)) == [
+        ("chalicelib.models.api", "IndicesResponse"),
+        ("chalicelib.models.api", "NewsResponse"),
+        ("chalicelib.models.api", "SectorsResponse"),
+        ("chalicelib.models.market", "QuoteResponse"),
+    ]
     responses: list[type[BaseModel]] = [QuoteResponse, api.BatchQuotesResponse, api.OverviewResponse]
     payloads: list[type[BaseModel]] = [Quote, api.IndicesPayload, api.SectorsPayload, api.NewsPayload]
     assert all(_carries_rest_provenance(model) for model in responses)
@@ -200,3 +256,17 @@ def test_services_and_websocket_updates_never_name_a_rest_response_model() -> No
 def test_the_domain_provenance_is_what_the_rest_wire_carries() -> None:
     """One shape: the domain Provenance holds exactly the REST wire's provenance fields."""
     assert [f.name for f in dataclasses.fields(Provenance)] == list(ProvenanceFields.model_fields)
+
+
+def test_to_wire_refuses_a_response_model_that_is_not_its_payloads(world: World) -> None:
+    served = world.service.get_quote("AAPL")
+    with pytest.raises(TypeError, match="NewsResponse does not extend Quote"):
+        to_wire(served, api.NewsResponse)
+
+
+def test_a_batch_item_holds_a_quote_or_an_error_exactly_one(world: World) -> None:
+    served = world.service.get_quote("AAPL")
+    with pytest.raises(ValueError, match="exactly one"):
+        BatchQuote("AAPL")
+    with pytest.raises(ValueError, match="exactly one"):
+        BatchQuote("AAPL", quote=served, error=ProviderUnavailable("yahoo", "down"))

@@ -40,6 +40,10 @@ class BatchQuote:
     quote: Served[Quote] | None = None
     error: AppError | None = None
 
+    def __post_init__(self) -> None:
+        if (self.quote is None) == (self.error is None):
+            raise ValueError(f"a batch item holds a quote or an error, exactly one ({self.symbol})")
+
 
 class QuoteReads(ChainReads):
     def get_quote(self, symbol: str, *, deadline: float | None = None) -> Served[Quote]:
