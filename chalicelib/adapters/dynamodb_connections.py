@@ -145,7 +145,7 @@ class DynamoDBConnectionStore(RegistryTable):
         self, index: str, attribute: str, value: dict[str, str], *, now: float
     ) -> Iterator[ConnectionRecord]:
         """The live connections whose ``attribute`` (``index``'s key) is ``value``: a paged Query."""
-        for item in self._query_live(self._connections, attribute, value, now=now, IndexName=index):
+        for item in self._query_live(self._connections, attribute, value, now=now, index=index):
             yield connection_from_item(item)
 
     def remove_connection(self, connection_id: str) -> int:
@@ -260,8 +260,7 @@ class DynamoDBConnectionStore(RegistryTable):
             "topic",
             attr_s(topic),
             now=now,
-            ProjectionExpression="#connection_id",
-            ExpressionAttributeNames={"#connection_id": "connection_id"},
+            projection=["connection_id"],
         )
         return [item["connection_id"]["S"] for item in items]
 

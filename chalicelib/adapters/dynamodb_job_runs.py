@@ -123,11 +123,11 @@ class DynamoDBJobRunStore(DynamoDBAdapter):
             "job_name",
             attr_s(job_name),
             now=now,
-            IndexName=BY_JOB_INDEX,
-            ScanIndexForward=False,  # newest first: started_at descending
+            index=BY_JOB_INDEX,
+            newest_first=True,  # started_at descending
             # Limit caps the items read before the filter, so a page of `limit` usually suffices
             # (expired runs are the oldest, at the end); pages are followed only while short.
-            Limit=self._page_size or limit,
+            limit=self._page_size or limit,
         )
         # The generator is lazy: no page is requested once `limit` runs are in hand.
         return [_run_from_item(item) for item in itertools.islice(items, limit)]

@@ -115,16 +115,33 @@ class DynamoDBAdapter:
         return None if item is None or int(item["expires_at"]["N"]) <= now else item
 
     def _query_live(
-        self, table: str, attribute: str, value: dict[str, str], *, now: float, **params: Any
+        self,
+        table: str,
+        attribute: str,
+        value: dict[str, str],
+        *,
+        now: float,
+        index: str | None = None,
+        projection: Sequence[str] = (),
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> Iterator[Item]:
         """The live items (``expires_at`` not passed) whose key ``attribute`` is ``value``: a paged Query of
-        ``table``; ``params`` add to it (IndexName, ScanIndexForward, Limit; ProjectionExpression's
-        ``#names`` go in ExpressionAttributeNames)."""
-        names = {f"#{attribute}": attribute, "#expires_at": "expires_at", **params.pop("ExpressionAttributeNames", {})}
+        ``table`` or its ``index``, reading only the ``projection`` attributes if any, in descending sort
+        key order if ``newest_first``, ``limit`` items a page (default: ``page_size``)."""
+        # Attribute names are the adapters' own, never values: they go into the expressions as #names.
+        names = {f"#{name}": name for name in (attribute, "expires_at", *projection)}
+        params: dict[str, Any] = {"IndexName": index} if index else {}
+        if projection:
+            params["ProjectionExpression"] = ", ".join(f"#{name}" for name in projection)
+        if newest_first:
+            params["ScanIndexForward"] = False
+        if limit is not None:
+            params["Limit"] = limit
         return self._paginate(
             "query",
             TableName=table,
-            KeyConditionExpression=f"#{attribute} = :{attribute}",  # our attribute names, never values
+            KeyConditionExpression=f"#{attribute} = :{attribute}",
             FilterExpression=NOT_EXPIRED,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues={f":{attribute}": value, ":now": attr_now(now)},
