@@ -22,7 +22,7 @@ from aws_lambda_powertools import Logger
 from pydantic import JsonValue
 
 from chalicelib.adapters.redis_support import REDIS_FAILURES as _REDIS_FAILURES
-from chalicelib.adapters.redis_support import DegradingRedisAdapter, redis_client
+from chalicelib.adapters.redis_support import DegradingRedisAdapter, ScriptCall, redis_client, run_scripts
 from chalicelib.ports import CacheEntry, KindCounters, LookupCount
 
 logger = Logger(child=True)
@@ -230,13 +230,9 @@ class RedisCache(DegradingRedisAdapter):
     def release_locks(self, tokens: Mapping[str, str]) -> None:
         if not self.available or not tokens:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for key, token in tokens.items():
-            # The script's text, not its SHA: a pipeline cannot recover from NOSCRIPT, and redis-py's
-            # script loading for pipelines would cost a round trip of its own.
-            pipe.eval(_RELEASE_LOCK, 1, self._key("lock:" + key), token)
+        calls = [ScriptCall(self._release_script, [self._key("lock:" + key)], [token]) for key, token in tokens.items()]
         try:
-            pipe.execute()
+            run_scripts(self._client, calls)  # one round trip (EVALSHA; a NOSCRIPT is loaded and retried)
         except _REDIS_FAILURES as exc:
             self._failed("unlock", exc)
 

@@ -1,14 +1,14 @@
 """Shared provider quotas and per-user rate limits in Redis (the providers' circuit breakers: redis_breaker.py).
 
 Every decision is one Lua script, so it is atomic across concurrent Lambdas: a quota unit is checked
-and taken in the same step (never read-then-write), and a breaker's half-open probe is handed to one
-caller only. Windows are fixed (per UTC minute, per UTC day), which is how the vendors count.
+and taken in the same step (never read-then-write). Windows are fixed (per UTC minute, per UTC day),
+which is how the vendors count.
 
 Redis unreachable: the per-user budget falls back to a per-container (in-process) limiter with the
 same limit, so a user still cannot go past it through one container (across N warm containers, at most
-N times it: each keeps its own count). Vendor quotas grant (marked ``degraded``) and breakers stay
-closed: those are shared counts no single container can keep, and refusing every provider call while
-Redis is down would turn a cache outage into a full outage. The vendors' own 429s still stop us (the
+N times it: each keeps its own count). Vendor quotas grant (marked ``degraded``): a shared count no
+single container can keep (the breakers stay closed for the same reason), and refusing every provider
+call while Redis is down would turn a cache outage into a full outage. The vendors' own 429s still stop us (the
 chain moves on to the next vendor), and the per-user budget still bounds what each user can cause.
 """
 
@@ -204,7 +204,8 @@ class PendingHit:
             yield
 
     def queue(self, pipe: redis.client.Pipeline) -> int:
-        # The script's text, not its SHA: a pipeline cannot recover from NOSCRIPT (see RedisCache).
+        # The script's text, not its SHA: the hit rides another adapter's pipeline, whose replies go to
+        # that adapter (redis_support.run_scripts' NOSCRIPT retry is not available there).
         pipe.eval(_HIT, 1, self._key, (self._reset + 5) * 1000, 1)
         return 1
 
