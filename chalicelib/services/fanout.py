@@ -82,8 +82,9 @@ class PublishReport:
     shards: int = 0  # shards the round went to (dispatched workers, or delivered here)
     dispatch_failed: int = 0  # shard invocations Lambda refused (delivered here instead)
     expired: int = 0  # connections closed because their token expired
-    # The registry's copy the round was judged by (None: there was none, the store was read): what
-    # ``renew_registry_copy`` decides by after the round, without reading it again.
+    # The registry's copy the round was judged by (read from the store into a new copy when there was
+    # none): what ``renew_registry_copy`` decides by after the round, without reading it again. None in
+    # a shard's delivery report.
     registry: store_copies.Copied[TopicRegistry] | None = None
 
     def add(self, other: PublishReport) -> None:
@@ -153,9 +154,8 @@ class FanOut:
         now = self._clock()
         round_id = round_id if round_id is not None else self._next_round(now)
         lane = lane or lane_of(updates)
-        copy = self._registry_copy()
-        report.registry = copy.cached()
-        registry = report.registry.value if report.registry is not None else copy.read()
+        report.registry = self._registry_copy().current_copy()
+        registry = report.registry.value
         subscribed = set(registry.topics())
         report.topics = len(updates)
         # Nobody to tell: not claimed, so a later subscriber's first refresh sends it.

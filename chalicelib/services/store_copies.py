@@ -70,17 +70,25 @@ class StoreCopy(Generic[_T]):
     def read(self) -> _T:
         """Read the store into a new version of the copy: the version is opened first, so a writer whose
         store writes the read misses records its change under it."""
+        return self._read().value
+
+    def _read(self) -> Copied[_T]:
         version = self.state.open_copy(self.name)
         built_at = self.clock()
         value = self.read_store()
         if version is not None:
             self.state.store_copy(self.name, version, self.encode(value), built_at=built_at)
-        return value
+        return Copied(value, built_at, removals=0)
 
     def current(self) -> _T:
         """The copy, or the store itself (copied for the next reader) when there is none."""
+        return self.current_copy().value
+
+    def current_copy(self) -> Copied[_T]:
+        """``current()`` with when it was built and the removals noted since (what ``renew(seen=...)``
+        decides by)."""
         cached = self.cached()
-        return cached.value if cached is not None else self.read()
+        return cached if cached is not None else self._read()
 
     def renew(
         self,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.models.streaming import quote_update
-from chalicelib.ports import ConnectionRecord, CopyChange, StoredCopy, shard_for
+from chalicelib.ports import ConnectionRecord, CopyChange, StoredCopy, TopicRegistry, shard_for
 from chalicelib.services import fanout
 from chalicelib.services.store_copies import (
     decode_registry,
@@ -258,6 +258,40 @@ def test_the_registry_copys_renewal_is_judged_by_the_copy_the_round_read(
     # Read again only where a removal since the round could change the answer.
     might_change = not removed and fanout.REGISTRY_COPY_MAX_AGE_SECONDS <= age < limit
     assert reads == (["registry"] if might_change else [])
+
+
+def test_a_round_that_had_to_read_the_registry_judges_its_renewal_without_another_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscriber and no copy of the registry yet
+    (a,) = _ids_in_one_shard(1)
+    world.service.connect(a, "alice")
+    world.subscribe(a, "AAPL")
+    reads: list[str] = []
+    real_copy, real_store = world.state.read_copy, world.store.topic_registry
+
+    def counted(name: str) -> StoredCopy | None:
+        if name == "registry":  # (the shard's delivery reads its own copy)
+            reads.append(name)
+        return real_copy(name)
+
+    def counted_store() -> TopicRegistry:
+        reads.append("store")
+        return real_store()
+
+    monkeypatch.setattr(world.state, "read_copy", counted)
+    monkeypatch.setattr(world.store, "topic_registry", counted_store)
+
+    # WHEN a round is published, then its renewal judged
+    report = world.service.publish([quote_update(_quote_response(world, 192.0))], world.broadcaster)
+    renewed = world.service.renew_registry_copy(seen=report.registry)
+
+    # THEN the round read the store (its copy is the one it judged by), and the renewal needed no read
+    assert report.registry is not None
+    assert report.registry.removals == 0
+    assert renewed is False
+    assert reads == ["registry", "store"], "the round looked for the copy, read the store; the renewal read nothing"
+    assert world.broadcaster.messages_to(a), "the round was delivered"
 
 
 def test_the_copy_documents_round_trip() -> None:
