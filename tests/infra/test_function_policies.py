@@ -204,6 +204,11 @@ def access_of(class_name: str, method: str) -> Access:
                 table = _table_of(class_name, keywords.get("TableName", ast.Constant(None)))
                 if operation == "query" and "IndexName" in keywords and table is not None:
                     access.indexed.add(table)
+            if isinstance(func, ast.Attribute) and func.attr == "_query_live" and node.args:
+                # DynamoDBAdapter._query_live(self.<table>, ..., index=...): a Query through that table's index
+                table = _table_of(class_name, node.args[0])
+                if table is not None and any(k.arg == "index" for k in node.keywords):
+                    access.indexed.add(table)
             if operation is not None:
                 assert operation in OPERATION_ACTIONS, (
                     f"{class_name}.{name} calls {operation}: map it to its IAM action"
