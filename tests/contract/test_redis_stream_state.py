@@ -165,23 +165,13 @@ def test_unreachable_redis_sends_unsequenced_and_allows_resync() -> None:
     assert state.allow_resync("c1", interval_seconds=10) is True
 
 
-def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(redis_client: redis.Redis) -> None:
-    state = RedisStreamState(redis_client, key_prefix="claims:")
-    assert state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m1")]) == [True, True]
-    pipelines: list[int] = []
-    real_pipeline = redis_client.pipeline
-
-    def counting_pipeline(*args: object, **kwargs: object) -> redis.client.Pipeline:
-        pipelines.append(1)
-        return real_pipeline(*args, **kwargs)
-
-    redis_client.pipeline = counting_pipeline  # type: ignore[method-assign]
-    try:
-        claimed = state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m2"), ("quote:GOOGL", "g1")])
-    finally:
-        redis_client.pipeline = real_pipeline  # type: ignore[method-assign]
+def test_a_rounds_claims_are_one_round_trip_each_topic_judged_on_its_own(counting_client: redis.Redis) -> None:
+    state = RedisStreamState(counting_client, key_prefix="claims:")
+    assert state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m1")]) == [True, True]  # (loads the script)
+    CountingConnection.writes = 0
+    claimed = state.claim_changes([("quote:AAPL", "a1"), ("quote:MSFT", "m2"), ("quote:GOOGL", "g1")])
     assert claimed == [False, True, True]
-    assert len(pipelines) == 1, "all of a round's claims go out in one pipeline"
+    assert CountingConnection.writes == 1, "all of a round's claims go out in one round trip"
     assert state.claim_changes([]) == []
 
 
@@ -273,21 +263,12 @@ def test_a_copy_is_its_document_plus_the_changes_recorded_under_its_version_and_
     assert (settled.changes, settled.removals) == ({}, 0)
 
 
-def test_a_copys_changes_are_one_round_trip(redis_client: redis.Redis) -> None:
-    state = RedisStreamState(redis_client, key_prefix="copytrip:")
-    calls: list[int] = []
-    real_pipeline = redis_client.pipeline
-
-    def counting_pipeline(*args: object, **kwargs: object) -> redis.client.Pipeline:
-        calls.append(1)
-        return real_pipeline(*args, **kwargs)
-
-    redis_client.pipeline = counting_pipeline  # type: ignore[method-assign]
-    try:
-        state.record_copy_changes([CopyChange("registry", {"1|quote:A": "1"}), CopyChange("shard:1", {"c|x": "[]"})])
-    finally:
-        redis_client.pipeline = real_pipeline  # type: ignore[method-assign]
-    assert len(calls) == 1
+def test_a_copys_changes_are_one_round_trip(counting_client: redis.Redis, redis_client: redis.Redis) -> None:
+    state = RedisStreamState(counting_client, key_prefix="copytrip:")
+    state.record_copy_changes([CopyChange("shard:0", {"c|w": "[]"})])  # (loads the script)
+    CountingConnection.writes = 0
+    state.record_copy_changes([CopyChange("registry", {"1|quote:A": "1"}), CopyChange("shard:1", {"c|x": "[]"})])
+    assert CountingConnection.writes == 1
     assert 0 < redis_client.ttl("copytrip:ws:copy:{shard:1}+0") <= 3600, "changes expire with the copy"
 
 
