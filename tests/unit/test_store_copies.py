@@ -50,6 +50,14 @@ def _ids_in_one_shard(count: int) -> list[str]:
     return [cid for cid in ids if shard_for(cid, SHARDS) == shard][:count]
 
 
+def _aapl_subscriber(world: World) -> str:
+    """One connection (alice's), subscribed to AAPL."""
+    (connection_id,) = _ids_in_one_shard(1)
+    world.service.connect(connection_id, "alice")
+    world.subscribe(connection_id, "AAPL")
+    return connection_id
+
+
 def _publish(world: World, price: float, symbol: str = "AAPL") -> None:
     world.broadcaster.clear()
     world.service.publish([quote_update(_quote_response(world, price, symbol))], world.broadcaster)
@@ -173,9 +181,7 @@ def test_a_rounds_410s_in_one_shard_are_recorded_in_the_copies_in_one_call(
 
 def test_a_missing_copy_is_read_from_the_store_again(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = ShardReads(world, monkeypatch)
-    (a,) = _ids_in_one_shard(1)
-    world.service.connect(a, "alice")
-    world.subscribe(a, "AAPL")
+    a = _aapl_subscriber(world)
     _publish(world, 191.0)
     # As if the copy's keys expired: no document for the current version nor the one before it (a
     # version whose reader is still reading falls back to the previous document).
@@ -192,9 +198,7 @@ def test_a_missing_copy_is_read_from_the_store_again(world: World, monkeypatch: 
 
 def test_an_old_copy_is_read_again_after_the_round_not_before(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = ShardReads(world, monkeypatch)
-    (a,) = _ids_in_one_shard(1)
-    world.service.connect(a, "alice")
-    world.subscribe(a, "AAPL")
+    a = _aapl_subscriber(world)
     _publish(world, 191.0)
     world.clock.advance(fanout.SHARD_COPY_MAX_AGE_SECONDS - 200)
     _publish(world, 192.0)
@@ -264,9 +268,7 @@ def test_a_round_that_had_to_read_the_registry_judges_its_renewal_without_anothe
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a subscriber and no copy of the registry yet
-    (a,) = _ids_in_one_shard(1)
-    world.service.connect(a, "alice")
-    world.subscribe(a, "AAPL")
+    a = _aapl_subscriber(world)
     reads: list[str] = []
     real_copy, real_store = world.state.read_copy, world.store.topic_registry
 
